@@ -1,0 +1,7 @@
+"""``python -m actors`` is the ``parallel-agents`` command."""
+
+import sys
+
+from actors.cli import main
+
+sys.exit(main())

@@ -1,0 +1,210 @@
+"""``parallel-agents`` (also ``python -m actors``): run a request, run the simulator.
+
+Logging is configured here and nowhere else; progress goes to stderr, the
+answer (or with ``--json`` one JSON object) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import TextIO
+
+from actors.config import Settings, SimulatorSettings
+from actors.errors import ParallelAgentsError, UserInputError
+from actors.intake import clean_request
+from actors.models import PoolSnapshot, ProgressEvent, RunReport, TaskState
+
+log = logging.getLogger("actors.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parallel-agents",
+        description="Many Claude agents in parallel on one request, on Ray.",
+        epilog="Without ANTHROPIC_API_KEY an embedded simulator answers (marked as simulated).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run one request end to end",
+        description="Run one request end to end: plan, parallel microtasks, merged answer. "
+        "Starts a local Ray if none is running. Live progress on stderr.",
+    )
+    run.add_argument("text", help="the request; '-' reads it from standard input")
+    run.add_argument("--json", action="store_true", help="print one JSON object (the report)")
+    run.add_argument("--address", help="Ray cluster address (default: running one, or local)")
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    sim = commands.add_parser(
+        "simulator",
+        help="run the Anthropic-compatible simulator standalone",
+        description="Serve the embedded Anthropic-compatible simulator (POST /v1/messages). "
+        "Point ANTHROPIC_BASE_URL at it.",
+    )
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--seed", type=int)
+    sim.add_argument("--latency", choices=["zero", "fixed", "lognormal"])
+    sim.add_argument("--median-s", type=float, help="median (or fixed) latency in seconds")
+    sim.add_argument("--sigma", type=float, help="lognormal sigma (tail weight)")
+    sim.add_argument("--rate-429", type=float, help="fraction answered 429 with retry-after")
+    sim.add_argument("--rate-529", type=float, help="fraction answered 529 overloaded")
+    sim.add_argument("--rate-500", type=float, help="fraction answered 500")
+    sim.add_argument("--rate-hang", type=float, help="fraction that hang")
+    sim.add_argument("--rate-malformed", type=float, help="fraction with schema-breaking JSON")
+    sim.add_argument("--rpm-limit", type=int, help="own requests-per-minute limit")
+    sim.add_argument("--concurrency-limit", type=int, help="own concurrent-request limit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings()
+        if args.command == "simulator":
+            return _simulator(args, settings)
+        return _run(args, settings)
+    except UserInputError as exc:
+        print(f"parallel-agents: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ParallelAgentsError as exc:
+        print(f"parallel-agents: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _simulator(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.llm.simulator import run_forever
+
+    changes = {
+        key: value
+        for key, value in vars(args).items()
+        if key in SimulatorSettings.model_fields and value is not None
+    }
+    config = settings.simulator.model_copy(update=changes)
+    SimulatorSettings.model_validate(config.model_dump())
+    run_forever(config, args.host, args.port)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    raw = sys.stdin.buffer.read() if args.text == "-" else args.text
+    text = clean_request(raw, settings.max_request_chars)  # fail before starting Ray
+
+    import ray
+
+    from actors.system import find_system, init_ray, start_system
+
+    progress = Progress(sys.stderr, enabled=not args.quiet)
+    progress.say("connecting to Ray ...")
+    init_ray(args.address)
+    system = find_system()
+    if system is None:
+        sizes = ", ".join(f"{r.value} {s.min}-{s.max}" for r, s in settings.pools.items())
+        progress.say(f"starting pools ({sizes}) ...")
+        started = time.monotonic()
+        system = start_system(settings)
+        progress.say(f"pools warm in {time.monotonic() - started:.1f} s")
+    orchestrator = system.orchestrator
+    task_id = str(ray.get(orchestrator.submit.remote(text)))
+    progress.say(f"task {task_id} submitted")
+    seen = 0
+    try:
+        while True:
+            events: list[ProgressEvent] = ray.get(orchestrator.events.remote(task_id, seen, 0.5))
+            seen += len(events)
+            pools: list[PoolSnapshot] = ray.get(orchestrator.pools.remote())
+            progress.update(events, pools)
+            if any(e.kind == "done" for e in events):
+                break
+    except KeyboardInterrupt:
+        progress.say("cancelling ...")
+        ray.get(orchestrator.cancel.remote(task_id))
+    report: RunReport = ray.get(orchestrator.wait.remote(task_id))
+    progress.finish()
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        print(report.result)
+        print()
+        print(summary_line(report))
+    if report.state is TaskState.CANCELLED:
+        return EXIT_CANCELLED
+    return EXIT_OK if report.state is TaskState.DONE else EXIT_FAILED
+
+
+def summary_line(report: RunReport) -> str:
+    """One human line with the figures that matter."""
+    label = " [simulated: no ANTHROPIC_API_KEY]" if report.simulated else ""
+    return (
+        f"{report.state.value}: {report.complexity.value}, {report.microtasks} microtasks on "
+        f"{report.agents} agents (peak {report.max_parallel} at once), "
+        f"wall {report.wall_s:.1f} s, work {report.work_s:.1f} s, speedup {report.speedup:.1f}x, "
+        f"{report.retries} retries, {report.failed} failed, "
+        f"{report.input_tokens + report.output_tokens:,} tokens, ${report.cost_usd:.4f}{label}"
+    )
+
+
+class Progress:
+    """A one-line live progress bar on a terminal; a line per 10% elsewhere."""
+
+    def __init__(self, stream: TextIO, enabled: bool = True, width: int = 24) -> None:
+        self._stream = stream
+        self._enabled = enabled
+        self._tty = stream.isatty()
+        self._width = width
+        self._done = self._total = self._retries = 0
+        self._last_decile = -1
+        self._line = ""
+
+    def say(self, text: str) -> None:
+        if self._enabled:
+            self._clear()
+            print(text, file=self._stream, flush=True)
+
+    def update(self, events: list[ProgressEvent], pools: list[PoolSnapshot]) -> None:
+        for event in events:
+            self._done, self._total = event.done, event.total
+            self._retries += event.kind == "retried"
+        if not self._enabled or not self._total:
+            return
+        filled = int(self._width * self._done / self._total)
+        bar = "#" * filled + "." * (self._width - filled)
+        busy = " ".join(f"{p.role.value[:3]} {p.busy}/{p.size}" for p in pools)
+        line = f"[{bar}] {self._done}/{self._total} microtasks | {busy} | retries {self._retries}"
+        if self._tty:
+            self._clear()
+            self._stream.write(line)
+            self._stream.flush()
+            self._line = line
+        else:
+            decile = 10 * self._done // self._total
+            if decile != self._last_decile:
+                self._last_decile = decile
+                print(line, file=self._stream, flush=True)
+
+    def finish(self) -> None:
+        if self._enabled and self._tty and self._line:
+            self._stream.write("\n")
+            self._line = ""
+
+    def _clear(self) -> None:
+        if self._tty and self._line:
+            self._stream.write("\r" + " " * len(self._line) + "\r")
+            self._line = ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Settings, read once at the edge (CLI, serve_app.py, bot.py) and passed down.
+
+Every field can come from the environment (prefix ``PARALLEL_AGENTS_``, nested
+fields joined by ``__``, e.g. ``PARALLEL_AGENTS_POOLS__RESEARCH__MAX=4``), from
+a TOML file named by ``PARALLEL_AGENTS_CONFIG``, or from explicit arguments.
+The contract names from ARCHITECTURE.md (``ANTHROPIC_API_KEY``,
+``TELEGRAM_BOT_TOKEN``, ...) are read under their own names.
+
+Names of actors, the Ray namespace and default ports live here too, so there
+is exactly one place to look them up.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from actors.models import Complexity, Role
+
+NAMESPACE = "parallel_agents"
+ORCHESTRATOR_NAME = "orchestrator"
+LIMITER_NAME = "rate-limiter"
+SIMULATOR_NAME = "llm-simulator"
+DEFAULT_HTTP_PORT = 9090
+
+
+def pool_actor_name(role: Role) -> str:
+    """Name of the pool actor for ``role`` (e.g. ``pool-research``)."""
+    return f"pool-{role.value}"
+
+
+def agent_actor_name(role: Role, index: int) -> str:
+    """Name of one agent actor (e.g. ``research-03``), as shown in the Ray dashboard."""
+    return f"{role.value}-{index:02d}"
+
+
+class Purpose(StrEnum):
+    """What a model call is for; each purpose has its own model."""
+
+    RESEARCH = "research"
+    ANALYSIS = "analysis"
+    GENERATION = "generation"
+    VALIDATION = "validation"
+    PLANNING = "planning"
+    SYNTHESIS = "synthesis"
+
+
+class Strategy(StrEnum):
+    """Load-balancing strategies for picking an agent inside a pool."""
+
+    ROUND_ROBIN = "round_robin"
+    WEIGHTED = "weighted"
+    PRIORITY = "priority"
+    AFFINITY = "affinity"
+    LEAST_LOADED = "least_loaded"
+
+
+class PoolSize(BaseModel):
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PoolSize:
+        if self.min > self.max:
+            raise ValueError(f"pool min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class Level(BaseModel):
+    """Bounds for one complexity level."""
+
+    max_microtasks: int = Field(ge=1)
+    max_agents: int = Field(ge=1)
+    time_limit_s: float = Field(gt=0)
+
+
+def _default_pools() -> dict[Role, PoolSize]:
+    return {
+        Role.RESEARCH: PoolSize(min=8, max=12),
+        Role.ANALYSIS: PoolSize(min=10, max=15),
+        Role.GENERATION: PoolSize(min=8, max=10),
+        Role.VALIDATION: PoolSize(min=4, max=6),
+    }
+
+
+def _default_levels() -> dict[Complexity, Level]:
+    return {
+        Complexity.SIMPLE: Level(max_microtasks=5, max_agents=2, time_limit_s=30),
+        Complexity.MEDIUM: Level(max_microtasks=20, max_agents=10, time_limit_s=120),
+        Complexity.COMPLEX: Level(max_microtasks=50, max_agents=25, time_limit_s=300),
+        Complexity.MASSIVE: Level(max_microtasks=100, max_agents=50, time_limit_s=600),
+    }
+
+
+def _default_models() -> dict[Purpose, str]:
+    # Ids from the installed SDK's anthropic/types/model.py. Planning and
+    # synthesis get the strongest model; bulk research/validation the cheapest.
+    return {
+        Purpose.PLANNING: "claude-opus-5-5",
+        Purpose.SYNTHESIS: "claude-opus-5-5",
+        Purpose.ANALYSIS: "claude-sonnet-5-5",
+        Purpose.GENERATION: "claude-sonnet-5-5",
+        Purpose.RESEARCH: "claude-haiku-5-5",
+        Purpose.VALIDATION: "claude-haiku-5-5",
+    }
+
+
+class LimiterSettings(BaseModel):
+    """The cluster-wide rate limiter (requests, tokens, concurrency, backoff)."""
+
+    requests_per_minute: int = Field(default=4000, ge=1)
+    input_tokens_per_minute: int = Field(default=2_000_000, ge=1)
+    output_tokens_per_minute: int = Field(default=400_000, ge=1)
+    max_concurrency: int = Field(default=64, ge=1)
+    min_concurrency: int = Field(default=1, ge=1)
+    decrease_factor: float = Field(default=0.5, gt=0, lt=1)
+    max_retry_wait_s: float = Field(default=10.0, gt=0)
+    jitter_s: float = Field(default=0.5, ge=0)
+    max_attempts: int = Field(default=6, ge=1)
+    base_backoff_s: float = Field(default=0.5, gt=0)
+
+
+class SimulatorSettings(BaseModel):
+    """The embedded Anthropic-compatible simulator used when no API key is set."""
+
+    seed: int = 0
+    latency: str = Field(default="lognormal", pattern="^(zero|fixed|lognormal)$")
+    median_s: float = Field(default=0.4, ge=0)
+    sigma: float = Field(default=0.5, ge=0)
+    per_output_token_s: float = Field(default=0.0, ge=0)
+    rate_429: float = Field(default=0.0, ge=0, le=1)
+    retry_after_s: float = Field(default=1.0, ge=0)
+    rate_529: float = Field(default=0.0, ge=0, le=1)
+    rate_500: float = Field(default=0.0, ge=0, le=1)
+    rate_hang: float = Field(default=0.0, ge=0, le=1)
+    hang_s: float = Field(default=600.0, ge=0)
+    rate_malformed: float = Field(default=0.0, ge=0, le=1)
+    rpm_limit: int | None = Field(default=None, ge=1)
+    concurrency_limit: int | None = Field(default=None, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, in one object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PARALLEL_AGENTS_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
+    )
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "telegram_bot_token")
+    )
+    telegram_api_base_url: str = Field(
+        default="https://api.telegram.org",
+        validation_alias=AliasChoices("TELEGRAM_API_BASE_URL", "telegram_api_base_url"),
+    )
+    telegram_allowed_user_ids: str = Field(
+        default="",
+        validation_alias=AliasChoices("TELEGRAM_ALLOWED_USER_IDS", "telegram_allowed_user_ids"),
+    )
+
+    http_host: str = "127.0.0.1"
+    http_port: int = DEFAULT_HTTP_PORT
+    api_token: SecretStr | None = None
+    home: Path = Field(default_factory=lambda: Path.home() / ".parallel-agents")
+
+    models: dict[Purpose, str] = Field(default_factory=_default_models)
+    pools: dict[Role, PoolSize] = Field(default_factory=_default_pools)
+    levels: dict[Complexity, Level] = Field(default_factory=_default_levels)
+    limiter: LimiterSettings = Field(default_factory=LimiterSettings)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+
+    strategy: Strategy = Strategy.LEAST_LOADED
+    agent_concurrency: int = Field(default=1, ge=1)
+    spread_agents: bool = True
+    max_tokens: int = Field(default=1024, ge=1)
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    max_request_chars: int = Field(default=20_000, ge=1)
+
+    microtask_timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_s: float = Field(default=0.2, ge=0)
+    backups: bool = True
+    backup_min_samples: int = Field(default=5, ge=1)
+
+    scale_interval_s: float = Field(default=0.25, gt=0)
+    upscale_delay_s: float = Field(default=0.5, ge=0)
+    downscale_delay_s: float = Field(default=10.0, ge=0)
+    target_per_agent: float = Field(default=1.0, gt=0)
+    health_interval_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Settings:
+        # Partial overrides (one pool, one model) keep the defaults for the rest.
+        self.pools = {**_default_pools(), **self.pools}
+        self.levels = {**_default_levels(), **self.levels}
+        self.models = {**_default_models(), **self.models}
+        return self
+
+    @property
+    def simulated(self) -> bool:
+        """True when no API key is set: the embedded simulator answers every call."""
+        return self.anthropic_api_key is None
+
+    @property
+    def allowed_user_ids(self) -> frozenset[int]:
+        ids = (part.strip() for part in self.telegram_allowed_user_ids.split(","))
+        return frozenset(int(part) for part in ids if part)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("PARALLEL_AGENTS_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed (used by tests and the CLI)."""
+        data = self.model_dump()
+        data.update(changes)
+        return Settings.model_validate(data)

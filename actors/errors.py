@@ -1,0 +1,85 @@
+"""One error tree for the whole system, split by who caused the problem.
+
+::
+
+    ParallelAgentsError
+    ├── UserInputError            the caller's request is unusable (empty, too big, binary)
+    ├── ConfigurationError        settings that cannot work together
+    ├── ModelBehaviorError        the model answered, but not in the asked-for shape
+    ├── ProviderError             the LLM provider failed after every allowed retry
+    │   └── ProviderTimeoutError  ... by not answering within the per-call timeout
+    ├── AgentLostError            the agent running a microtask died (Ray's own errors
+    │                             are translated to this at the pool, one boundary)
+    ├── MicrotaskTimeoutError     a microtask passed its deadline
+    ├── TaskCancelledError        a caller cancelled the task
+    └── UnknownTaskError          no task with that id
+
+Every error pickles with its message (Ray ships exceptions between processes);
+errors with extra fields define ``__reduce__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ParallelAgentsError(Exception):
+    """Base class: every error this package raises on purpose."""
+
+
+class UserInputError(ParallelAgentsError, ValueError):
+    """The request itself cannot be processed; the message says what to change."""
+
+
+class ConfigurationError(ParallelAgentsError):
+    """Settings that cannot work (e.g. a public HTTP host without an API token)."""
+
+
+class ModelBehaviorError(ParallelAgentsError):
+    """The model's answer did not match the requested schema.
+
+    ``detail`` names what was wrong; ``raw`` keeps (a bounded part of) what the
+    model said so nothing is lost for debugging.
+    """
+
+    def __init__(self, message: str, raw: str = "") -> None:
+        super().__init__(message)
+        self.raw = raw[:2000]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.raw))
+
+
+class ProviderError(ParallelAgentsError):
+    """The provider kept failing (429/529/5xx/connection) past the retry budget."""
+
+    def __init__(self, message: str, status_code: int | None = None, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.attempts = attempts
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.status_code, self.attempts))
+
+
+class ProviderTimeoutError(ProviderError):
+    """No answer from the provider within the per-call timeout."""
+
+
+class AgentLostError(ParallelAgentsError):
+    """The agent process running a microtask died or became unreachable."""
+
+
+class MicrotaskTimeoutError(ParallelAgentsError):
+    """A microtask ran past its deadline and was cancelled."""
+
+
+class TaskCancelledError(ParallelAgentsError):
+    """The task was cancelled by its caller."""
+
+
+class UnknownTaskError(ParallelAgentsError, KeyError):
+    """No task with the given id is known."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown task"

@@ -1,0 +1,410 @@
+"""An Anthropic-compatible Messages API on loopback: deterministic answers, latency, faults.
+
+With no ``ANTHROPIC_API_KEY`` the system points the official SDK at this server, so the
+demo, the tests and the benchmark run the real SDK code path offline::
+
+    with SimulatorServer(SimulatorSettings(latency="zero")) as sim:
+        client = anthropic.AsyncAnthropic(api_key="sim", base_url=sim.url)
+
+Routes: ``POST /v1/messages``, ``POST /v1/messages/count_tokens`` (both need ``x-api-key``
+or ``Authorization: Bearer``), and for operators ``GET /stats``, ``POST /stats/reset``,
+``POST /config`` (partial ``SimulatorSettings`` as JSON), ``GET /requests`` (the last
+10,000 requests; ``?limit=N``), ``GET /health``.
+
+Answers (see ``fake_content``) depend only on seed, model, system, messages and schema.
+Structured output works both ways the SDK asks for it: a forced tool (``tool_use`` block)
+and ``output_config.format`` json_schema (a text block holding the JSON).
+
+Knobs (``actors.config.SimulatorSettings``, changeable at runtime):
+
+- ``seed``: content and the latency/fault stream.
+- ``latency``: ``zero`` | ``fixed`` (``median_s``) | ``lognormal`` (``median_s``, ``sigma``),
+  plus ``per_output_token_s`` per output token. A ``[sim-latency S]`` marker in the last
+  user message replaces the drawn latency for that request (tests and experiments give
+  single microtasks known durations with it).
+- faults, checked in this order on every admitted request: ``rate_hang`` (sleep ``hang_s``,
+  then 500), ``rate_429`` (``retry-after`` = ``retry_after_s``), ``rate_529``, ``rate_500``,
+  ``rate_malformed`` (structured answers that violate their schema).
+- own limits: ``rpm_limit`` and ``concurrency_limit`` → 429 with ``retry-after`` and
+  ``anthropic-ratelimit-requests-*`` headers (sent on every response while a limit is set).
+
+Latency and fault draws come from one ``random.Random(seed)`` stream in arrival order, so a
+run with the same arrival order sees the same faults; a retried request draws again.
+
+Layout: this module is the HTTP app and where it runs (``SimulatorServer`` in a thread,
+``SimulatorActor`` in Ray, ``run_forever`` for the CLI); ``simulator_state`` holds limits,
+draws and stats; ``fake_content`` writes the answers; ``json_instance`` fills schemas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import threading
+import time
+from functools import partial
+from typing import Any
+
+import ray
+from aiohttp import web
+from pydantic import ValidationError
+
+from actors.config import SimulatorSettings
+from actors.llm import fake_content
+from actors.llm.simulator_state import LOG_SIZE, ApiError, SimulatorState, retry_headers
+
+logger = logging.getLogger(__name__)
+
+_Handler = Any  # aiohttp's handler type is awkward to spell; handlers are plain coroutines
+
+
+# --- request parsing ------------------------------------------------------------------
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "invalid_request_error", message)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _bad(f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise _bad("Request body must be a JSON object.")
+    return body
+
+
+def _check_auth(request: web.Request) -> None:
+    bearer = request.headers.get("authorization", "")
+    has_bearer = bearer.lower().startswith("bearer ") and bearer[7:].strip()
+    if not request.headers.get("x-api-key") and not has_bearer:
+        raise ApiError(401, "authentication_error", "x-api-key header is required")
+
+
+def _validate(body: dict[str, Any], need_max_tokens: bool) -> None:
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _bad("model: Field required")
+    if need_max_tokens:
+        if "max_tokens" not in body:
+            raise _bad("max_tokens: Field required")
+        if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+            raise _bad("max_tokens: Input should be an integer greater than or equal to 1")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise _bad("messages: Field required")
+    if not messages:
+        raise _bad("messages: at least one message is required")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise _bad(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        content = message.get("content")
+        last_assistant = i == len(messages) - 1 and message["role"] == "assistant"
+        if not content and not last_assistant:
+            raise _bad(
+                f"messages.{i}: all messages must have non-empty content except for the "
+                f"optional final assistant message"
+            )
+        if isinstance(content, list):
+            for j, block in enumerate(content):
+                if (
+                    isinstance(block, dict)
+                    and block.get("type") == "text"
+                    and not block.get("text")
+                ):
+                    raise _bad(f"messages.{i}.content.{j}: text content blocks must be non-empty")
+    if body.get("stream"):
+        raise _bad("stream: streaming is not supported by the simulator")
+
+
+# --- handlers -------------------------------------------------------------------------
+
+
+async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
+    """POST /v1/messages: admit, draw latency and faults, answer."""
+    entry: dict[str, Any] = {"seq": sim.next_seq(), "at": time.time(), "status": 500}
+    entry.update(prompt_sha=None, model=None, latency_s=0.0, kind=None)
+    started, usage, admitted = time.monotonic(), None, False
+    try:
+        _check_auth(request)
+        body = await _json_body(request)
+        _validate(body, need_max_tokens=True)
+        try:
+            kind, _, _ = fake_content.answer_shape(body)
+        except ValueError as exc:
+            raise _bad(str(exc)) from exc
+        entry.update(prompt_sha=fake_content.prompt_sha(body), model=body["model"], kind=kind.value)
+        sim.admit()
+        admitted = True
+        fault, latency = sim.draw()
+        hinted = fake_content.latency_hint(body)
+        if hinted is not None:
+            latency = hinted
+        cfg = sim.config
+        if fault == "hang":
+            await asyncio.sleep(cfg.hang_s)
+            raise ApiError(500, "api_error", "Internal server error (simulated hang)")
+        if fault == "429":
+            raise ApiError(
+                429,
+                "rate_limit_error",
+                "Simulated rate limit: too many requests, please retry later.",
+                retry_headers(cfg.retry_after_s),
+            )
+        if fault == "529":
+            raise ApiError(529, "overloaded_error", "Overloaded")
+        if fault == "500":
+            raise ApiError(500, "api_error", "Internal server error")
+        payload = fake_content.message(body, cfg.seed, malformed=fault == "malformed")
+        output_tokens = payload["usage"]["output_tokens"]
+        await asyncio.sleep(latency + cfg.per_output_token_s * output_tokens)
+        usage = (payload["usage"]["input_tokens"], output_tokens)
+        entry["status"] = 200
+        return web.json_response(payload, headers=sim.limit_headers())
+    except ApiError as exc:
+        entry["status"] = exc.status
+        exc.headers.update(sim.limit_headers())
+        raise
+    except asyncio.CancelledError:
+        entry["status"] = 499  # the client went away (usually its timeout during a hang)
+        raise
+    finally:
+        if admitted:
+            sim.release()
+        entry["latency_s"] = round(time.monotonic() - started, 6)
+        sim.record(entry, usage)
+
+
+async def _count_tokens(sim: SimulatorState, request: web.Request) -> web.Response:
+    """POST /v1/messages/count_tokens."""
+    _check_auth(request)
+    body = await _json_body(request)
+    _validate(body, need_max_tokens=False)
+    sim.count_tokens_call()
+    return web.json_response({"input_tokens": fake_content.input_tokens(body)})
+
+
+async def _get_stats(sim: SimulatorState, request: web.Request) -> web.Response:
+    """GET /stats."""
+    return web.json_response(sim.stats())
+
+
+async def _reset_stats(sim: SimulatorState, request: web.Request) -> web.Response:
+    """POST /stats/reset."""
+    sim.reset_stats()
+    return web.json_response({"ok": True})
+
+
+async def _post_config(sim: SimulatorState, request: web.Request) -> web.Response:
+    """POST /config: change some knobs, answer with the whole configuration."""
+    try:
+        sim.reconfigure(**await _json_body(request))
+    except (ValueError, ValidationError) as exc:
+        raise _bad(str(exc)) from exc
+    return web.json_response(sim.config.model_dump())
+
+
+async def _get_requests(sim: SimulatorState, request: web.Request) -> web.Response:
+    """GET /requests?limit=N: the most recent requests, oldest first."""
+    try:
+        limit = int(request.query.get("limit", LOG_SIZE))
+    except ValueError as exc:
+        raise _bad("limit must be an integer") from exc
+    return web.json_response({"requests": sim.recent(limit)})
+
+
+async def _health(sim: SimulatorState, request: web.Request) -> web.Response:
+    """GET /health."""
+    return web.json_response({"status": "ok", "simulated": True})
+
+
+@web.middleware
+async def _anthropic_shape(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Every response: ``x-simulated``, ``request-id``, and errors in Anthropic's JSON shape."""
+    request_id = f"req_sim_{secrets.token_hex(12)}"
+    try:
+        response: web.StreamResponse = await handler(request)
+    except ApiError as exc:
+        response = _error_response(exc, request_id)
+    except web.HTTPException as exc:
+        type_ = "not_found_error" if exc.status == 404 else "invalid_request_error"
+        response = _error_response(ApiError(exc.status, type_, exc.reason), request_id)
+    except Exception:
+        logger.exception("simulator failed on %s %s", request.method, request.path)
+        response = _error_response(ApiError(500, "api_error", "Internal server error"), request_id)
+    response.headers["x-simulated"] = "true"
+    response.headers["request-id"] = request_id
+    return response
+
+
+def _error_response(exc: ApiError, request_id: str) -> web.Response:
+    body = {
+        "type": "error",
+        "error": {"type": exc.type, "message": str(exc)},
+        "request_id": request_id,
+    }
+    return web.json_response(body, status=exc.status, headers=exc.headers)
+
+
+def build_app(config: SimulatorSettings) -> web.Application:
+    """The simulator as an aiohttp application (serve it with ``SimulatorServer`` or a runner)."""
+    return _app_for(SimulatorState(config))
+
+
+def _app_for(sim: SimulatorState) -> web.Application:
+    app = web.Application(middlewares=[_anthropic_shape], client_max_size=32 * 1024**2)
+    # Handlers get the state bound in; no app-key lookup (Ray may pickle this module by value).
+    app.router.add_post("/v1/messages", partial(_messages, sim))
+    app.router.add_post("/v1/messages/count_tokens", partial(_count_tokens, sim))
+    app.router.add_get("/stats", partial(_get_stats, sim))
+    app.router.add_post("/stats/reset", partial(_reset_stats, sim))
+    app.router.add_post("/config", partial(_post_config, sim))
+    app.router.add_get("/requests", partial(_get_requests, sim))
+    app.router.add_get("/health", partial(_health, sim))
+    return app
+
+
+# --- hosting: a thread, a Ray actor, the CLI ----------------------------------------------
+
+
+async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    # Cancel handlers whose client left, so a hung request frees its concurrency slot.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
+def _url(host: str, port: int, wildcard_host: str) -> str:
+    shown = wildcard_host if host in ("", "0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+class SimulatorServer:
+    """The simulator on its own event loop in a background thread (for tests and scripts)."""
+
+    def __init__(self, config: SimulatorSettings | None = None) -> None:
+        self._sim = SimulatorState(config or SimulatorSettings())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._url = ""
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start serving (port 0: any free port) and return the base URL."""
+        if self._url:
+            return self._url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="llm-simulator", daemon=True
+        )
+        self._thread.start()
+        # A fresh app per start: an aiohttp app stays bound to the loop it first ran on.
+        app = _app_for(self._sim)
+        future = asyncio.run_coroutine_threadsafe(_serve(app, host, port), self._loop)
+        try:
+            self._runner, bound = future.result(timeout=30)
+        except BaseException:
+            self.stop()  # e.g. the port is taken: do not leave the thread behind
+            raise
+        self._url = _url(host, bound, "127.0.0.1")
+        logger.info("LLM simulator listening on %s", self._url)
+        return self._url
+
+    @property
+    def url(self) -> str:
+        if not self._url:
+            raise RuntimeError("the simulator is not started; call start() first")
+        return self._url
+
+    def stats(self) -> dict[str, Any]:
+        return self._call(self._sim.stats)
+
+    def reset_stats(self) -> None:
+        self._call(self._sim.reset_stats)
+
+    def reconfigure(self, **changes: Any) -> None:
+        self._call(lambda: self._sim.reconfigure(**changes))
+
+    def recent_requests(self, limit: int = LOG_SIZE) -> list[dict[str, Any]]:
+        return self._call(lambda: self._sim.recent(limit))
+
+    def stop(self) -> None:
+        """Stop serving and end the thread; in-flight requests are cancelled."""
+        if self._loop is None or self._thread is None:
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+        self._loop = self._thread = self._runner = None
+        self._url = ""
+
+    def _call(self, fn: Any) -> Any:
+        # State lives on the server's loop; run there so a read never sees a half update.
+        if self._loop is None:
+            return fn()
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
+
+    def __enter__(self) -> SimulatorServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@ray.remote(num_cpus=0)
+class SimulatorActor:
+    """The simulator inside a Ray actor's own event loop (an async actor)."""
+
+    def __init__(self, config: SimulatorSettings) -> None:
+        self._sim = SimulatorState(config)
+        self._runner: web.AppRunner | None = None
+        self._url = ""
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if not self._url:
+            self._runner, bound = await _serve(_app_for(self._sim), host, port)
+            self._url = _url(host, bound, ray.util.get_node_ip_address())
+            logger.info("LLM simulator actor listening on %s", self._url)
+        return self._url
+
+    async def url(self) -> str:
+        return self._url
+
+    async def stats(self) -> dict[str, Any]:
+        return self._sim.stats()
+
+    async def reset_stats(self) -> None:
+        self._sim.reset_stats()
+
+    async def reconfigure(self, changes: dict[str, Any]) -> None:
+        self._sim.reconfigure(**changes)
+
+
+def run_forever(config: SimulatorSettings, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve until interrupted (the CLI's ``parallel-agents simulator``)."""
+
+    async def main() -> None:
+        runner, bound = await _serve(build_app(config), host, port)
+        logger.info("LLM simulator listening on %s (Ctrl-C to stop)", _url(host, bound, host))
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

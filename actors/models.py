@@ -1,0 +1,273 @@
+"""Data that crosses an actor, process or HTTP boundary: pydantic models and enums.
+
+The flow of one request reads through these types:
+``Microtask`` (a node of a ``Plan``) → ``MicrotaskResult`` (what an agent
+returns) → ``ProgressEvent`` (what callers follow live) → ``RunReport``
+(the answer and the figures the CLI's ``--json`` prints).
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+
+class Role(StrEnum):
+    """The four specialised agent pools."""
+
+    RESEARCH = "research"
+    ANALYSIS = "analysis"
+    GENERATION = "generation"
+    VALIDATION = "validation"
+
+
+class Complexity(StrEnum):
+    SIMPLE = "simple"
+    MEDIUM = "medium"
+    COMPLEX = "complex"
+    MASSIVE = "massive"
+
+
+class MicrotaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TaskState(StrEnum):
+    PLANNING = "planning"
+    RUNNING = "running"
+    MERGING = "merging"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class AgentState(StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"
+
+
+class EventKind(StrEnum):
+    PLANNED = "planned"
+    STARTED = "started"
+    FINISHED = "finished"
+    RETRIED = "retried"
+    BACKUP = "backup"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    MERGING = "merging"
+    DONE = "done"
+
+
+# --- what the model is asked to return (structured output) -------------------
+
+RoleName = Annotated[str, Field(description="one of: research, analysis, generation, validation")]
+
+
+class ComplexityAssessment(BaseModel):
+    """The model's verdict on how much a request can be split."""
+
+    level: Complexity
+    parallelizable: bool = Field(description="false when one agent should simply answer")
+    reason: str = Field(default="", max_length=500)
+
+
+class MicrotaskDraft(BaseModel):
+    """One microtask as the model proposes it; checked and repaired by ``actors.dag``."""
+
+    id: str = Field(description="short unique id, e.g. r1, a2, v1, g1")
+    role: RoleName
+    title: str
+    instructions: str
+    depends_on: list[str] = Field(default_factory=list, description="ids this one needs first")
+    priority: int = Field(default=0, description="higher runs first when agents are scarce")
+    critical: bool = Field(default=False, description="on the critical path to the answer")
+
+
+class PlanDraft(BaseModel):
+    """The decomposition as the model returns it."""
+
+    microtasks: list[MicrotaskDraft]
+
+
+class Claim(BaseModel):
+    """One checkable statement from a microtask, compared across agents by ``topic``."""
+
+    topic: str = Field(description="a few words naming what the claim is about")
+    statement: str
+
+
+class AgentOutput(BaseModel):
+    """What an agent's model call returns for one microtask."""
+
+    content: str
+    claims: list[Claim] = Field(default_factory=list)
+    confidence: float = Field(ge=0, le=1)
+
+
+# --- validated plan and results ----------------------------------------------
+
+
+class Microtask(BaseModel):
+    """A validated node of the plan."""
+
+    id: str
+    role: Role
+    title: str
+    instructions: str
+    depends_on: list[str] = Field(default_factory=list)
+    priority: int = 0
+    critical: bool = False
+    branch: str = Field(default="", description="root of its DAG branch, for affinity")
+
+
+class Plan(BaseModel):
+    complexity: Complexity
+    microtasks: list[Microtask]
+    source: str = Field(description="'model', 'repaired', 'template:<name>' or 'direct'")
+    notes: list[str] = Field(default_factory=list, description="what repair changed and why")
+
+
+class Usage(BaseModel):
+    """Tokens and cost of one or more model calls."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            requests=self.requests + other.requests,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+
+class MicrotaskRequest(BaseModel):
+    """What the orchestrator sends to a pool: the microtask and its dependencies' results."""
+
+    task_id: str
+    microtask: Microtask
+    context: list[MicrotaskResult] = Field(default_factory=list)
+    request_text: str = ""
+    attempt: int = 1
+    exclude_agents: list[str] = Field(default_factory=list)
+    affinity_key: str = ""
+    synthesis: bool = Field(default=False, description="write the final answer as plain text")
+
+
+class MicrotaskResult(BaseModel):
+    task_id: str
+    microtask_id: str
+    role: Role
+    agent_id: str
+    node_id: str
+    content: str
+    claims: list[Claim] = Field(default_factory=list)
+    confidence: float = Field(ge=0, le=1)
+    usage: Usage = Field(default_factory=Usage)
+    started_at: float
+    finished_at: float
+    attempt: int = 1
+    simulated: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+
+class ProgressEvent(BaseModel):
+    """One step of a task that callers can follow live."""
+
+    seq: int
+    kind: EventKind
+    task_id: str
+    at: float = Field(default_factory=time.time)
+    microtask_id: str | None = None
+    role: Role | None = None
+    agent_id: str | None = None
+    attempt: int | None = None
+    done: int = 0
+    total: int = 0
+    detail: str = ""
+
+
+class TimelineEntry(BaseModel):
+    id: str
+    role: Role
+    depends_on: list[str]
+    agent: str | None
+    node: str | None
+    start_s: float | None
+    end_s: float | None
+    attempts: int
+    status: MicrotaskState
+
+
+class RunReport(BaseModel):
+    """The outcome of one request: the contract printed by ``run --json``."""
+
+    task_id: str
+    state: TaskState
+    complexity: Complexity
+    plan_source: str
+    microtasks: int
+    agents: int
+    max_parallel: int
+    wall_s: float
+    work_s: float
+    speedup: float
+    succeeded: int
+    failed: int
+    retries: int
+    backups: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    simulated: bool
+    result: str
+    confidence: float
+    conflicts: list[str] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+
+class AgentInfo(BaseModel):
+    agent_id: str
+    node_id: str | None
+    state: AgentState
+    in_flight: int
+    completed: int
+    failed: int
+
+
+class PoolSnapshot(BaseModel):
+    """One pool's state, for progress displays, ``/pools`` and ``/status``."""
+
+    role: Role
+    min: int
+    max: int
+    size: int
+    busy: int
+    idle: int
+    queued: int
+    running: int
+    utilization: float = Field(description="percent of agent capacity in use")
+    completed: int
+    failed: int
+    replaced: int
+    pressure: float
+    agents: list[AgentInfo] = Field(default_factory=list)
+
+
+MicrotaskRequest.model_rebuild()

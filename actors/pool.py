@@ -1,0 +1,343 @@
+"""One pool per role: owns its agent actors, queues microtasks, autoscales, heals.
+
+The orchestrator calls ``submit`` and awaits the returned result; inside, the
+job waits in the pool's queue until the load balancer assigns it an agent with
+a free slot. A background loop keeps the number of agents between the pool's
+min and max (``actors.scaling``), polls the rate limiter for provider pressure
+and health-checks agents, replacing dead ones.
+
+Why not ``ray.util.ActorPool``: it allows one call in flight per actor, lives
+in the driver (not shareable by the orchestrator and the HTTP app), and drops
+dead actors instead of replacing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import ray
+from ray.exceptions import RayActorError
+
+from actors.agent import Agent
+from actors.balancer import AgentSlot, LoadBalancer
+from actors.config import NAMESPACE, Settings, agent_actor_name
+from actors.errors import AgentLostError
+from actors.models import (
+    AgentInfo,
+    AgentState,
+    MicrotaskRequest,
+    MicrotaskResult,
+    PoolSnapshot,
+    Role,
+)
+from actors.scaling import Autoscaler
+
+log = logging.getLogger(__name__)
+
+_PING_TIMEOUT_S = 15.0  # a live async agent answers a ping in milliseconds, even when busy
+_PRESSURE_POLL_S = 1.0
+_TRIED_KEYS = 10_000
+
+
+@dataclass
+class _Member:
+    """One agent as the pool sees it."""
+
+    slot: AgentSlot  # the balancer's view: capacity, in-flight, history
+    handle: ray.actor.ActorHandle
+    index: int  # number in the actor name; never reused
+    node_id: str | None = None
+    ready: bool = False  # answered its first ping; only ready agents get work
+
+
+@dataclass
+class _Job:
+    request: MicrotaskRequest
+    assigned: asyncio.Future[str]  # resolved with an agent id by the dispatcher
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+@ray.remote(num_cpus=0)
+class AgentPool:
+    """The agents of one role, kept between the configured min and max."""
+
+    def __init__(
+        self,
+        role: Role,
+        settings: Settings,
+        base_url: str | None,
+        limiter: ray.actor.ActorHandle | None,
+    ) -> None:
+        self.role = role
+        self._settings = settings
+        self._base_url = base_url
+        self._limiter = limiter
+        size = settings.pools[role]
+        self._min, self._max = size.min, size.max
+        self._autoscaler = Autoscaler(
+            size.min,
+            size.max,
+            settings.target_per_agent,
+            settings.upscale_delay_s,
+            settings.downscale_delay_s,
+        )
+        self._balancer = LoadBalancer(settings.strategy)
+        self._members: dict[str, _Member] = {}
+        self._queue: list[_Job] = []
+        self._next_index = 0
+        self._pressure = 0.0
+        self._completed = 0
+        self._failed = 0
+        self._replaced = 0
+        self._maintainer: asyncio.Task[None] | None = None
+        self._starting: set[asyncio.Task[None]] = set()  # agents being awaited
+        # Agents that already ran (or are running) each microtask, so a retry or a
+        # backup lands elsewhere; bounded, oldest microtasks forgotten first.
+        self._tried: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
+
+    # --- public API -----------------------------------------------------------
+
+    async def start(self) -> PoolSnapshot:
+        """Create the minimum number of agents, wait until they answer, start upkeep."""
+        if self._maintainer is None:
+            for _ in range(max(self._min, 1) - len(self._members)):
+                self._spawn()
+            starting = [m for m in self._members.values() if not m.ready]
+            await asyncio.gather(*(self._await_ready(m) for m in starting))
+            self._maintainer = asyncio.create_task(self._maintain())
+        return self.snapshot()
+
+    async def submit(self, request: MicrotaskRequest) -> MicrotaskResult:
+        """Queue ``request``, run it on the agent the balancer picks, return the result."""
+        job = _Job(request, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._dispatch()
+        try:
+            agent_id = await job.assigned
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(job)
+            raise
+        member = self._members[agent_id]
+        self._remember(request, agent_id)
+        started = time.monotonic()
+        ref: ray.ObjectRef = member.handle.run.remote(request)
+        ok = False
+        try:
+            result: MicrotaskResult = await ref
+            ok = True
+            self._completed += 1
+            return result
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
+        except RayActorError:
+            self._failed += 1
+            self._mark_dead(member)
+            mt = request.microtask
+            raise AgentLostError(
+                f"agent {agent_id} died while running {request.task_id}/{mt.id}"
+            ) from None
+        except Exception:
+            self._failed += 1
+            raise
+        finally:
+            member.slot.in_flight -= 1
+            if ok:
+                member.slot.completed += 1
+            self._balancer.record(agent_id, request, time.monotonic() - started, ok)
+            self._dispatch()
+
+    def snapshot(self) -> PoolSnapshot:
+        """Sizes, load and every agent's state."""
+        members = list(self._members.values())
+        ready = [m for m in members if m.ready]
+        running = sum(m.slot.in_flight for m in ready)
+        capacity = sum(m.slot.capacity for m in ready)
+        agents = [
+            AgentInfo(
+                agent_id=m.slot.agent_id,
+                node_id=m.node_id,
+                state=_state(m),
+                in_flight=m.slot.in_flight,
+                completed=m.slot.completed,
+                failed=m.slot.failures,
+            )
+            for m in members
+        ]
+        busy = sum(1 for a in agents if a.state is AgentState.BUSY)
+        return PoolSnapshot(
+            role=self.role,
+            min=self._min,
+            max=self._max,
+            size=len(members),
+            busy=busy,
+            idle=sum(1 for a in agents if a.state is AgentState.IDLE),
+            queued=len(self._queue),
+            running=running,
+            utilization=round(100.0 * running / capacity, 1) if capacity else 0.0,
+            completed=self._completed,
+            failed=self._failed,
+            replaced=self._replaced,
+            pressure=self._pressure,
+            agents=agents,
+        )
+
+    async def agent_pids(self) -> dict[str, int]:
+        """Process id of every ready agent (for chaos tests and debugging)."""
+        pids: dict[str, int] = {}
+        for member in list(self._members.values()):
+            if member.ready:
+                with contextlib.suppress(RayActorError):
+                    pids[member.slot.agent_id] = (await member.handle.ping.remote())["pid"]
+        return pids
+
+    async def shutdown(self) -> None:
+        """Stop upkeep and kill every agent."""
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+        for member in list(self._members.values()):
+            self._retire(member)
+
+    # --- dispatch ---------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Assign queued jobs to free agents until one of the two runs out."""
+        while self._queue:
+            slots = [m.slot for m in self._members.values() if m.ready and m.slot.alive]
+            if not any(s.free > 0 for s in slots):
+                return
+            first = self._balancer.next_index([job.request for job in self._queue])
+            order = [first, *(i for i in range(len(self._queue)) if i != first)]
+            for i in order:
+                job = self._queue[i]
+                agent_id = self._balancer.pick(slots, self._reachable(job.request, slots))
+                if agent_id is not None:
+                    del self._queue[i]
+                    self._members[agent_id].slot.in_flight += 1
+                    job.assigned.set_result(agent_id)
+                    break
+            else:
+                return
+
+    def _reachable(self, request: MicrotaskRequest, slots: list[AgentSlot]) -> MicrotaskRequest:
+        """``request`` excluding the agents that already tried it, where others exist."""
+        tried = self._tried.get((request.task_id, request.microtask.id), set())
+        exclude = tried.union(request.exclude_agents)
+        if not exclude:
+            return request
+        # When every agent of a small pool is excluded, any agent beats waiting forever.
+        if all(s.agent_id in exclude for s in slots):
+            exclude = set()
+        return request.model_copy(update={"exclude_agents": sorted(exclude)})
+
+    def _remember(self, request: MicrotaskRequest, agent_id: str) -> None:
+        key = (request.task_id, request.microtask.id)
+        self._tried.setdefault(key, set()).add(agent_id)
+        self._tried.move_to_end(key)
+        while len(self._tried) > _TRIED_KEYS:
+            self._tried.popitem(last=False)
+
+    # --- membership -------------------------------------------------------------
+
+    def _spawn(self) -> _Member:
+        index = self._next_index
+        self._next_index += 1
+        agent_id = agent_actor_name(self.role, index)
+        options: dict[str, object] = {"name": agent_id, "namespace": NAMESPACE}
+        if self._settings.spread_agents:
+            options["scheduling_strategy"] = "SPREAD"
+        handle = Agent.options(**options).remote(  # type: ignore[attr-defined]
+            agent_id, self.role, self._settings, self._base_url, self._limiter
+        )
+        slot = AgentSlot(agent_id=agent_id, capacity=self._settings.agent_concurrency)
+        member = _Member(slot=slot, handle=handle, index=index)
+        self._members[agent_id] = member
+        return member
+
+    async def _await_ready(self, member: _Member) -> None:
+        try:
+            info: dict = await asyncio.wait_for(member.handle.ping.remote(), timeout=120)
+        except (RayActorError, TimeoutError):
+            log.warning("agent %s did not start", member.slot.agent_id)
+            self._mark_dead(member)
+            return
+        member.node_id = info["node_id"]
+        member.ready = True
+        self._dispatch()
+
+    def _mark_dead(self, member: _Member) -> None:
+        if self._members.pop(member.slot.agent_id, None) is None:
+            return
+        member.slot.alive = False
+        self._balancer.forget(member.slot.agent_id)
+        self._replaced += 1
+        log.warning("agent %s of pool %s is dead; replacing it", member.slot.agent_id, self.role)
+        with contextlib.suppress(Exception):
+            ray.kill(member.handle)
+
+    def _retire(self, member: _Member) -> None:
+        self._members.pop(member.slot.agent_id, None)
+        self._balancer.forget(member.slot.agent_id)
+        with contextlib.suppress(Exception):
+            ray.kill(member.handle)
+
+    # --- upkeep -----------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """Scale, poll provider pressure and health-check, forever."""
+        last_pressure = last_health = 0.0
+        while True:
+            await asyncio.sleep(self._settings.scale_interval_s)
+            now = time.monotonic()
+            try:
+                if self._limiter is not None and now - last_pressure >= _PRESSURE_POLL_S:
+                    last_pressure = now
+                    self._pressure = (await self._limiter.snapshot.remote()).pressure
+                self._scale(now)
+                if now - last_health >= self._settings.health_interval_s:
+                    last_health = now
+                    await self._health_check()
+            except Exception:  # upkeep must never die; the next round retries
+                log.exception("pool %s upkeep failed", self.role)
+
+    def _scale(self, now: float) -> None:
+        current = len(self._members)
+        running = sum(m.slot.in_flight for m in self._members.values())
+        target = self._autoscaler.decide(now, current, len(self._queue), running, self._pressure)
+        if target > current:
+            log.info("pool %s scales up %d -> %d", self.role, current, target)
+            for _ in range(target - current):
+                starting = asyncio.create_task(self._await_ready(self._spawn()))
+                self._starting.add(starting)  # keep a reference until it is done
+                starting.add_done_callback(self._starting.discard)
+        elif target < current:
+            idle = [m for m in self._members.values() if m.ready and m.slot.in_flight == 0]
+            idle.sort(key=lambda m: m.index, reverse=True)
+            for member in idle[: current - target]:
+                self._retire(member)
+            log.info("pool %s scales down %d -> %d", self.role, current, len(self._members))
+
+    async def _health_check(self) -> None:
+        members = [m for m in self._members.values() if m.ready]
+        replies = await asyncio.gather(
+            *(asyncio.wait_for(m.handle.ping.remote(), _PING_TIMEOUT_S) for m in members),
+            return_exceptions=True,
+        )
+        for member, reply in zip(members, replies, strict=True):
+            if isinstance(reply, BaseException):
+                self._mark_dead(member)
+        # Replacements come from the autoscaler: below min it restores min at once.
+
+
+def _state(member: _Member) -> AgentState:
+    if not member.ready:
+        return AgentState.STARTING
+    if not member.slot.alive:
+        return AgentState.DEAD
+    return AgentState.BUSY if member.slot.in_flight else AgentState.IDLE

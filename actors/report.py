@@ -1,0 +1,189 @@
+"""A task's in-memory record inside the orchestrator, and the ``RunReport`` built from it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors import dag
+from actors.merger import MergeSummary
+from actors.models import (
+    Complexity,
+    EventKind,
+    Microtask,
+    MicrotaskResult,
+    MicrotaskState,
+    ProgressEvent,
+    RunReport,
+    TaskState,
+    TimelineEntry,
+    Usage,
+)
+
+
+@dataclass
+class TaskRecord:
+    """Everything known about one task while it runs (and for a while after)."""
+
+    task_id: str
+    text: str
+    given_plan: list[Microtask] | None = None  # caller-supplied plan, skips the planner
+    started_at: float = field(default_factory=time.time)  # wall clock, like agents' times
+    state: TaskState = TaskState.PLANNING
+    complexity: Complexity = Complexity.SIMPLE
+    plan_source: str = ""
+    microtasks: list[Microtask] = field(default_factory=list)
+    results: dict[str, MicrotaskResult] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # microtask id -> last error
+    attempts: dict[str, int] = field(default_factory=dict)  # microtask id -> attempts made
+    retries: int = 0
+    backups: int = 0
+    usage: Usage = field(default_factory=Usage)
+    simulated: bool = False
+    answer: str = ""
+    summary: MergeSummary | None = None
+    notes: list[str] = field(default_factory=list)  # what went wrong, in words
+    events: list[ProgressEvent] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    report: RunReport | None = None
+
+    def set_plan(self, microtasks: list[Microtask]) -> None:
+        self.microtasks = microtasks
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    async def emit(
+        self,
+        kind: EventKind,
+        *,
+        microtask: Microtask | None = None,
+        agent: str | None = None,
+        attempt: int | None = None,
+        detail: str = "",
+    ) -> None:
+        """Append a progress event and wake everyone following this task."""
+        event = ProgressEvent(
+            seq=len(self.events),
+            kind=kind,
+            task_id=self.task_id,
+            microtask_id=microtask.id if microtask else None,
+            role=microtask.role if microtask else None,
+            agent_id=agent,
+            attempt=attempt,
+            done=len(self.results) + len(self.failures),
+            total=len(self.microtasks),
+            detail=detail,
+        )
+        self.events.append(event)
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_for_events(self, after: int, timeout_s: float) -> None:
+        """Return when there are events past ``after``, the task ends, or time runs out."""
+        with contextlib.suppress(TimeoutError):
+            async with self.changed:
+                await asyncio.wait_for(
+                    self.changed.wait_for(
+                        lambda: len(self.events) > after or self.finished.is_set()
+                    ),
+                    timeout_s,
+                )
+
+    def ordered_results(self) -> list[MicrotaskResult]:
+        """Results in plan order."""
+        return [self.results[mt.id] for mt in self.microtasks if mt.id in self.results]
+
+    def missing_titles(self) -> list[str]:
+        return [f"{mt.id}: {mt.title}" for mt in self.microtasks if mt.id not in self.results]
+
+    def status(self, brief: bool = False) -> dict[str, Any]:
+        """What ``GET /tasks/{id}`` shows."""
+        out: dict[str, Any] = {
+            "task_id": self.task_id,
+            "state": self.state.value,
+            "complexity": self.complexity.value,
+            "done": len(self.results) + len(self.failures),
+            "total": len(self.microtasks),
+            "started_at": self.started_at,
+            "request": self.text[:200],
+        }
+        if brief:
+            return out
+        out["microtasks"] = {mt.id: _state_of(self, mt.id).value for mt in self.microtasks}
+        out["notes"] = list(self.notes)
+        out["report"] = self.report.model_dump(mode="json") if self.report else None
+        return out
+
+
+def _state_of(record: TaskRecord, microtask_id: str) -> MicrotaskState:
+    if microtask_id in record.results:
+        return MicrotaskState.DONE
+    if microtask_id in record.failures:
+        return MicrotaskState.FAILED
+    if microtask_id in record.attempts:
+        if record.state in (TaskState.CANCELLED, TaskState.FAILED, TaskState.DONE):
+            return MicrotaskState.CANCELLED
+        return MicrotaskState.RUNNING
+    if record.state in (TaskState.CANCELLED, TaskState.FAILED, TaskState.DONE):
+        return MicrotaskState.CANCELLED
+    return MicrotaskState.PENDING
+
+
+def build_report(record: TaskRecord, finished_at: float) -> RunReport:
+    """The ``run --json`` contract, from a finished record."""
+    t0 = record.started_at
+    timeline = []
+    for mt in record.microtasks:
+        result = record.results.get(mt.id)
+        timeline.append(
+            TimelineEntry(
+                id=mt.id,
+                role=mt.role,
+                depends_on=mt.depends_on,
+                agent=result.agent_id if result else None,
+                node=result.node_id if result else None,
+                start_s=round(result.started_at - t0, 4) if result else None,
+                end_s=round(result.finished_at - t0, 4) if result else None,
+                attempts=record.attempts.get(mt.id, 0),
+                status=_state_of(record, mt.id),
+            )
+        )
+    results = list(record.results.values())
+    wall_s = max(finished_at - t0, 1e-9)
+    work_s = sum(r.duration_s for r in results)
+    summary = record.summary
+    answer = record.answer
+    if record.notes and record.state is not TaskState.DONE:
+        answer = (answer + "\n\n" if answer else "") + "Note: " + "; ".join(record.notes)
+    return RunReport(
+        task_id=record.task_id,
+        state=record.state,
+        complexity=record.complexity,
+        plan_source=record.plan_source,
+        microtasks=len(record.microtasks),
+        agents=len({r.agent_id for r in results}),
+        max_parallel=dag.max_parallel((r.started_at, r.finished_at) for r in results),
+        wall_s=round(wall_s, 3),
+        work_s=round(work_s, 3),
+        speedup=round(work_s / wall_s, 2),
+        succeeded=len(record.results),
+        failed=len(record.microtasks) - len(record.results),
+        retries=record.retries,
+        backups=record.backups,
+        input_tokens=record.usage.input_tokens,
+        output_tokens=record.usage.output_tokens,
+        cost_usd=round(record.usage.cost_usd, 6),
+        simulated=record.simulated or any(r.simulated for r in results),
+        result=answer,
+        confidence=summary.confidence if summary else 0.0,
+        conflicts=[f"{c.topic}: {c.winner.statement}" for c in summary.conflicts]
+        if summary
+        else [],
+        missing=record.missing_titles(),
+        timeline=timeline,
+    )

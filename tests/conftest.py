@@ -1,0 +1,16 @@
+"""Shared test set-up: an isolated state folder and no real provider or bot credentials."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests talk to loopback servers only: never a real key, never a real token.
+for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "TELEGRAM_BOT_TOKEN"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARALLEL_AGENTS_HOME", str(tmp_path / "home"))

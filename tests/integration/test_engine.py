@@ -1,0 +1,209 @@
+"""The engine on real Ray: orchestrator, pools, agents, limiter and the simulator via the SDK.
+
+Times are read from the recorded timeline (agents' own start/finish stamps), never
+asserted against the wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import ray
+
+from actors.config import Settings
+from actors.errors import UserInputError
+from actors.models import Complexity, Microtask, Role, RunReport, TaskState
+from actors.system import find_system, start_system, stop_system
+
+SECURITY = (
+    "Create a comprehensive security analysis of a web application with a public REST API, "
+    "a PostgreSQL database and a React front end"
+)
+
+
+def _settings() -> Settings:
+    return Settings().with_overrides(
+        pools={
+            "research": {"min": 2, "max": 4},
+            "analysis": {"min": 1, "max": 3},
+            "generation": {"min": 1, "max": 2},
+            "validation": {"min": 1, "max": 2},
+        },
+        simulator={"latency": "fixed", "median_s": 0.05, "seed": 7},
+        microtask_timeout_s=4.0,
+        llm_timeout_s=30.0,
+        retry_backoff_s=0.05,
+        upscale_delay_s=0.2,
+        downscale_delay_s=1.0,
+        health_interval_s=0.5,
+        backups=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def system(ray_session):
+    system = start_system(_settings())
+    yield system
+    stop_system(system)
+
+
+def _mt(id_: str, role: Role = Role.RESEARCH, deps: tuple[str, ...] = (), latency: float = 0.05):
+    return Microtask(
+        id=id_,
+        role=role,
+        title=f"step {id_}",
+        instructions=f"Do step {id_}. [sim-latency {latency}]",
+        depends_on=list(deps),
+    )
+
+
+def _run(system, text: str, plan: list[Microtask] | None = None) -> RunReport:
+    return ray.get(system.orchestrator.run.remote(text, plan), timeout=120)
+
+
+def _entry(report: RunReport, id_: str):
+    return next(e for e in report.timeline if e.id == id_)
+
+
+def _pool(system, role: Role):
+    return ray.get(system.pools[role].snapshot.remote())
+
+
+def _wait_until(predicate, timeout_s: float = 30.0, every_s: float = 0.1):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError("condition not reached in time")
+
+
+def test_greeting_takes_the_sequential_path(system):
+    report = _run(system, "Hello")
+    assert report.state is TaskState.DONE
+    assert report.complexity is Complexity.SIMPLE
+    assert report.microtasks == 1 and report.plan_source == "direct"
+    assert report.simulated and "[simulated]" in report.result
+
+
+def test_complex_request_runs_a_dag_respecting_dependencies(system):
+    report = _run(system, SECURITY)
+    assert report.state is TaskState.DONE
+    assert report.complexity in (Complexity.COMPLEX, Complexity.MASSIVE)
+    assert report.microtasks >= 20 and report.failed == 0
+    ends = {e.id: e.end_s for e in report.timeline}
+    for entry in report.timeline:
+        for dep in entry.depends_on:
+            assert entry.start_s >= ends[dep], f"{entry.id} started before {dep} finished"
+    assert report.max_parallel >= 2
+    assert report.agents >= 2
+    assert report.input_tokens > 0 and report.cost_usd > 0
+    assert "Confidence" in report.result
+    assert {e.role for e in report.timeline} == set(Role)
+
+
+def test_fast_branch_is_not_held_back_by_slow_sibling(system):
+    plan = [
+        _mt("fast1", latency=0.05),
+        _mt("fast2", Role.ANALYSIS, ("fast1",), latency=0.05),
+        _mt("slow1", latency=2.0),
+        _mt("slow2", Role.ANALYSIS, ("slow1",), latency=0.05),
+    ]
+    report = _run(system, "two independent branches", plan)
+    assert report.failed == 0
+    assert _entry(report, "fast2").end_s < _entry(report, "slow1").end_s
+
+
+def test_peak_parallelism_reaches_the_pool_width(system):
+    plan = [_mt(f"w{i}", latency=1.0) for i in range(8)]
+    report = _run(system, "eight independent research steps", plan)
+    assert report.failed == 0
+    research = _pool(system, Role.RESEARCH)
+    assert research.min <= report.max_parallel <= research.max
+    assert report.max_parallel >= research.min
+
+
+def test_pool_grows_under_a_queue_and_shrinks_to_min_after_idling(system):
+    plan = [_mt(f"q{i}", latency=1.5) for i in range(10)]
+    task_id = ray.get(system.orchestrator.submit.remote("a queue of research", plan))
+    _wait_until(lambda: _pool(system, Role.RESEARCH).size == 4)
+    report = ray.get(system.orchestrator.wait.remote(task_id), timeout=120)
+    assert report.failed == 0
+    _wait_until(lambda: _pool(system, Role.RESEARCH).size == 2, timeout_s=30)
+
+
+def test_killed_agent_is_replaced_and_its_microtask_completes_elsewhere(system):
+    plan = [_mt("victim", Role.VALIDATION, latency=3.0)]
+    task_id = ray.get(system.orchestrator.submit.remote("survive a dead agent", plan))
+    pool = system.pools[Role.VALIDATION]
+    busy = _wait_until(
+        lambda: [a for a in ray.get(pool.snapshot.remote()).agents if a.state == "busy"]
+    )
+    pid = ray.get(pool.agent_pids.remote())[busy[0].agent_id]
+    os.kill(pid, signal.SIGKILL)
+    report = ray.get(system.orchestrator.wait.remote(task_id), timeout=120)
+    assert report.state is TaskState.DONE and report.failed == 0
+    assert report.retries >= 1
+    assert _entry(report, "victim").agent != busy[0].agent_id
+    after = _wait_until(lambda: (s := _pool(system, Role.VALIDATION)).size >= s.min and s)
+    assert after.replaced >= 1
+
+
+def test_hung_microtask_is_cancelled_at_its_deadline_and_retried(system):
+    simulator = system.simulator
+    before = ray.get(simulator.stats.remote())["requests"]
+    ray.get(simulator.reconfigure.remote({"rate_hang": 1.0, "hang_s": 60.0}))
+    try:
+        plan = [_mt("stuck", Role.ANALYSIS)]
+        task_id = ray.get(system.orchestrator.submit.remote("survive a hang", plan))
+        _wait_until(lambda: ray.get(simulator.stats.remote())["requests"] > before)
+    finally:
+        ray.get(simulator.reconfigure.remote({"rate_hang": 0.0}))
+    report = ray.get(system.orchestrator.wait.remote(task_id), timeout=120)
+    assert report.state is TaskState.DONE and report.failed == 0
+    assert _entry(report, "stuck").attempts >= 2
+    assert report.retries >= 1
+
+
+def test_failed_microtask_does_not_stop_siblings_and_answer_says_what_is_missing(system):
+    simulator = system.simulator
+    ray.get(simulator.reconfigure.remote({"rate_malformed": 1.0}))
+    try:
+        plan = [_mt("only")]
+        report = _run(system, "everything malformed", plan)
+    finally:
+        ray.get(simulator.reconfigure.remote({"rate_malformed": 0.0}))
+    assert report.failed == 1 and report.missing
+    assert "only" in report.result or "Missing" in report.result
+
+
+def test_cancel_keeps_what_finished(system):
+    plan = [_mt("quick", latency=0.05), _mt("long", Role.ANALYSIS, ("quick",), latency=20)]
+    task_id = ray.get(system.orchestrator.submit.remote("cancel me", plan))
+    orchestrator = system.orchestrator
+    _wait_until(lambda: ray.get(orchestrator.status.remote(task_id))["done"] >= 1)
+    assert ray.get(orchestrator.cancel.remote(task_id))
+    report = ray.get(orchestrator.wait.remote(task_id))
+    assert report.state is TaskState.CANCELLED
+    assert report.succeeded == 1
+    assert "quick" in {e.id for e in report.timeline if e.status == "done"}
+
+
+def test_bad_input_is_refused_clearly_and_the_next_request_is_served(system):
+    with pytest.raises(UserInputError, match="empty"):
+        ray.get(system.orchestrator.submit.remote("   "))
+    with pytest.raises(UserInputError, match="limit"):
+        ray.get(system.orchestrator.submit.remote("x" * 1_000_000))
+    with pytest.raises(UserInputError, match="UTF-8"):
+        ray.get(system.orchestrator.submit.remote(b"\xff\xfe bad"))
+    assert _run(system, "Hello").state is TaskState.DONE
+
+
+def test_find_system_returns_the_running_one(system):
+    found = find_system()
+    assert found is not None
+    assert ray.get(found.orchestrator.ping.remote())

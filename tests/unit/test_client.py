@@ -1,0 +1,236 @@
+"""LLMClient through the real SDK against the real simulator on loopback (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+from pydantic import BaseModel, Field
+
+from actors.config import LimiterSettings, Purpose, Settings, SimulatorSettings
+from actors.errors import ModelBehaviorError, ProviderError, ProviderTimeoutError, UserInputError
+from actors.llm import LLMClient, Outcome, RateLimiter
+from actors.llm.limiter import Lease
+from actors.llm.pricing import cost_usd
+from actors.llm.simulator import SimulatorServer
+from actors.models import AgentOutput
+
+
+class Verdict(BaseModel):
+    """A small schema of our own for the structured tests."""
+
+    answer: str
+    score: int = Field(ge=0, le=10)
+    tags: list[str]
+
+
+class RecordingLimiter(RateLimiter):
+    """A real limiter that also records each release: (outcome, wait it returned).
+
+    ``on_release`` lets a test change the world (the simulator's fault rates) between attempts.
+    """
+
+    def __init__(
+        self,
+        settings: LimiterSettings,
+        on_release: Callable[[list[tuple[Outcome, float]]], None] | None = None,
+    ) -> None:
+        super().__init__(settings)
+        self.releases: list[tuple[Outcome, float]] = []
+        self._on_release = on_release
+
+    async def release(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        headers: Mapping[str, str] | None = None,
+        attempt: int = 1,
+    ) -> float:
+        wait = await super().release(
+            lease,
+            outcome,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            headers=headers,
+            attempt=attempt,
+        )
+        self.releases.append((outcome, wait))
+        if self._on_release is not None:
+            self._on_release(self.releases)
+        return wait
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorServer]:
+    with SimulatorServer(SimulatorSettings(latency="zero", seed=3)) as server:
+        yield server
+
+
+def limiter_settings(**changes: object) -> LimiterSettings:
+    return LimiterSettings.model_validate(
+        {"jitter_s": 0.0, "base_backoff_s": 0.02, "max_attempts": 4, **changes}
+    )
+
+
+def client_for(
+    sim: SimulatorServer, limiter: RateLimiter | None = None, **changes: object
+) -> LLMClient:
+    settings = Settings(limiter=limiter.settings if limiter else limiter_settings())
+    mode = str(changes.pop("structured_mode", "json_schema"))
+    return LLMClient(settings, limiter=limiter, base_url=sim.url, structured_mode=mode, **changes)
+
+
+async def test_text_answer_with_usage_and_cost(sim: SimulatorServer) -> None:
+    client = client_for(sim)
+    answer = await client.complete(Purpose.RESEARCH, "Be brief.", "Name three moons of Jupiter.")
+    await client.close()
+    assert answer.text.strip() and answer.simulated
+    assert answer.model == Settings().models[Purpose.RESEARCH]
+    usage = answer.usage
+    assert usage.requests == 1 and usage.input_tokens > 0 and usage.output_tokens > 0
+    assert usage.cost_usd == pytest.approx(
+        cost_usd(answer.model, usage.input_tokens, usage.output_tokens)
+    )
+    assert usage.cost_usd > 0
+
+
+@pytest.mark.parametrize("mode", ["json_schema", "tool"])
+async def test_structured_answer_is_validated(sim: SimulatorServer, mode: str) -> None:
+    client = client_for(sim, structured_mode=mode)
+    verdict = await client.structured(Purpose.ANALYSIS, "Judge.", "Is the sky blue?", Verdict)
+    output = await client.structured(Purpose.RESEARCH, "Research.", "Tides?", AgentOutput)
+    await client.close()
+    assert isinstance(verdict.value, Verdict) and 0 <= verdict.value.score <= 10
+    assert isinstance(output.value, AgentOutput) and 0 <= output.value.confidence <= 1
+    assert verdict.simulated and verdict.usage.requests == 1
+    assert sim.stats()["kinds"] == {mode: 2}  # the request really asked in that mode
+
+
+async def test_a_429_with_retry_after_is_waited_out(sim: SimulatorServer) -> None:
+    sim.reconfigure(rate_429=1.0, retry_after_s=1.0)
+
+    def heal(releases: list[tuple[Outcome, float]]) -> None:
+        sim.reconfigure(rate_429=0.0)
+
+    limiter = RecordingLimiter(limiter_settings(), on_release=heal)
+    client = client_for(sim, limiter)
+    answer = await client.complete(Purpose.RESEARCH, "Be brief.", "Hello?")
+    await client.close()
+    assert answer.text
+    (first, first_wait), (second, _) = limiter.releases
+    assert first is Outcome.RATE_LIMITED and first_wait == pytest.approx(1.0)
+    assert second is Outcome.OK
+    assert sim.stats()["status_counts"] == {"429": 1, "200": 1}
+
+
+async def test_529s_back_off_then_succeed(sim: SimulatorServer) -> None:
+    sim.reconfigure(rate_529=1.0)
+
+    def heal(releases: list[tuple[Outcome, float]]) -> None:
+        if len(releases) == 2:
+            sim.reconfigure(rate_529=0.0)
+
+    limiter = RecordingLimiter(limiter_settings(max_concurrency=8), on_release=heal)
+    client = client_for(sim, limiter)
+    answer = await client.complete(Purpose.RESEARCH, "Be brief.", "Hello?")
+    await client.close()
+    assert answer.text
+    assert [outcome for outcome, _ in limiter.releases] == [
+        Outcome.OVERLOADED,
+        Outcome.OVERLOADED,
+        Outcome.OK,
+    ]
+    assert all(0 <= wait <= 0.04 for _, wait in limiter.releases[:2])  # 0.02·2ⁿ, full jitter
+    assert limiter.snapshot_now().throttled_total == 2
+    assert limiter.snapshot_now().concurrency_limit < 8
+
+
+async def test_a_60_second_retry_after_is_capped(sim: SimulatorServer) -> None:
+    sim.reconfigure(rate_429=1.0, retry_after_s=60)
+    limiter = RecordingLimiter(limiter_settings(max_retry_wait_s=2.0, max_attempts=1))
+    client = client_for(sim, limiter)
+    with pytest.raises(ProviderError) as caught:
+        await client.complete(Purpose.RESEARCH, "Be brief.", "Hello?")
+    await client.close()
+    assert caught.value.status_code == 429 and caught.value.attempts == 1
+    assert limiter.releases == [(Outcome.RATE_LIMITED, pytest.approx(2.0))]
+    assert limiter.snapshot_now().cooldown_remaining_s <= 2.0
+
+
+async def test_concurrency_drops_under_429s_and_recovers(sim: SimulatorServer) -> None:
+    sim.reconfigure(rate_429=0.3, retry_after_s=0.02)
+    limiter = RateLimiter(limiter_settings(max_concurrency=8, max_attempts=20))
+    client = client_for(sim, limiter)
+    seen: list[float] = []
+
+    async def one(n: int) -> None:
+        await client.complete(Purpose.RESEARCH, "Brief.", f"q{n}")
+        seen.append(limiter.snapshot_now().concurrency_limit)
+
+    await asyncio.gather(*(one(n) for n in range(40)))
+    assert min(seen) < 8 and limiter.snapshot_now().throttled_total > 0
+
+    sim.reconfigure(rate_429=0.0)
+    await asyncio.gather(*(one(n) for n in range(60)))
+    await client.close()
+    assert limiter.snapshot_now().concurrency_limit == 8
+
+
+async def test_bad_input_is_refused_before_any_call(sim: SimulatorServer) -> None:
+    client = client_for(sim)
+    with pytest.raises(UserInputError, match="prompt is empty"):
+        await client.complete(Purpose.RESEARCH, "Be brief.", "  \n\t ")
+    with pytest.raises(UserInputError, match="prompt is empty"):
+        await client.complete(Purpose.RESEARCH, "Be brief.", "\x00\x00")
+    with pytest.raises(UserInputError, match=r"1,000,000 characters; the limit is 400,000"):
+        await client.complete(Purpose.RESEARCH, "Be brief.", "x" * 1_000_000)
+    assert sim.stats()["requests"] == 0
+    answer = await client.complete(Purpose.RESEARCH, "Be brief.", "hello\x00 there")
+    await client.close()
+    assert answer.text
+
+
+async def test_a_schema_answered_wrongly_names_the_failing_fields(sim: SimulatorServer) -> None:
+    sim.reconfigure(rate_malformed=1.0)
+    limiter = RecordingLimiter(limiter_settings(max_attempts=3))
+    client = client_for(sim, limiter)
+    with pytest.raises(ModelBehaviorError) as caught:
+        await client.structured(Purpose.ANALYSIS, "Judge.", "Is the sky blue?", Verdict)
+    await client.close()
+    message = str(caught.value)
+    assert "answered Verdict in the wrong shape 3 times" in message
+    assert any(field in message for field in ("answer", "score", "tags"))
+    assert [outcome for outcome, _ in limiter.releases] == [Outcome.MALFORMED] * 3
+    assert sim.stats()["requests"] == 3
+
+
+async def test_a_hung_provider_times_out(sim: SimulatorServer) -> None:
+    sim.reconfigure(rate_hang=1.0, hang_s=30)
+    client = client_for(sim, RateLimiter(limiter_settings(max_attempts=2)))
+    with pytest.raises(ProviderTimeoutError) as caught:
+        await client.complete(Purpose.RESEARCH, "Be brief.", "Hello?", timeout_s=0.3)
+    await client.close()
+    assert caught.value.attempts == 2 and "0.3 s" in str(caught.value)
+
+
+async def test_errors_never_carry_the_api_key() -> None:
+    secret = "sk-ant-test-SECRET-1234567890"
+    settings = Settings(anthropic_api_key=secret, limiter=limiter_settings(max_attempts=2))
+    client = LLMClient(settings, base_url="http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(ProviderError) as caught:
+        await client.complete(Purpose.RESEARCH, "Be brief.", "Hello?")
+    await client.close()
+    assert secret not in str(caught.value) and secret not in repr(caught.value.__reduce__())
+    assert caught.value.attempts == 2
+
+
+async def test_count_tokens(sim: SimulatorServer) -> None:
+    client = client_for(sim)
+    short = await client.count_tokens(Purpose.RESEARCH, "Be brief.", "Hi")
+    long = await client.count_tokens(Purpose.RESEARCH, "Be brief.", "Hi " * 500)
+    await client.close()
+    assert 0 < short < long
