@@ -102,6 +102,25 @@ def _simulator(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     raw = sys.stdin.buffer.read() if args.text == "-" else args.text
     text = clean_request(raw, settings.max_request_chars)  # fail before starting Ray
+    # Ray prints its own warnings to stdout; keep stdout for the answer (or the JSON).
+    out, sys.stdout = sys.stdout, sys.stderr
+    try:
+        report = _submit_and_follow(args, settings, text)
+    finally:
+        sys.stdout = out
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        print(report.result)
+        print()
+        print(summary_line(report))
+    if report.state is TaskState.CANCELLED:
+        return EXIT_CANCELLED
+    return EXIT_OK if report.state is TaskState.DONE else EXIT_FAILED
+
+
+def _submit_and_follow(args: argparse.Namespace, settings: Settings, text: str) -> RunReport:
+    """Find or start the system, submit ``text``, show progress, return the report."""
 
     import ray
 
@@ -134,15 +153,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         ray.get(orchestrator.cancel.remote(task_id))
     report: RunReport = ray.get(orchestrator.wait.remote(task_id))
     progress.finish()
-    if args.json:
-        print(json.dumps(report.model_dump(mode="json"), indent=2))
-    else:
-        print(report.result)
-        print()
-        print(summary_line(report))
-    if report.state is TaskState.CANCELLED:
-        return EXIT_CANCELLED
-    return EXIT_OK if report.state is TaskState.DONE else EXIT_FAILED
+    return report
 
 
 def summary_line(report: RunReport) -> str:

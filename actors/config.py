@@ -135,7 +135,7 @@ class SimulatorSettings(BaseModel):
 
     seed: int = 0
     latency: str = Field(default="lognormal", pattern="^(zero|fixed|lognormal)$")
-    median_s: float = Field(default=0.4, ge=0)
+    median_s: float = Field(default=1.0, ge=0)
     sigma: float = Field(default=0.5, ge=0)
     per_output_token_s: float = Field(default=0.0, ge=0)
     rate_429: float = Field(default=0.0, ge=0, le=1)

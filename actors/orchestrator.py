@@ -26,7 +26,7 @@ from collections import OrderedDict
 import ray
 
 from actors import dag, merger
-from actors.config import Settings
+from actors.config import LIMITER_NAME, NAMESPACE, Settings, pool_actor_name
 from actors.dag import DagScheduler
 from actors.decomposer import Decomposer
 from actors.errors import TaskCancelledError, UnknownTaskError, UserInputError
@@ -68,20 +68,15 @@ class _Attempt:
 class Orchestrator:
     """Runs many tasks at once, each a DAG of microtasks on the four pools."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        base_url: str | None,
-        limiter: ray.actor.ActorHandle | None,
-        pools: dict[Role, ray.actor.ActorHandle],
-    ) -> None:
+    def __init__(self, settings: Settings, base_url: str | None) -> None:
+        # The limiter and pools are looked up by name rather than passed in, so a
+        # restarted orchestrator finds them again from plain constructor arguments.
         self._settings = settings
-        self._pools = pools
-        client = LLMClient(
-            settings,
-            limiter=RemoteLimiter(limiter) if limiter is not None else None,
-            base_url=base_url,
-        )
+        self._pools = {
+            role: ray.get_actor(pool_actor_name(role), namespace=NAMESPACE) for role in Role
+        }
+        limiter = ray.get_actor(LIMITER_NAME, namespace=NAMESPACE)
+        client = LLMClient(settings, limiter=RemoteLimiter(limiter), base_url=base_url)
         self._decomposer = Decomposer(client, settings)
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
         self._runners: dict[str, asyncio.Task[None]] = {}

@@ -86,7 +86,7 @@ def start_system(settings: Settings, *, detached: bool = False) -> System:
     }
     ray.get([pool.start.remote() for pool in pools.values()])
     orchestrator = Orchestrator.options(name=ORCHESTRATOR_NAME, **options).remote(  # type: ignore[attr-defined]
-        settings, base_url, limiter, pools
+        settings, base_url
     )
     ray.get(orchestrator.ping.remote())
     return System(orchestrator, pools, limiter, simulator, base_url)
