@@ -164,6 +164,9 @@ class MicrotaskRequest(BaseModel):
     exclude_agents: list[str] = Field(default_factory=list)
     affinity_key: str = ""
     synthesis: bool = Field(default=False, description="write the final answer as plain text")
+    timeout_s: float | None = Field(
+        default=None, description="deadline for the agent's run, from the moment it starts"
+    )
 
 
 class MicrotaskResult(BaseModel):

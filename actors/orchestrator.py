@@ -1,16 +1,9 @@
-"""The orchestrator actor: request → plan → dependency-driven dispatch → merge → report.
+"""The orchestrator actor: request → plan → dispatch → merge → report, for many tasks at once.
 
-Dispatch reads like ``graphlib``: submit everything ready, wait for the first
-result or the next deadline, mark done, repeat. A microtask starts the moment
-its own dependencies finish; there are no level barriers. Each attempt is a
-call to its role's pool; past its deadline it is cancelled and retried (on
-another agent: the pool remembers who tried) with exponential backoff and
-jitter. A critical microtask running past the observed p90 gets a backup
-copy; the first result wins and the other copy is cancelled.
-
-``ray.wait`` blocks the event loop of an async actor, so this actor uses its
-asyncio form: ``asyncio.wait`` over the awaited object refs, with a timeout at
-the next deadline.
+It owns each task's lifecycle: intake check, complexity verdict and plan
+(``decomposer``), the DAG run (``dispatch``), the synthesis by a generation
+agent (``merger``) and the report. Callers follow a task through ``events``
+(long polling), ``status`` and ``wait``; ``cancel`` keeps what finished.
 """
 
 from __future__ import annotations
@@ -18,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import statistics
 import time
 import uuid
 from collections import OrderedDict
@@ -27,8 +19,8 @@ import ray
 
 from actors import dag, merger
 from actors.config import LIMITER_NAME, NAMESPACE, Settings, pool_actor_name
-from actors.dag import DagScheduler
 from actors.decomposer import Decomposer
+from actors.dispatch import Dispatcher
 from actors.errors import TaskCancelledError, UnknownTaskError, UserInputError
 from actors.intake import clean_request
 from actors.llm import LLMClient, RemoteLimiter
@@ -42,26 +34,12 @@ from actors.models import (
     Role,
     RunReport,
     TaskState,
-    Usage,
 )
 from actors.report import TaskRecord, build_report
 
 log = logging.getLogger(__name__)
 
 _KEEP_FINISHED = 1_000  # finished tasks kept in memory for status queries
-
-
-class _Attempt:
-    """One call of one microtask to its pool."""
-
-    __slots__ = ("backup", "deadline", "microtask", "number", "timed_out")
-
-    def __init__(self, microtask: Microtask, number: int, backup: bool, deadline: float) -> None:
-        self.microtask = microtask
-        self.number = number  # 1-based, counting retries and backups
-        self.backup = backup
-        self.deadline = deadline  # time.monotonic() after which it is cancelled
-        self.timed_out = False
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -225,146 +203,7 @@ class Orchestrator:
         return Complexity.MASSIVE
 
     async def _execute(self, record: TaskRecord) -> None:
-        """Run every microtask of the plan, each as soon as its dependencies are done."""
-        settings = self._settings
-        scheduler = DagScheduler(record.microtasks)
-        inflight: dict[asyncio.Task[MicrotaskResult], _Attempt] = {}
-        durations: list[float] = []
-
-        def launch(mt: Microtask, backup: bool = False, delay: float = 0.0) -> None:
-            number = record.attempts.get(mt.id, 0) + 1
-            record.attempts[mt.id] = number
-            request = MicrotaskRequest(
-                task_id=record.task_id,
-                microtask=mt,
-                context=[record.results[d] for d in mt.depends_on if d in record.results],
-                request_text=record.text,
-                attempt=number,
-                affinity_key=mt.branch,
-            )
-            call = asyncio.create_task(self._call_pool(mt.role, request, delay))
-            deadline = time.monotonic() + delay + settings.microtask_timeout_s
-            inflight[call] = _Attempt(mt, number, backup, deadline)
-
-        try:
-            while scheduler.is_active():
-                for mt in scheduler.ready():
-                    launch(mt)
-                    await record.emit(EventKind.STARTED, microtask=mt, attempt=1)
-                if not inflight:
-                    break
-                done, _ = await asyncio.wait(
-                    inflight,
-                    timeout=self._next_wakeup(inflight, durations),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                for call in done:
-                    attempt = inflight.pop(call)
-                    await self._settle(record, scheduler, inflight, call, attempt, launch)
-                    if call.done() and not call.cancelled() and call.exception() is None:
-                        durations.append(call.result().duration_s)
-                await self._enforce_deadlines(record, inflight)
-                if settings.backups:
-                    await self._start_backups(record, inflight, durations, launch)
-        finally:
-            for call in inflight:
-                call.cancel()
-
-    async def _settle(self, record, scheduler, inflight, call, attempt, launch) -> None:
-        """Record one finished attempt: a result, a retry, or a final failure."""
-        mt = attempt.microtask
-        if mt.id in record.results or mt.id in record.failures:
-            return  # another copy already decided this microtask
-        error: BaseException | None
-        if call.cancelled():
-            error = TimeoutError(f"deadline of {self._settings.microtask_timeout_s:.0f} s passed")
-        else:
-            error = call.exception()
-        if error is None:
-            result: MicrotaskResult = call.result()
-            record.results[mt.id] = result
-            record.usage += result.usage
-            scheduler.done(mt.id)
-            for other, other_attempt in list(inflight.items()):
-                if other_attempt.microtask.id == mt.id:  # the losing copy of a backup pair
-                    other.cancel()
-                    inflight.pop(other)
-            await record.emit(
-                EventKind.FINISHED, microtask=mt, agent=result.agent_id, attempt=attempt.number
-            )
-            return
-        if any(a.microtask.id == mt.id for a in inflight.values()):
-            return  # its twin is still running; let that one decide
-        log.warning(
-            "task %s microtask %s attempt %d failed: %s",
-            record.task_id,
-            mt.id,
-            attempt.number,
-            error,
-        )
-        if record.attempts[mt.id] < self._settings.max_attempts:
-            record.retries += 1
-            base = self._settings.retry_backoff_s * 2 ** (record.attempts[mt.id] - 1)
-            launch(mt, delay=self._rng.uniform(0, base))
-            await record.emit(
-                EventKind.RETRIED,
-                microtask=mt,
-                attempt=attempt.number + 1,
-                detail=f"{type(error).__name__}: {error}",
-            )
-        else:
-            record.failures[mt.id] = f"{type(error).__name__}: {error}"
-            scheduler.failed(mt.id)
-            await record.emit(
-                EventKind.FAILED,
-                microtask=mt,
-                attempt=attempt.number,
-                detail=record.failures[mt.id],
-            )
-
-    async def _enforce_deadlines(self, record: TaskRecord, inflight: dict) -> None:
-        now = time.monotonic()
-        for call, attempt in inflight.items():
-            if not attempt.timed_out and now >= attempt.deadline:
-                attempt.timed_out = True
-                call.cancel()  # _call_pool cancels the pool call, which cancels the agent's
-                log.warning(
-                    "task %s microtask %s passed its deadline", record.task_id, attempt.microtask.id
-                )
-
-    async def _start_backups(self, record, inflight, durations, launch) -> None:
-        if len(durations) < self._settings.backup_min_samples:
-            return
-        p90 = statistics.quantiles(durations, n=10)[-1]
-        now = time.monotonic()
-        running = {a.microtask.id for a in inflight.values()}
-        backed_up = {a.microtask.id for a in inflight.values() if a.backup}
-        for attempt in list(inflight.values()):
-            mt = attempt.microtask
-            started = attempt.deadline - self._settings.microtask_timeout_s
-            if (
-                mt.critical
-                and mt.id in running
-                and mt.id not in backed_up
-                and now - started > p90
-                and record.attempts[mt.id] < self._settings.max_attempts
-            ):
-                backed_up.add(mt.id)
-                record.backups += 1
-                launch(mt, backup=True)
-                await record.emit(
-                    EventKind.BACKUP,
-                    microtask=mt,
-                    attempt=record.attempts[mt.id],
-                    detail=f"running past p90 ({p90:.2f} s)",
-                )
-
-    def _next_wakeup(self, inflight: dict, durations: list[float]) -> float:
-        """Seconds until the next deadline or backup check."""
-        soonest = min(a.deadline for a in inflight.values()) - time.monotonic()
-        if self._settings.backups and len(durations) >= self._settings.backup_min_samples:
-            soonest = min(soonest, 0.1)
-        return max(0.0, soonest)
+        await Dispatcher(record, self._settings, self._call_pool, self._rng).run()
 
     async def _call_pool(
         self, role: Role, request: MicrotaskRequest, delay: float
@@ -406,6 +245,3 @@ class Orchestrator:
         record.usage += result.usage
         record.simulated = record.simulated or result.simulated
         record.answer = result.content + "\n\n" + merger.render_footer(summary)
-
-
-__all__ = ["Orchestrator", "Usage"]

@@ -26,7 +26,7 @@ from ray.exceptions import RayActorError
 from actors.agent import Agent
 from actors.balancer import AgentSlot, LoadBalancer
 from actors.config import NAMESPACE, Settings, agent_actor_name
-from actors.errors import AgentLostError
+from actors.errors import AgentLostError, MicrotaskTimeoutError
 from actors.models import (
     AgentInfo,
     AgentState,
@@ -129,13 +129,20 @@ class AgentPool:
         ref: ray.ObjectRef = member.handle.run.remote(request)
         ok = False
         try:
-            result: MicrotaskResult = await ref
+            result: MicrotaskResult = await asyncio.wait_for(ref, request.timeout_s)
             ok = True
             self._completed += 1
             return result
         except asyncio.CancelledError:
             ray.cancel(ref)
             raise
+        except TimeoutError:
+            ray.cancel(ref)
+            self._failed += 1
+            raise MicrotaskTimeoutError(
+                f"agent {agent_id} gave no result for {request.task_id}/{request.microtask.id} "
+                f"within {request.timeout_s:g} s"
+            ) from None
         except RayActorError:
             self._failed += 1
             self._mark_dead(member)

@@ -6,8 +6,11 @@ asserted against the wall clock.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -207,3 +210,37 @@ def test_find_system_returns_the_running_one(system):
     found = find_system()
     assert found is not None
     assert ray.get(found.orchestrator.ping.remote())
+
+
+def test_a_simple_task_occupies_at_most_the_simple_levels_agents(system):
+    plan = [_mt(f"s{i}", latency=0.5) for i in range(5)]  # 5 microtasks: the simple level
+    report = _run(system, "five small steps", plan)
+    assert report.complexity is Complexity.SIMPLE and report.failed == 0
+    assert report.max_parallel <= Settings().levels[Complexity.SIMPLE].max_agents
+
+
+def test_cli_run_json_uses_the_running_system(system):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "run", "--json", "--quiet", "Hello"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # stdout holds nothing but the JSON object
+    assert report["complexity"] == "simple" and report["microtasks"] <= 1
+    assert report["simulated"] is True
+    for field in ("task_id", "agents", "max_parallel", "wall_s", "work_s", "speedup",
+                  "succeeded", "failed", "retries", "input_tokens", "output_tokens",
+                  "cost_usd", "result", "timeline"):  # fmt: skip
+        assert field in report
+
+
+def test_cli_refuses_empty_input_without_starting_anything():
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "run", "   "], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "empty" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,205 @@
+"""Drive one task's DAG: submit everything ready, wait, settle, repeat.
+
+Like ``graphlib``'s loop: a microtask starts the moment its own dependencies
+are done; there are no level barriers. Each attempt is one call to its role's
+pool. An attempt past its deadline is cancelled (by the pool, which starts the
+clock when an agent takes it; here as a backstop) and retried — on another
+agent, since the pool remembers who tried — with exponential backoff and
+jitter, up to ``max_attempts``. A critical microtask running past the p90 of
+the durations seen so far gets a backup copy; the first result wins and the
+other copy is cancelled. A microtask that fails for good does not stop its
+siblings: its dependents run with what there is, and the merger says what is
+missing.
+
+``ray.wait`` would block the orchestrator's event loop, so this uses its asyncio
+form: ``asyncio.wait`` over the pending calls with a timeout at the next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import statistics
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from actors.config import Settings
+from actors.dag import DagScheduler
+from actors.models import EventKind, Microtask, MicrotaskRequest, MicrotaskResult, Role
+from actors.report import TaskRecord
+
+log = logging.getLogger(__name__)
+
+CallPool = Callable[[Role, MicrotaskRequest, float], Coroutine[Any, Any, MicrotaskResult]]
+_BACKUP_CHECK_S = 0.1  # how often stragglers are looked for once backups are possible
+
+
+class _Attempt:
+    """One call of one microtask to its pool."""
+
+    __slots__ = ("backup", "deadline", "microtask", "number", "submitted")
+
+    def __init__(self, microtask: Microtask, number: int, backup: bool, submitted: float) -> None:
+        self.microtask = microtask
+        self.number = number  # 1-based, counting retries and backups
+        self.backup = backup
+        self.submitted = submitted  # time.monotonic() when the call goes out
+        self.deadline = float("inf")  # set by the dispatcher; inf once cancelled
+
+
+class Dispatcher:
+    """Runs the microtasks of one task record on the pools, within its agent cap."""
+
+    def __init__(
+        self, record: TaskRecord, settings: Settings, call_pool: CallPool, rng: random.Random
+    ) -> None:
+        self._record = record
+        self._settings = settings
+        self._call_pool = call_pool
+        self._rng = rng
+        self._scheduler = DagScheduler(record.microtasks)
+        self._inflight: dict[asyncio.Task[MicrotaskResult], _Attempt] = {}
+        self._waiting: list[Microtask] = []  # ready, but over the task's agent cap
+        self._durations: list[float] = []  # of finished attempts, for the backup p90
+        # The complexity level bounds how many agents one task may occupy at once.
+        self._cap = settings.levels[record.complexity].max_agents
+
+    async def run(self) -> None:
+        """Return when every microtask has a result or has failed for good."""
+        try:
+            while self._scheduler.is_active():
+                self._waiting.extend(self._scheduler.ready())
+                while self._waiting and len(self._inflight) < self._cap:
+                    mt = self._waiting.pop(0)
+                    self._launch(mt)
+                    await self._record.emit(EventKind.STARTED, microtask=mt, attempt=1)
+                if not self._inflight:
+                    break
+                done, _ = await asyncio.wait(
+                    self._inflight, timeout=self._next_wakeup(), return_when=asyncio.FIRST_COMPLETED
+                )
+                for call in done:
+                    attempt = self._inflight.pop(call, None)
+                    if attempt is not None:  # None: the losing copy of a backup pair
+                        await self._settle(call, attempt)
+                self._enforce_deadlines()
+                if self._settings.backups:
+                    await self._start_backups()
+        finally:
+            for call in self._inflight:
+                call.cancel()
+
+    def _launch(self, mt: Microtask, backup: bool = False, delay: float = 0.0) -> None:
+        record = self._record
+        number = record.attempts.get(mt.id, 0) + 1
+        record.attempts[mt.id] = number
+        request = MicrotaskRequest(
+            task_id=record.task_id,
+            microtask=mt,
+            context=[record.results[d] for d in mt.depends_on if d in record.results],
+            request_text=record.text,
+            attempt=number,
+            affinity_key=mt.branch,
+            timeout_s=self._settings.microtask_timeout_s,
+        )
+        call = asyncio.create_task(self._call_pool(mt.role, request, delay))
+        attempt = _Attempt(mt, number, backup, time.monotonic() + delay)
+        # The pool enforces the run deadline from the moment an agent takes the
+        # microtask (time queued for a free agent does not count). This backstop
+        # catches a call that never comes back at all, e.g. from a dead pool.
+        attempt.deadline = attempt.submitted + 2 * self._settings.microtask_timeout_s + 30
+        self._inflight[call] = attempt
+
+    async def _settle(self, call: asyncio.Task[MicrotaskResult], attempt: _Attempt) -> None:
+        """Record one finished attempt: a result, a retry, or a final failure."""
+        record, mt = self._record, attempt.microtask
+        if mt.id in record.results or mt.id in record.failures:
+            return  # another copy already decided this microtask
+        error: BaseException | None
+        if call.cancelled():
+            error = TimeoutError("the pool gave no answer before the backstop deadline")
+        else:
+            error = call.exception()
+        if error is None:
+            result = call.result()
+            record.results[mt.id] = result
+            record.usage += result.usage
+            self._durations.append(result.duration_s)
+            self._scheduler.done(mt.id)
+            for other, twin in list(self._inflight.items()):
+                if twin.microtask.id == mt.id:  # the slower copy of a backup pair
+                    other.cancel()
+                    del self._inflight[other]
+            await record.emit(
+                EventKind.FINISHED, microtask=mt, agent=result.agent_id, attempt=attempt.number
+            )
+            return
+        if any(a.microtask.id == mt.id for a in self._inflight.values()):
+            return  # its twin is still running; let that one decide
+        reason = f"{type(error).__name__}: {error}"
+        log.warning(
+            "task %s microtask %s attempt %d failed: %s",
+            record.task_id,
+            mt.id,
+            attempt.number,
+            reason,
+        )
+        if record.attempts[mt.id] < self._settings.max_attempts:
+            record.retries += 1
+            base = self._settings.retry_backoff_s * 2 ** (record.attempts[mt.id] - 1)
+            self._launch(mt, delay=self._rng.uniform(0, base))
+            await record.emit(
+                EventKind.RETRIED, microtask=mt, attempt=attempt.number + 1, detail=reason
+            )
+        else:
+            record.failures[mt.id] = reason
+            self._scheduler.failed(mt.id)
+            await record.emit(EventKind.FAILED, microtask=mt, attempt=attempt.number, detail=reason)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for call, attempt in self._inflight.items():
+            if now >= attempt.deadline:
+                attempt.deadline = float("inf")
+                call.cancel()  # the pool call is cancelled, and with it the agent's
+                log.warning(
+                    "task %s microtask %s passed its deadline",
+                    self._record.task_id,
+                    attempt.microtask.id,
+                )
+
+    async def _start_backups(self) -> None:
+        settings, record = self._settings, self._record
+        if len(self._durations) < settings.backup_min_samples:
+            return
+        p90 = statistics.quantiles(self._durations, n=10)[-1]
+        now = time.monotonic()
+        covered = {a.microtask.id for a in self._inflight.values() if a.backup}
+        for attempt in list(self._inflight.values()):
+            mt = attempt.microtask
+            if (
+                mt.critical
+                and not attempt.backup
+                and mt.id not in covered
+                and now - attempt.submitted > p90
+                and record.attempts[mt.id] < settings.max_attempts
+                and len(self._inflight) < self._cap
+            ):
+                covered.add(mt.id)
+                record.backups += 1
+                self._launch(mt, backup=True)
+                await record.emit(
+                    EventKind.BACKUP,
+                    microtask=mt,
+                    attempt=record.attempts[mt.id],
+                    detail=f"running past p90 ({p90:.2f} s)",
+                )
+
+    def _next_wakeup(self) -> float | None:
+        """Seconds until the next deadline or backup check (None: only results matter)."""
+        soonest = min(a.deadline for a in self._inflight.values()) - time.monotonic()
+        if self._settings.backups and len(self._durations) >= self._settings.backup_min_samples:
+            soonest = min(soonest, _BACKUP_CHECK_S)
+        return None if soonest == float("inf") else max(0.0, soonest)
