@@ -36,7 +36,7 @@ def _settings() -> Settings:
             "validation": {"min": 1, "max": 2},
         },
         simulator={"latency": "fixed", "median_s": 0.05, "seed": 7},
-        microtask_timeout_s=4.0,
+        microtask_timeout_s=6.0,
         llm_timeout_s=30.0,
         retry_backoff_s=0.05,
         upscale_delay_s=0.2,
@@ -113,7 +113,7 @@ def test_fast_branch_is_not_held_back_by_slow_sibling(system):
     plan = [
         _mt("fast1", latency=0.05),
         _mt("fast2", Role.ANALYSIS, ("fast1",), latency=0.05),
-        _mt("slow1", latency=2.0),
+        _mt("slow1", latency=3.0),
         _mt("slow2", Role.ANALYSIS, ("slow1",), latency=0.05),
     ]
     report = _run(system, "two independent branches", plan)
