@@ -191,6 +191,12 @@ class Settings(BaseSettings):
     strategy: Strategy = Strategy.LEAST_LOADED
     agent_concurrency: int = Field(default=1, ge=1)
     spread_agents: bool = True
+    # A custom resource only the head node has (cluster.yaml declares it): when set,
+    # the orchestrator, limiter and simulator are pinned there, agents go anywhere.
+    head_resource: str | None = None
+    # Loopback by default; a multi-machine cluster without an API key needs an
+    # address the worker nodes can reach (cluster.yaml sets 0.0.0.0).
+    simulator_host: str = "127.0.0.1"
     max_tokens: int = Field(default=1024, ge=1)
     llm_timeout_s: float = Field(default=60.0, gt=0)
     max_request_chars: int = Field(default=20_000, ge=1)

@@ -25,7 +25,7 @@ from ray.exceptions import RayActorError
 
 from actors.agent import Agent
 from actors.balancer import AgentSlot, LoadBalancer
-from actors.config import NAMESPACE, Settings, agent_actor_name
+from actors.config import NAMESPACE, PoolSize, Settings, Strategy, agent_actor_name
 from actors.errors import AgentLostError, MicrotaskTimeoutError
 from actors.models import (
     AgentInfo,
@@ -159,6 +159,32 @@ class AgentPool:
                 member.slot.completed += 1
             self._balancer.record(agent_id, request, time.monotonic() - started, ok)
             self._dispatch()
+
+    def configure(
+        self,
+        min_agents: int | None = None,
+        max_agents: int | None = None,
+        strategy: Strategy | None = None,
+    ) -> PoolSnapshot:
+        """Change bounds or balancing strategy while running (experiments, operators).
+
+        The autoscaler moves the pool into the new bounds on its next tick.
+        """
+        size = PoolSize(
+            min=self._min if min_agents is None else min_agents,
+            max=self._max if max_agents is None else max_agents,
+        )
+        self._min, self._max = size.min, size.max
+        self._autoscaler = Autoscaler(
+            size.min,
+            size.max,
+            self._settings.target_per_agent,
+            self._settings.upscale_delay_s,
+            self._settings.downscale_delay_s,
+        )
+        if strategy is not None:
+            self._balancer = LoadBalancer(Strategy(strategy))
+        return self.snapshot()
 
     def snapshot(self) -> PoolSnapshot:
         """Sizes, load and every agent's state."""

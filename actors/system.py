@@ -67,15 +67,18 @@ def start_system(settings: Settings, *, detached: bool = False) -> System:
     options: dict[str, object] = {"namespace": NAMESPACE, "get_if_exists": True}
     if detached:
         options["lifetime"] = "detached"
+    pinned = dict(options)
+    if settings.head_resource:
+        pinned["resources"] = {settings.head_resource: 0.01}
     simulator = None
     base_url = settings.anthropic_base_url
     if settings.simulated:
-        simulator = SimulatorActor.options(name=SIMULATOR_NAME, **options).remote(  # type: ignore[attr-defined]
+        simulator = SimulatorActor.options(name=SIMULATOR_NAME, **pinned).remote(  # type: ignore[attr-defined]
             settings.simulator
         )
-        base_url = ray.get(simulator.start.remote())
+        base_url = ray.get(simulator.start.remote(host=settings.simulator_host))
         log.info("no ANTHROPIC_API_KEY: simulated Claude at %s", base_url)
-    limiter = RateLimiterActor.options(name=LIMITER_NAME, **options).remote(  # type: ignore[attr-defined]
+    limiter = RateLimiterActor.options(name=LIMITER_NAME, **pinned).remote(  # type: ignore[attr-defined]
         settings.limiter
     )
     pools = {
@@ -85,7 +88,7 @@ def start_system(settings: Settings, *, detached: bool = False) -> System:
         for role in Role
     }
     ray.get([pool.start.remote() for pool in pools.values()])
-    orchestrator = Orchestrator.options(name=ORCHESTRATOR_NAME, **options).remote(  # type: ignore[attr-defined]
+    orchestrator = Orchestrator.options(name=ORCHESTRATOR_NAME, **pinned).remote(  # type: ignore[attr-defined]
         settings, base_url
     )
     ray.get(orchestrator.ping.remote())

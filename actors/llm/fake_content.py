@@ -83,6 +83,11 @@ _TITLE_PATTERNS = (
     # "Microtask: X", "Microtask r1: X", "Your microtask (r1, research): X"
     re.compile(r"^[ \t]*(?:your\s+)?microtask\b[^:\n]*:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE),
 )
+_GREETING = re.compile(
+    r"^\s*(hi|hello|hey|hallo|hola|good (morning|afternoon|evening))\b[\s!.,?]*"
+    r"(there|everyone|all|bot)?[\s!.,?]*$",
+    re.IGNORECASE,
+)
 _LATENCY_HINT = re.compile(r"\[sim-latency (\d+(?:\.\d+)?)\]")
 _PLAN_SIZE = re.compile(r"(?:at most|up to|no more than)\s+(\d+)\s+microtasks?", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]{3,}")
@@ -264,10 +269,44 @@ def _sentences(rng: random.Random, words: list[str], count: int) -> list[str]:
     return out
 
 
+_RESULT_BLOCK = re.compile(
+    r'<result id="([^"]*)" role="([a-z]+)" confidence="([0-9.]+)">\n(.*?)\n</result>', re.DOTALL
+)
+_ROLE_HEADINGS = (
+    ("research", "Findings"),
+    ("analysis", "Analysis"),
+    ("validation", "Checks"),
+    ("generation", "Recommendations"),
+)
+
+
+def _synthesis(prompt: Prompt, rng: random.Random) -> str:
+    """A report stitched from the ``<result>`` blocks of a synthesis prompt."""
+    by_role: dict[str, list[str]] = {}
+    for _id, role, _confidence, content in _RESULT_BLOCK.findall(prompt.last_user):
+        first = content.replace(SIMULATED_PREFIX, "").split(". ")[0].strip().rstrip(".")
+        if first:
+            by_role.setdefault(role, []).append(first)
+    words = keywords(prompt.request)
+    lines = ["Simulated synthesis: " + prompt.request[:120].strip()]
+    for role, heading in _ROLE_HEADINGS:
+        points = by_role.get(role, [])
+        if points:
+            lines.append("")
+            lines.append(f"{heading} ({len(points)} parts):")
+            lines.extend(f"- {point}." for point in points[:8])
+    lines.append("")
+    lines.append(" ".join(_sentences(rng, words, 2)))
+    return SIMULATED_PREFIX + "\n".join(lines)
+
+
 def text_answer(prompt: Prompt, rng: random.Random) -> tuple[str, bool]:
     """Prose about the request; ``True`` second when cut off at ``max_tokens``."""
-    body = " ".join(_sentences(rng, keywords(prompt.request), rng.randint(3, 6)))
-    text = SIMULATED_PREFIX + body
+    if "<result id=" in prompt.last_user:
+        text = _synthesis(prompt, rng)
+    else:
+        body = " ".join(_sentences(rng, keywords(prompt.request), rng.randint(3, 6)))
+        text = SIMULATED_PREFIX + body
     limit = prompt.max_tokens * 4
     if len(text) > limit:
         return text[:limit], True
@@ -374,6 +413,13 @@ _ASPECTS = ("cost", "risk", "demand")
 
 
 def _agent_output(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
+    if _GREETING.match(prompt.request):
+        return {
+            "content": SIMULATED_PREFIX + "Hello! Ask me anything: simple questions get a "
+            "direct answer, bigger tasks are split across a team of parallel agents.",
+            "claims": [],
+            "confidence": 0.95,
+        }
     title = _title(prompt)
     words = keywords(prompt.request)
     sentences = _sentences(rng, words, rng.randint(2, 4))
