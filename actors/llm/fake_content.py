@@ -367,9 +367,8 @@ def _plan(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
             size = min(len(previous), size)
             start = i * len(previous) // len(level)
             item["depends_on"] = [previous[(start + j) % len(previous)]["id"] for j in range(size)]
+    # Generation drafts run side by side: the synthesis step merges them anyway.
     final = levels[-1][-1]
-    # One sink: the final answer also waits for any other generation drafts.
-    final["depends_on"] += [item["id"] for item in levels[-1][:-1]]
     by_id = {item["id"]: item for level in levels for item in level}
     node: dict[str, Any] | None = final
     while node is not None:
