@@ -133,7 +133,11 @@ class Dispatcher:
                     other.cancel()
                     del self._inflight[other]
             await record.emit(
-                EventKind.FINISHED, microtask=mt, agent=result.agent_id, attempt=attempt.number
+                EventKind.FINISHED,
+                microtask=mt,
+                agent=result.agent_id,
+                attempt=attempt.number,
+                duration_s=result.duration_s,
             )
             return
         if any(a.microtask.id == mt.id for a in self._inflight.values()):

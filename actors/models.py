@@ -202,6 +202,7 @@ class ProgressEvent(BaseModel):
     attempt: int | None = None
     done: int = 0
     total: int = 0
+    duration_s: float | None = None
     detail: str = ""
 
 

@@ -36,6 +36,8 @@ from actors.models import (
     TaskState,
 )
 from actors.report import TaskRecord, build_report
+from actors.stats import Stats, StatsSnapshot
+from actors.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class Orchestrator:
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._rng = random.Random()
+        self._store = Store(settings.home / "store.sqlite3")
+        self._stats = Stats(totals=self._store.totals())
 
     # --- public API -------------------------------------------------------------
 
@@ -74,7 +78,10 @@ class Orchestrator:
             if problems:
                 raise UserInputError("the given plan is invalid: " + "; ".join(problems[:5]))
         task_id = uuid.uuid4().hex[:12]
-        record = TaskRecord(task_id=task_id, text=clean, given_plan=plan)
+        record = TaskRecord(
+            task_id=task_id, text=clean, given_plan=plan, observer=self._stats.observe
+        )
+        await asyncio.to_thread(self._store.task_started, task_id, record.started_at, clean)
         self._tasks[task_id] = record
         self._runners[task_id] = asyncio.create_task(self._run(record))
         self._forget_old()
@@ -87,6 +94,8 @@ class Orchestrator:
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> RunReport:
         """The task's report once it has finished (done, failed or cancelled)."""
+        if task_id not in self._tasks and (stored := self._store.report(task_id)):
+            return stored
         record = self._record(task_id)
         await asyncio.wait_for(record.finished.wait(), timeout_s)
         assert record.report is not None
@@ -111,11 +120,34 @@ class Orchestrator:
 
     async def status(self, task_id: str) -> dict:
         """State, progress and (when finished) the report of one task."""
+        if task_id not in self._tasks and (stored := self._store.report(task_id)):
+            return {
+                "task_id": task_id,
+                "state": stored.state.value,
+                "complexity": stored.complexity.value,
+                "done": stored.succeeded + stored.failed,
+                "total": stored.microtasks,
+                "microtasks": {e.id: e.status.value for e in stored.timeline},
+                "report": stored.model_dump(mode="json"),
+            }
         return self._record(task_id).status()
 
     async def tasks(self) -> list[dict]:
         """A line of status for every task kept in memory, newest last."""
         return [record.status(brief=True) for record in self._tasks.values()]
+
+    async def active(self) -> list[dict]:
+        """Tasks still running, with their progress."""
+        return [r.status(brief=True) for r in self._tasks.values() if not r.finished.is_set()]
+
+    async def history(self, limit: int = 50) -> list[dict]:
+        """Finished and running tasks from the durable store, newest first."""
+        return await asyncio.to_thread(self._store.recent, limit)
+
+    async def stats(self) -> StatsSnapshot:
+        """Sliding-window rates and long-term totals (for /status and /metrics)."""
+        running = sum(1 for r in self._tasks.values() if not r.finished.is_set())
+        return self._stats.snapshot(active_tasks=running)
 
     async def pools(self) -> list[PoolSnapshot]:
         """Every pool's snapshot, in role order."""
@@ -173,7 +205,19 @@ class Orchestrator:
             )
             await record.emit(EventKind.FAILED, detail=str(exc))
         finally:
-            record.report = build_report(record, time.time())
+            finished_at = time.time()
+            record.report = build_report(record, finished_at)
+            self._stats.task_finished(record.report, finished_at)
+            try:
+                await asyncio.to_thread(
+                    self._store.task_finished,
+                    record.report,
+                    record.text,
+                    record.started_at,
+                    finished_at,
+                )
+            except Exception:  # the caller still gets the report; only history misses it
+                log.exception("task %s: could not write its report to the store", record.task_id)
             await record.emit(EventKind.DONE, detail=record.state.value)
             record.finished.set()
             self._runners.pop(record.task_id, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ class TaskRecord:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     report: RunReport | None = None
+    observer: Callable[[ProgressEvent], None] | None = None  # e.g. the orchestrator's stats
 
     def set_plan(self, microtasks: list[Microtask]) -> None:
         self.microtasks = microtasks
@@ -64,6 +66,7 @@ class TaskRecord:
         microtask: Microtask | None = None,
         agent: str | None = None,
         attempt: int | None = None,
+        duration_s: float | None = None,
         detail: str = "",
     ) -> None:
         """Append a progress event and wake everyone following this task."""
@@ -77,9 +80,12 @@ class TaskRecord:
             attempt=attempt,
             done=len(self.results) + len(self.failures),
             total=len(self.microtasks),
+            duration_s=duration_s,
             detail=detail,
         )
         self.events.append(event)
+        if self.observer is not None:
+            self.observer(event)
         async with self.changed:
             self.changed.notify_all()
 

@@ -90,6 +90,7 @@ class LimiterSnapshot(BaseModel):
     throttled_total: int
     granted_total: int
     pressure: float  # 0 = none, 1 = concurrency cut to the minimum; pools shrink on it
+    outcomes: dict[str, int] = {}  # model calls by outcome ("ok", "rate_limited", ...)
 
 
 class Limiter(Protocol):
@@ -203,6 +204,7 @@ class RateLimiter:
         self._ids = itertools.count(1)
         self._throttled_total = 0
         self._granted_total = 0
+        self._outcomes: dict[str, int] = {}  # outcome -> calls released with it
 
     @property
     def settings(self) -> LimiterSettings:
@@ -247,6 +249,7 @@ class RateLimiter:
         estimate. ``attempt`` (1-based) drives exponential backoff.
         """
         now = self._clock()
+        self._outcomes[outcome.value] = self._outcomes.get(outcome.value, 0) + 1
         entry = self._forget(lease.id)
         if entry is not None:
             if input_tokens or output_tokens:
@@ -283,6 +286,7 @@ class RateLimiter:
             throttled_total=self._throttled_total,
             granted_total=self._granted_total,
             pressure=min(1.0, max(0.0, pressure)),
+            outcomes=dict(self._outcomes),
         )
 
     # --- admission ---------------------------------------------------------------

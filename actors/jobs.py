@@ -1,0 +1,186 @@
+"""The bot's durable job records: one row per Telegram update, written before any work starts.
+
+Telegram confirms an update as soon as the bot asks for the next batch, before
+the handler has finished, so a crash mid-task would lose the request. Each
+request is therefore stored here first, keyed by its ``update_id``:
+
+- a redelivered update finds its row already there and is ignored;
+- after a restart, rows not yet ``delivered`` are resumed (re-attached to their
+  task if the orchestrator still has it, else resubmitted);
+- the answer is stored before it is sent, and every sent part is counted, so
+  an answer reaches the chat once even if the bot dies half-way through it.
+
+SQLite in WAL mode under ``settings.home``; the schema carries a version and a
+newer one than this code knows is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from actors.errors import ConfigurationError
+
+SCHEMA_VERSION = 1
+DEFAULT_FILENAME = "bot-jobs.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    update_id           INTEGER PRIMARY KEY,
+    chat_id             INTEGER NOT NULL,
+    user_id             INTEGER NOT NULL,
+    kind                TEXT    NOT NULL,
+    text                TEXT    NOT NULL,
+    task_id             TEXT,
+    state               TEXT    NOT NULL,
+    answer              TEXT,
+    progress_message_id INTEGER,
+    parts_sent          INTEGER NOT NULL DEFAULT 0,
+    delivered           INTEGER NOT NULL DEFAULT 0,
+    created             REAL    NOT NULL,
+    updated             REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (delivered, user_id);
+"""
+
+
+class JobState(StrEnum):
+    """Where a job is; ``delivered`` is tracked apart (an answered job may be half-sent)."""
+
+    RECEIVED = "received"
+    RUNNING = "running"
+    ANSWERED = "answered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobKind(StrEnum):
+    REQUEST = "request"
+    PARALLEL_TEST = "parallel_test"
+
+
+class Job(BaseModel):
+    """One stored request and how far it got."""
+
+    update_id: int
+    chat_id: int
+    user_id: int
+    kind: JobKind
+    text: str
+    task_id: str | None = None
+    state: JobState = JobState.RECEIVED
+    answer: str | None = None
+    progress_message_id: int | None = None
+    parts_sent: int = 0
+    delivered: bool = False
+    created: float
+    updated: float
+
+
+class JobStore:
+    """Job records in one SQLite file; every write is committed before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # One connection used from the bot's event loop thread only; writes take
+        # milliseconds, so they run inline rather than in a thread pool.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    @classmethod
+    def in_home(cls, home: Path) -> JobStore:
+        """The store at its usual place under ``PARALLEL_AGENTS_HOME``."""
+        return cls(Path(home).expanduser() / DEFAULT_FILENAME)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        with self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            found = row[0]
+            if found is not None and found > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"the job store {self.path} has schema version {found}, newer than this "
+                    f"code's {SCHEMA_VERSION}; upgrade parallel-agents or point "
+                    "PARALLEL_AGENTS_HOME at another folder"
+                )
+            self._db.executescript(_SCHEMA)
+            if found is None:
+                self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+
+    # --- writes -------------------------------------------------------------------
+
+    def record(
+        self, update_id: int, chat_id: int, user_id: int, text: str, kind: JobKind
+    ) -> Job | None:
+        """Store a new job; None when this update id was seen before (a redelivery)."""
+        now = time.time()
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO jobs (update_id, chat_id, user_id, kind, text, state, "
+            "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (update_id, chat_id, user_id, kind.value, text, JobState.RECEIVED.value, now, now),
+        )
+        return self.get(update_id) if cursor.rowcount == 1 else None
+
+    def started(self, update_id: int, task_id: str) -> None:
+        """The orchestrator accepted the job as ``task_id``."""
+        self._update(update_id, task_id=task_id, state=JobState.RUNNING.value)
+
+    def progress_message(self, update_id: int, message_id: int) -> None:
+        self._update(update_id, progress_message_id=message_id)
+
+    def finished(self, update_id: int, state: JobState, answer: str) -> None:
+        """Keep the text to deliver (answer, report or error message) before sending it."""
+        self._update(update_id, state=state.value, answer=answer)
+
+    def part_sent(self, update_id: int, parts_sent: int) -> None:
+        self._update(update_id, parts_sent=parts_sent)
+
+    def delivered(self, update_id: int) -> None:
+        self._update(update_id, delivered=1)
+
+    def _update(self, update_id: int, **values: object) -> None:
+        columns = ", ".join(f"{name} = ?" for name in values)
+        self._db.execute(
+            f"UPDATE jobs SET {columns}, updated = ? WHERE update_id = ?",
+            (*values.values(), time.time(), update_id),
+        )
+
+    # --- reads --------------------------------------------------------------------
+
+    def get(self, update_id: int) -> Job | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE update_id = ?", (update_id,)).fetchone()
+        return _job(row) if row else None
+
+    def undelivered(self) -> list[Job]:
+        """Jobs whose answer has not fully reached the chat, oldest first."""
+        rows = self._db.execute("SELECT * FROM jobs WHERE delivered = 0 ORDER BY update_id")
+        return [_job(row) for row in rows]
+
+    def running(self, user_id: int) -> Job | None:
+        """The user's job currently running on the orchestrator, if any."""
+        row = self._db.execute(
+            "SELECT * FROM jobs WHERE user_id = ? AND state = ? AND delivered = 0 "
+            "ORDER BY update_id LIMIT 1",
+            (user_id, JobState.RUNNING.value),
+        ).fetchone()
+        return _job(row) if row else None
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    data["delivered"] = bool(data["delivered"])
+    return Job.model_validate(data)

@@ -1,0 +1,170 @@
+"""The durable store: finished tasks and their reports, in SQLite (WAL) on the head node.
+
+Finished tasks stay queryable after the orchestrator restarts (``GET /tasks``),
+and long-term totals (``/status``) are sums over this table. The schema is
+versioned: an older store is migrated step by step, a newer one is refused
+with a clear message rather than silently misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from actors.errors import ConfigurationError
+from actors.models import RunReport
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE tasks (
+        task_id       TEXT PRIMARY KEY,
+        created_at    REAL NOT NULL,
+        finished_at   REAL,
+        state         TEXT NOT NULL,
+        complexity    TEXT,
+        request       TEXT NOT NULL,
+        microtasks    INTEGER NOT NULL DEFAULT 0,
+        failed        INTEGER NOT NULL DEFAULT 0,
+        retries       INTEGER NOT NULL DEFAULT 0,
+        backups       INTEGER NOT NULL DEFAULT 0,
+        wall_s        REAL,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd      REAL NOT NULL DEFAULT 0,
+        report        TEXT
+    );
+    CREATE INDEX tasks_finished ON tasks (finished_at);
+    """,
+}
+
+
+class Store:
+    """One SQLite file; safe to use from one process's threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # sqlite3 connections are not thread-safe
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = row["version"] if row else 0
+            if version > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"the store at {self.path} has schema version {version}, newer than this "
+                    f"program's {SCHEMA_VERSION}; upgrade parallel-agents or point "
+                    "PARALLEL_AGENTS_HOME elsewhere"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in filter(str.strip, _MIGRATIONS[step].split(";")):
+                    db.execute(statement)
+            if row is None:
+                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def task_started(self, task_id: str, created_at: float, request: str) -> None:
+        """Record an accepted task (before any work is done for it)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO tasks (task_id, created_at, state, request) "
+                "VALUES (?, ?, 'planning', ?)",
+                (task_id, created_at, request[:2000]),
+            )
+
+    def task_finished(
+        self, report: RunReport, request: str, created_at: float, finished_at: float
+    ) -> None:
+        """Record a finished task with its whole report."""
+        row = (
+            report.task_id,
+            created_at,
+            finished_at,
+            report.state.value,
+            report.complexity.value,
+            request[:2000],
+            report.microtasks,
+            report.failed,
+            report.retries,
+            report.backups,
+            report.wall_s,
+            report.input_tokens,
+            report.output_tokens,
+            report.cost_usd,
+            report.model_dump_json(),
+        )
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO tasks (task_id, created_at, finished_at, state, "
+                "complexity, request, microtasks, failed, retries, backups, wall_s, "
+                "input_tokens, output_tokens, cost_usd, report) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def report(self, task_id: str) -> RunReport | None:
+        """The stored report of a finished task, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT report FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        if row is None or row["report"] is None:
+            return None
+        return RunReport.model_validate_json(row["report"])
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest tasks first, without their full reports."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT task_id, created_at, finished_at, state, complexity, request, microtasks,"
+                " failed, retries, wall_s, cost_usd FROM tasks ORDER BY created_at DESC LIMIT ?",
+                (max(1, min(limit, 1000)),),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def totals(self) -> dict[str, Any]:
+        """Sums over every finished task, for long-term figures that survive restarts."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) AS tasks, COALESCE(SUM(microtasks), 0) AS microtasks,"
+                " COALESCE(SUM(failed), 0) AS failed_microtasks,"
+                " COALESCE(SUM(retries), 0) AS retries, COALESCE(SUM(backups), 0) AS backups,"
+                " COALESCE(SUM(input_tokens), 0) AS input_tokens,"
+                " COALESCE(SUM(output_tokens), 0) AS output_tokens,"
+                " COALESCE(SUM(cost_usd), 0) AS cost_usd FROM tasks WHERE finished_at IS NOT NULL"
+            ).fetchone()
+            states = self._db.execute(
+                "SELECT state, COUNT(*) AS n FROM tasks WHERE finished_at IS NOT NULL "
+                "GROUP BY state"
+            ).fetchall()
+        totals = dict(row)
+        totals["tasks_by_state"] = {r["state"]: r["n"] for r in states}
+        return totals
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,186 @@
+"""What the Telegram bot writes: message parts, the live progress text, reports and status.
+
+Every message is sent as plain text (no ``parse_mode``): model answers are full
+of ``*``, ``_``, ``[`` and backticks, and any of them unbalanced makes Telegram
+reject a Markdown message outright. Plain text can never be rejected for its
+content, and splitting it at any point is safe (an escaped Markdown text cut in
+the middle of an entity would not be).
+
+Telegram's 4096 limit counts UTF-16 code units, so an emoji outside the Basic
+Multilingual Plane counts twice; ``split_message`` measures the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from actors.models import PoolSnapshot, RunReport, TaskState
+
+MESSAGE_LIMIT = 4096
+_BAR_WIDTH = 16
+
+
+def utf16_len(text: str) -> int:
+    """Length as Telegram counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Cut ``text`` into parts of at most ``limit`` units, at paragraph, line or word ends.
+
+    >>> [len(p) for p in split_message("a" * 9000)]
+    [4096, 4096, 808]
+    """
+    text = text.strip()
+    parts: list[str] = []
+    while text:
+        if utf16_len(text) <= limit:
+            parts.append(text)
+            break
+        head = _fit(text, limit)
+        cut = _best_cut(head)
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    return [part for part in parts if part] or ["(empty answer)"]
+
+
+def _fit(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` within ``limit`` UTF-16 units."""
+    head = text[:limit]
+    while utf16_len(head) > limit:
+        head = head[: -max(1, (utf16_len(head) - limit) // 2)]
+    return head
+
+
+def _best_cut(head: str) -> int:
+    """Where to end a part: the last paragraph, line or word break in its second half."""
+    floor = len(head) // 2  # never make a part tiny just to end it on a break
+    for separator in ("\n\n", "\n", " "):
+        at = head.rfind(separator)
+        if at > floor:
+            return at + len(separator)
+    return len(head)
+
+
+def progress_bar(done: int, total: int, width: int = _BAR_WIDTH) -> str:
+    """``▓▓▓▓░░░░ 50%``."""
+    share = done / total if total else 0.0
+    filled = round(width * share)
+    return "▓" * filled + "░" * (width - filled) + f" {share:.0%}"
+
+
+def progress_text(
+    task_id: str, done: int, total: int, pools: Iterable[PoolSnapshot], finished: bool = False
+) -> str:
+    """The live progress message: a bar, microtasks done/total and per-pool activity."""
+    head = "Done" if finished else "Working on it"
+    lines = [
+        f"{head} (task {task_id})",
+        progress_bar(done, total),
+        f"{done}/{total} microtasks",
+    ]
+    activity = [f"{p.role.value} {p.busy}/{p.size} busy, {p.queued} queued" for p in pools]
+    if activity and not finished:
+        lines.append("")
+        lines.extend(activity)
+    return "\n".join(lines)
+
+
+def answer_text(report: RunReport) -> str:
+    """What the user gets for a request: the answer, or what happened instead."""
+    if report.state is TaskState.CANCELLED:
+        kept = f" {report.succeeded} finished microtasks were kept." if report.succeeded else ""
+        return f"Cancelled (task {report.task_id}).{kept}\n\n{report.result}".strip()
+    if report.state is TaskState.FAILED:
+        return (
+            f"The task {report.task_id} failed; here is what was finished.\n\n{report.result}"
+        ).strip()
+    return report.result.strip() or f"The task {report.task_id} produced an empty answer."
+
+
+def parallel_test_report(report: RunReport) -> str:
+    """The /parallel_test summary: how much parallel work was done and what it saved."""
+    label = " (simulated Claude: no ANTHROPIC_API_KEY)" if report.simulated else ""
+    return "\n".join(
+        [
+            f"Parallel test {report.state.value}{label}",
+            f"task {report.task_id}, complexity {report.complexity.value}",
+            f"microtasks: {report.microtasks} ({report.succeeded} ok, {report.failed} failed, "
+            f"{report.retries} retries)",
+            f"agents: {report.agents} (peak {report.max_parallel} microtasks at once)",
+            f"wall time: {report.wall_s:.1f} s",
+            f"sum of microtask times: {report.work_s:.1f} s",
+            f"speedup: {report.speedup:.1f}x",
+            f"tokens: {report.input_tokens + report.output_tokens:,}, cost ${report.cost_usd:.4f}",
+        ]
+    )
+
+
+def pools_lines(pools: Iterable[PoolSnapshot]) -> list[str]:
+    return [
+        f"{p.role.value}: {p.busy}/{p.size} busy (min {p.min}, max {p.max}), "
+        f"{p.queued} queued, {p.utilization:.0f}% used"
+        for p in pools
+    ]
+
+
+def _active(tasks: list[dict]) -> list[dict]:
+    return [t for t in tasks if t.get("state") not in ("done", "failed", "cancelled")]
+
+
+def status_text(pools: list[PoolSnapshot], tasks: list[dict], simulated: bool) -> str:
+    """/status: the system at a glance, parallel metrics first."""
+    size = sum(p.size for p in pools)
+    busy = sum(p.busy for p in pools)
+    utilisation = 100.0 * busy / size if size else 0.0
+    active = _active(tasks)
+    lines = [
+        "System is up" + (" (simulated Claude)" if simulated else ""),
+        f"agents: {busy}/{size} busy, utilisation {utilisation:.0f}%",
+        f"active tasks: {len(active)}, queued microtasks: {sum(p.queued for p in pools)}",
+        f"tasks seen: {len(tasks)}",
+        "",
+        *pools_lines(pools),
+    ]
+    return "\n".join(lines)
+
+
+def parallel_status_text(pools: list[PoolSnapshot], tasks: list[dict]) -> str:
+    """/parallel_status: pools, queue and every active task's progress."""
+    active = _active(tasks)
+    lines = ["Pools", *pools_lines(pools), "", f"queue: {sum(p.queued for p in pools)} microtasks"]
+    lines.append(f"active tasks: {len(active)}")
+    for task in active:
+        lines.append(
+            f"  {task.get('task_id')}: {task.get('state')}, "
+            f"{task.get('done', 0)}/{task.get('total', 0)} microtasks"
+        )
+    return "\n".join(lines)
+
+
+class EditThrottle:
+    """Decides when the progress message may be edited: not too often, never to the same text.
+
+    >>> throttle = EditThrottle(2.0)
+    >>> throttle.ready("a", now=0.0), throttle.sent("a", now=0.0), throttle.ready("b", now=1.0)
+    (True, None, False)
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last_text: str | None = None  # what the message shows now
+        self._last_at = float("-inf")  # when it was last sent or edited
+
+    def ready(self, text: str, now: float) -> bool:
+        return text != self._last_text and now - self._last_at >= self.interval_s
+
+    def wait_s(self, now: float) -> float:
+        """How long until the next edit is allowed."""
+        return max(0.0, self._last_at + self.interval_s - now)
+
+    def changed(self, text: str) -> bool:
+        return text != self._last_text
+
+    def sent(self, text: str, now: float) -> None:
+        self._last_text = text
+        self._last_at = now

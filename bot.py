@@ -1,0 +1,531 @@
+"""The Telegram bot: a Ray driver that hands chat messages to the orchestrator.
+
+``python bot.py`` (what ``parallel-agents start`` launches when ``TELEGRAM_BOT_TOKEN``
+is set) joins the running Ray cluster (``RAY_ADDRESS`` or the local one), finds the
+system by name (or starts it, detached) and serves the Bot API at
+``TELEGRAM_API_BASE_URL`` by long polling, or by webhook when
+``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_URL`` is set.
+
+Only users in ``TELEGRAM_ALLOWED_USER_IDS`` are served. Every request is stored
+in the job store (``actors.jobs``) before any work starts, so a redelivered
+update runs once and an answer survives a restart of the bot: unfinished jobs
+resume at start-up and each answer is delivered exactly once. Messages are plain
+text (see ``actors.telegram_format``). Bot-only settings:
+
+``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_URL``      public URL; set = webhook mode
+``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_LISTEN``   bind address (default 127.0.0.1)
+``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_PORT``     bind port (default 8443)
+``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_SECRET``   secret token Telegram echoes back
+``PARALLEL_AGENTS_TELEGRAM_EDIT_INTERVAL_S``  least time between progress edits (2)
+``PARALLEL_AGENTS_TELEGRAM_TASKS_PER_USER``   requests run at once per user (1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+from ray.exceptions import RayActorError
+from telegram import Bot, BotCommand, Update
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from actors import telegram_format as fmt
+from actors.config import Settings
+from actors.errors import UnknownTaskError, UserInputError
+from actors.intake import clean_request
+from actors.jobs import Job, JobKind, JobState, JobStore
+from actors.models import EventKind, RunReport, TaskState
+from actors.system import System, find_system, init_ray, start_system
+
+log = logging.getLogger("bot")
+
+CANNED_REQUEST = (
+    "Create a comprehensive security analysis of a web application with a public REST API, "
+    "a PostgreSQL database and a React front end"
+)
+COMMANDS = {
+    "start": "what this bot does",
+    "help": "commands and how requests work",
+    "status": "system status and parallel metrics",
+    "parallel_test": "run a canned complex request and report the speedup",
+    "parallel_status": "pools, queue and active tasks",
+    "cancel": "cancel your running request",
+}
+HELP = (
+    "Send any question or task as a message. Simple ones are answered directly; "
+    "complex ones are split into microtasks that many agents work on in parallel, "
+    "with a live progress message, then the merged answer.\n\n"
+    + "\n".join(f"/{name} - {what}" for name, what in COMMANDS.items())
+    + "\n\n/parallel-test and /parallel-status work too."
+)
+_FINAL = {TaskState.DONE: JobState.ANSWERED, TaskState.CANCELLED: JobState.CANCELLED}
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """Settings only the bot uses, from ``PARALLEL_AGENTS_TELEGRAM_*`` variables."""
+
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+    webhook_secret: str | None = None
+    edit_interval_s: float = 2.0
+    tasks_per_user: int = 1
+    poll_timeout_s: int = 10
+    rate_limit_retries: int = 5  # 429s waited out per request before giving up
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> BotConfig:
+        def get(name: str) -> str | None:
+            return env.get(f"PARALLEL_AGENTS_TELEGRAM_{name}") or None
+
+        return cls(
+            webhook_url=get("WEBHOOK_URL"),
+            webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
+            webhook_port=int(get("WEBHOOK_PORT") or cls.webhook_port),
+            webhook_secret=get("WEBHOOK_SECRET"),
+            edit_interval_s=float(get("EDIT_INTERVAL_S") or cls.edit_interval_s),
+            tasks_per_user=max(1, int(get("TASKS_PER_USER") or cls.tasks_per_user)),
+        )
+
+
+class JobRunner:
+    """Runs stored jobs: a few at a time per user, with live progress, each answer sent once."""
+
+    def __init__(self, bot: Bot, system: System, store: JobStore, config: BotConfig) -> None:
+        self._bot = bot
+        self._orchestrator = system.orchestrator
+        self._store = store
+        self._config = config
+        self._queues: dict[int, asyncio.Queue[Job]] = {}  # one queue per user
+        self._load: dict[int, int] = {}  # jobs queued or running per user
+        self._workers: list[asyncio.Task[None]] = []
+
+    def enqueue(self, job: Job) -> int:
+        """Queue ``job`` behind the user's other jobs; returns how many must finish first."""
+        queue = self._queues.get(job.user_id)
+        if queue is None:
+            queue = self._queues[job.user_id] = asyncio.Queue()
+            for _ in range(self._config.tasks_per_user):
+                self._workers.append(asyncio.create_task(self._work(job.user_id, queue)))
+        load = self._load.get(job.user_id, 0)
+        self._load[job.user_id] = load + 1
+        queue.put_nowait(job)
+        return max(0, load - self._config.tasks_per_user + 1)
+
+    def resume(self) -> int:
+        """Queue every job whose answer has not fully reached its chat (after a restart)."""
+        jobs = self._store.undelivered()
+        for job in jobs:
+            log.info("resuming job %s (task %s, %s)", job.update_id, job.task_id, job.state)
+            self.enqueue(job)
+        return len(jobs)
+
+    async def cancel(self, user_id: int) -> str | None:
+        """Cancel the user's running task; its id, or None when nothing runs."""
+        job = self._store.running(user_id)
+        if job is None or job.task_id is None:
+            return None
+        with contextlib.suppress(UnknownTaskError):
+            await self._orchestrator.cancel.remote(job.task_id)
+        return job.task_id
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _work(self, user_id: int, queue: asyncio.Queue[Job]) -> None:
+        while True:
+            job = await queue.get()
+            try:
+                await self.run(job)
+            finally:
+                self._load[user_id] -= 1
+
+    async def run(self, job: Job) -> None:
+        """Take ``job`` from wherever it stopped to its answer, delivered once."""
+        if job.answer is None:
+            try:
+                text, state = await self._answer(job)
+            except Exception:
+                log.exception("job %s (task %s) failed", job.update_id, job.task_id)
+                current = self._store.get(job.update_id) or job
+                text = (
+                    f"Sorry, that request failed (task {current.task_id or 'not started'}). "
+                    "Please try again in a moment."
+                )
+                state = JobState.FAILED
+            self._store.finished(job.update_id, state, text)
+        try:
+            await self.deliver(self._store.get(job.update_id) or job)
+        except TelegramError:
+            log.exception("job %s: delivery failed; it is retried at the next start", job.update_id)
+
+    async def deliver(self, job: Job) -> None:
+        """Send the job's stored text in parts of at most 4096 characters, each part once."""
+        assert job.answer is not None
+        parts = fmt.split_message(job.answer)
+        for index in range(job.parts_sent, len(parts)):
+            await self._bot.send_message(job.chat_id, parts[index])
+            self._store.part_sent(job.update_id, index + 1)
+        self._store.delivered(job.update_id)
+
+    async def _answer(self, job: Job) -> tuple[str, JobState]:
+        for attempt in range(3):
+            try:
+                report = await self._attach_or_submit(self._store.get(job.update_id) or job)
+                break
+            except RayActorError:  # the orchestrator is restarting: its tasks are gone
+                if attempt == 2:
+                    raise
+                log.warning("job %s: orchestrator unavailable, retrying", job.update_id)
+                await asyncio.sleep(1.0 + attempt)
+            except UserInputError as exc:
+                return f"I can't take that request: {exc}.", JobState.FAILED
+        if job.kind is JobKind.PARALLEL_TEST:
+            text = fmt.parallel_test_report(report)
+        else:
+            text = fmt.answer_text(report)
+        return text, _FINAL.get(report.state, JobState.FAILED)
+
+    async def _attach_or_submit(self, job: Job) -> RunReport:
+        task_id = job.task_id
+        if task_id is not None:
+            try:
+                await self._orchestrator.status.remote(task_id)
+                log.info("job %s: re-attached to task %s", job.update_id, task_id)
+            except UnknownTaskError:
+                log.info("job %s: task %s is gone; resubmitting", job.update_id, task_id)
+                task_id = None
+        if task_id is None:
+            task_id = str(await self._orchestrator.submit.remote(job.text))
+            self._store.started(job.update_id, task_id)
+            log.info("job %s: task %s submitted", job.update_id, task_id)
+        with contextlib.suppress(TelegramError):
+            await self._bot.send_chat_action(job.chat_id, ChatAction.TYPING)
+        await self._follow(job, task_id)
+        report: RunReport = await self._orchestrator.wait.remote(task_id)
+        return report
+
+    async def _follow(self, job: Job, task_id: str) -> None:
+        """Show live progress until the task ends; only multi-microtask plans get a message."""
+        throttle = fmt.EditThrottle(self._config.edit_interval_s)
+        message_id = job.progress_message_id
+        seen = done = total = 0
+        direct = True
+        finished = False
+        while not finished:
+            events = await self._orchestrator.events.remote(
+                task_id, seen, self._config.edit_interval_s
+            )
+            seen += len(events)
+            for event in events:
+                done, total = event.done, event.total
+                direct = direct and not (event.kind == EventKind.PLANNED and total > 1)
+                finished = finished or event.kind == EventKind.DONE
+            if direct or finished or throttle.wait_s(time.monotonic()) > 0:
+                continue
+            pools = await self._orchestrator.pools.remote()
+            text = fmt.progress_text(task_id, done, total, pools)
+            message_id = await self._show(job, message_id, text, throttle)
+        if message_id is not None:
+            text = fmt.progress_text(task_id, done, total, [], finished=True)
+            if throttle.changed(text):
+                await asyncio.sleep(throttle.wait_s(time.monotonic()))
+                await self._show(job, message_id, text, throttle)
+
+    async def _show(
+        self, job: Job, message_id: int | None, text: str, throttle: fmt.EditThrottle
+    ) -> int | None:
+        """Send the progress message, or edit it when it exists and the text changed."""
+        if not throttle.ready(text, time.monotonic()):
+            return message_id
+        try:
+            if message_id is None:
+                message = await self._bot.send_message(job.chat_id, text)
+                message_id = message.message_id
+                self._store.progress_message(job.update_id, message_id)
+            else:
+                await self._bot.edit_message_text(text, chat_id=job.chat_id, message_id=message_id)
+        except BadRequest as exc:  # e.g. "message is not modified" after a restart
+            log.info("job %s: progress not shown: %s", job.update_id, exc)
+        throttle.sent(text, time.monotonic())
+        return message_id
+
+
+# --- handlers ------------------------------------------------------------------------
+
+
+def _runner(context: ContextTypes.DEFAULT_TYPE) -> JobRunner:
+    runner: JobRunner = context.bot_data["runner"]
+    return runner
+
+
+def _system(context: ContextTypes.DEFAULT_TYPE) -> System:
+    system: System = context.bot_data["system"]
+    return system
+
+
+async def gatekeeper(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Let allowed users through; refuse anyone else once, log them, and stop the update."""
+    if not isinstance(update, Update):
+        return
+    user = update.effective_user
+    if user is not None and user.id in context.bot_data["allowed"]:
+        return
+    log.warning("refused update %s from user %s", update.update_id, user.id if user else None)
+    refused: set[int] = context.bot_data["refused"]
+    if user is not None and user.id not in refused and update.effective_chat is not None:
+        refused.add(user.id)
+        await update.effective_chat.send_message("Sorry, this bot is private.")
+    raise ApplicationHandlerStop
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Greet and say what the bot does."""
+    assert update.effective_message is not None
+    await update.effective_message.reply_text(
+        "Hello! I answer requests with many AI agents working in parallel.\n\n" + HELP
+    )
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """List the commands."""
+    assert update.effective_message is not None
+    await update.effective_message.reply_text(HELP)
+
+
+async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Show the system status with the parallel metrics."""
+    assert update.effective_message is not None
+    system = _system(context)
+    pools = await system.orchestrator.pools.remote()
+    tasks = await system.orchestrator.tasks.remote()
+    text = fmt.status_text(pools, tasks, simulated=system.simulator is not None)
+    await update.effective_message.reply_text(text)
+
+
+async def parallel_status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Show pools, queue and active tasks."""
+    assert update.effective_message is not None
+    orchestrator = _system(context).orchestrator
+    pools = await orchestrator.pools.remote()
+    tasks = await orchestrator.tasks.remote()
+    await update.effective_message.reply_text(fmt.parallel_status_text(pools, tasks))
+
+
+async def parallel_test(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Run the canned complex request and report its parallel figures."""
+    job = _record(update, context, CANNED_REQUEST, JobKind.PARALLEL_TEST)
+    if job is None:
+        return
+    ahead = _runner(context).enqueue(job)
+    await _acknowledge(update, ahead, "Parallel test started: one complex request on all pools.")
+
+
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Cancel the user's running request."""
+    assert update.effective_message is not None and update.effective_user is not None
+    task_id = await _runner(context).cancel(update.effective_user.id)
+    text = f"Cancelling task {task_id}." if task_id else "Nothing of yours is running."
+    await update.effective_message.reply_text(text)
+
+
+async def request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Treat any other text as a request: store it, check it, queue it."""
+    assert update.effective_message is not None
+    job = _record(update, context, update.effective_message.text or "", JobKind.REQUEST)
+    if job is None:
+        return
+    runner = _runner(context)
+    try:
+        clean_request(job.text, context.bot_data["max_chars"])
+    except UserInputError as exc:
+        context.bot_data["store"].finished(job.update_id, JobState.FAILED, f"Sorry, {exc}.")
+        await runner.deliver(context.bot_data["store"].get(job.update_id))
+        return
+    await _acknowledge(update, runner.enqueue(job), None)
+
+
+def _record(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, kind: JobKind
+) -> Job | None:
+    """Store the job before anything runs; None when this update was already handled."""
+    assert update.effective_chat is not None and update.effective_user is not None
+    store: JobStore = context.bot_data["store"]
+    job = store.record(
+        update.update_id, update.effective_chat.id, update.effective_user.id, text, kind
+    )
+    if job is None:
+        log.info("update %s was delivered again; ignored", update.update_id)
+    return job
+
+
+async def _acknowledge(update: Update, ahead: int, started: str | None) -> None:
+    assert update.effective_message is not None
+    if ahead:
+        await update.effective_message.reply_text(
+            f"Queued: {ahead} earlier request(s) of yours must finish first. "
+            "/cancel stops the running one."
+        )
+    elif started:
+        await update.effective_message.reply_text(started)
+
+
+async def error_handler(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log the error and tell the user briefly."""
+    update_id = update.update_id if isinstance(update, Update) else None
+    log.error("update %s failed", update_id, exc_info=context.error)
+    if isinstance(update, Update) and update.effective_chat is not None:
+        with contextlib.suppress(TelegramError):
+            await update.effective_chat.send_message("Sorry, something went wrong. Try again.")
+
+
+# --- wiring --------------------------------------------------------------------------
+
+
+def build_application(
+    settings: Settings, system: System, store: JobStore, config: BotConfig
+) -> Application:
+    """The bot's ``Application`` with every handler registered."""
+    if settings.telegram_bot_token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    root = settings.telegram_api_base_url.rstrip("/")
+    app = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token.get_secret_value())
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .rate_limiter(AIORateLimiter(max_retries=config.rate_limit_retries))
+        .build()
+    )
+    app.bot_data.update(
+        system=system,
+        store=store,
+        runner=JobRunner(app.bot, system, store, config),
+        allowed=settings.allowed_user_ids,
+        refused=set(),
+        max_chars=settings.max_request_chars,
+    )
+    app.add_handler(TypeHandler(Update, gatekeeper), group=-1)
+    app.add_handler(CommandHandler("start", start))
+    app.add_handler(CommandHandler("help", help_command))
+    app.add_handler(CommandHandler("status", status))
+    app.add_handler(CommandHandler("parallel_test", parallel_test))
+    app.add_handler(CommandHandler("parallel_status", parallel_status))
+    app.add_handler(CommandHandler("cancel", cancel))
+    # Telegram marks only "/parallel" as the command in "/parallel-test".
+    app.add_handler(MessageHandler(filters.Regex(r"^/parallel-test\b"), parallel_test))
+    app.add_handler(MessageHandler(filters.Regex(r"^/parallel-status\b"), parallel_status))
+    app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, request))
+    app.add_error_handler(error_handler)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Application, config: BotConfig) -> AsyncIterator[Application]:
+    """Serve updates (polling or webhook) while the block runs; unfinished jobs resume first."""
+    runner: JobRunner = app.bot_data["runner"]
+    async with app:
+        await app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS.items()])
+        if not app.bot_data["allowed"]:
+            log.warning("TELEGRAM_ALLOWED_USER_IDS is empty: the bot serves nobody")
+        resumed = runner.resume()
+        log.info("bot @%s up; %d unfinished job(s) resumed", app.bot.username, resumed)
+        assert app.updater is not None
+        if config.webhook_url:
+            await app.updater.start_webhook(
+                listen=config.webhook_listen,
+                port=config.webhook_port,
+                url_path="telegram",
+                webhook_url=config.webhook_url,
+                secret_token=config.webhook_secret,
+            )
+        else:
+            await app.updater.start_polling(timeout=config.poll_timeout_s)
+        await app.start()
+        try:
+            yield app
+        finally:
+            await app.updater.stop()
+            await runner.close()
+            await app.stop()
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Never let the bot token reach a log (httpx and tracebacks carry request URLs)."""
+
+    def __init__(self, secret: str, fmt_: str) -> None:
+        super().__init__(fmt_)
+        self._secret = secret
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace(self._secret, "<token>") if self._secret else text
+
+
+def _configure_logging(secret: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _RedactingFormatter(secret, "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request, URL included
+
+
+async def _serve_until_signalled(app: Application, config: BotConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with serving(app, config):
+        await stop.wait()
+    log.info("bot stopped")
+
+
+def main() -> int:
+    """Run the bot until SIGINT/SIGTERM; settings come from the environment."""
+    settings = Settings()
+    token = settings.telegram_bot_token
+    _configure_logging(token.get_secret_value() if token else "")
+    if token is None:
+        log.error("TELEGRAM_BOT_TOKEN is not set; the bot does not run")
+        return 2
+    config = BotConfig.from_env()
+    init_ray()
+    system = find_system()
+    if system is None:
+        log.info("no running system found; starting one (detached, it outlives the bot)")
+        system = start_system(settings, detached=True)
+    store = JobStore.in_home(settings.home)
+    try:
+        asyncio.run(
+            _serve_until_signalled(build_application(settings, system, store, config), config)
+        )
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""A local fake Telegram Bot API server on loopback, for driving the real bot in tests.
+
+It answers ``{root}/bot{token}/{method}`` like Telegram does for the methods the
+bot uses (getMe, deleteWebhook, setMyCommands, getUpdates with long polling and
+offsets, sendMessage, editMessageText, sendChatAction; anything else answers
+``true``), records every call, and can answer 429 with
+``parameters.retry_after`` on demand. python-telegram-bot posts form-encoded
+data with nested objects as JSON strings; JSON bodies are accepted too.
+
+Tests put updates in with ``enqueue`` (``message_update`` builds one) and read
+what the bot did from ``calls`` / ``texts_to``; ``wait_for`` awaits a condition
+on the recorded calls instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BOT_ID = 777_000
+BOT_USERNAME = "parallel_agents_test_bot"
+
+
+@dataclass
+class Call:
+    """One request the bot made."""
+
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+    status: int = 200
+
+
+class FakeBotAPI:
+    """The server; ``async with FakeBotAPI(token) as fake:`` runs it on a free port."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self._pending: list[dict[str, Any]] = []
+        self._new_update = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._update_ids = itertools.count(1000)
+        self._message_ids = itertools.count(1)
+        self._texts: dict[tuple[int, int], str] = {}  # (chat, message) -> current text
+        self._failures: dict[str, list[float]] = {}  # method -> retry_after to answer with
+        self._runner: web.AppRunner | None = None
+        self.root = ""
+
+    async def __aenter__(self) -> FakeBotAPI:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.root = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    # --- what tests call ------------------------------------------------------------
+
+    def message_update(self, user_id: int, text: str, chat_id: int | None = None) -> dict:
+        """A private-chat text message update; a leading ``/word`` is marked as a command."""
+        chat = chat_id if chat_id is not None else user_id
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": chat, "type": "private", "first_name": "Tester"},
+            "from": {"id": user_id, "is_bot": False, "first_name": "Tester"},
+            "text": text,
+        }
+        if text.startswith("/"):
+            # Telegram marks only [a-z0-9_] as the command: "/parallel-test" -> "/parallel".
+            length = 1 + len(list(itertools.takewhile(_command_char, text[1:])))
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        return {"update_id": next(self._update_ids), "message": message}
+
+    def enqueue(self, update: dict) -> None:
+        """Hand ``update`` to the bot at its next (or current) getUpdates."""
+        self._pending.append(update)
+        self._new_update.set()
+
+    def fail_next(self, method: str, retry_after: float) -> None:
+        """Answer the next call of ``method`` with 429 and ``retry_after`` seconds."""
+        self._failures.setdefault(method, []).append(retry_after)
+
+    def calls_of(self, method: str, chat_id: int | None = None) -> list[Call]:
+        return [
+            c
+            for c in self.calls
+            if c.method == method
+            and (chat_id is None or str(c.params.get("chat_id")) == str(chat_id))
+        ]
+
+    def texts_to(self, chat_id: int) -> list[str]:
+        """Texts of successful sendMessage calls to ``chat_id``, in order."""
+        return [c.params["text"] for c in self.calls_of("sendMessage", chat_id) if c.status == 200]
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+        """Wait until ``predicate()`` is truthy (checked after every call); return its value."""
+        async with self._changed:
+            value = predicate()
+            deadline = time.monotonic() + timeout_s
+            while not value:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    methods = [c.method for c in self.calls[-20:]]
+                    raise AssertionError(
+                        f"condition not met in {timeout_s} s; last calls {methods}"
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                value = predicate()
+            return value
+
+    # --- the server ---------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _reply({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
+        method = request.match_info["method"]
+        params = await _params(request)
+        call = Call(method, params)
+        if method != "getUpdates":
+            self.calls.append(call)  # polls are not interesting and would flood the record
+        retry = self._failures.get(method)
+        if retry:
+            call.status = 429
+            seconds = retry.pop(0)
+            response = _reply(
+                {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": f"Too Many Requests: retry after {seconds}",
+                    "parameters": {"retry_after": seconds},
+                },
+                429,
+            )
+        elif method == "getUpdates":
+            response = _reply({"ok": True, "result": await self._get_updates(params)})
+        else:
+            status, body = self._answer(method, params)
+            call.status = status
+            response = _reply(body, status)
+        async with self._changed:
+            self._changed.notify_all()
+        return response
+
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict]:
+        offset = int(params.get("offset") or 0)
+        timeout = float(params.get("timeout") or 0)
+        # An offset confirms every update below it: Telegram never sends those again.
+        self._pending = [u for u in self._pending if u["update_id"] >= offset]
+        if not self._pending and timeout > 0:
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), timeout)
+            except TimeoutError:
+                return []
+        return list(self._pending[:100])
+
+    def _answer(self, method: str, params: dict[str, Any]) -> tuple[int, dict]:
+        ok: Callable[[Any], tuple[int, dict]] = lambda result: (200, {"ok": True, "result": result})  # noqa: E731
+        if method == "getMe":
+            return ok(
+                {
+                    "id": BOT_ID,
+                    "is_bot": True,
+                    "first_name": "Parallel Agents",
+                    "username": BOT_USERNAME,
+                    "can_join_groups": True,
+                    "can_read_all_group_messages": False,
+                    "supports_inline_queries": False,
+                }
+            )
+        if method == "sendMessage":
+            chat_id = int(params["chat_id"])
+            message_id = next(self._message_ids)
+            self._texts[(chat_id, message_id)] = params["text"]
+            return ok(self._message(chat_id, message_id, params["text"]))
+        if method == "editMessageText":
+            key = (int(params["chat_id"]), int(params["message_id"]))
+            if key not in self._texts:
+                return 400, {"ok": False, "error_code": 400, "description": "message not found"}
+            if self._texts[key] == params["text"]:
+                return 400, {
+                    "ok": False,
+                    "error_code": 400,
+                    "description": "Bad Request: message is not modified",
+                }
+            self._texts[key] = params["text"]
+            return ok(self._message(*key, params["text"]))
+        return ok(True)
+
+    def _message(self, chat_id: int, message_id: int, text: str) -> dict:
+        return {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private"},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Parallel Agents"},
+            "text": text,
+        }
+
+
+def _command_char(char: str) -> bool:
+    return char.isascii() and (char.isalnum() or char == "_")
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    if request.content_type == "application/json":
+        body = await request.json()
+        return dict(body) if isinstance(body, dict) else {}
+    form = await request.post()
+    params: dict[str, Any] = {
+        **request.query,
+        **{k: v for k, v in form.items() if isinstance(v, str)},
+    }
+    for key, value in params.items():
+        if key != "text" and value[:1] in "[{":  # nested objects arrive as JSON strings
+            with contextlib.suppress(ValueError):
+                params[key] = json.loads(value)
+    return params
+
+
+def _reply(body: dict, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)

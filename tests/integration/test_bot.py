@@ -1,0 +1,278 @@
+"""The Telegram bot end to end: the real ``Application`` against a fake Bot API on loopback.
+
+The system runs on the session's Ray with tiny pools and a fixed simulated
+latency. Tests talk to the bot only through Telegram updates and read what a
+user would see from the calls the fake server recorded. Absence ("answered
+once", "nothing run") is checked after a later marker update has been answered:
+updates are handled in order, so by then the earlier one has been handled too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+from fake_bot_api import FakeBotAPI  # tests/integration is on sys.path (no packages)
+
+from actors.config import Settings
+from actors.jobs import JobKind, JobState, JobStore
+from actors.system import start_system, stop_system
+from actors.telegram_format import MESSAGE_LIMIT, split_message
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # bot.py is a top-level script, not part of the package
+    sys.path.insert(0, str(ROOT))
+
+import bot  # noqa: E402
+
+TOKEN = "123456:TEST-secret-token-do-not-log"
+USER = 4242
+STRANGER = 666
+EDIT_INTERVAL_S = 0.5
+COMPLEX = (
+    "Create a comprehensive threat analysis of an online shop with a public REST API, "
+    "a PostgreSQL database, a payment provider and a React front end"
+)
+
+
+def _system_settings() -> Settings:
+    return Settings().with_overrides(
+        pools={
+            "research": {"min": 1, "max": 2},
+            "analysis": {"min": 1, "max": 1},
+            "generation": {"min": 1, "max": 1},
+            "validation": {"min": 1, "max": 1},
+        },
+        simulator={"latency": "fixed", "median_s": 0.05, "seed": 3},
+        retry_backoff_s=0.05,
+        backups=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def system(ray_session):
+    system = start_system(_system_settings())
+    yield system
+    stop_system(system)
+
+
+@pytest.fixture
+async def fake():
+    async with FakeBotAPI(TOKEN) as fake:
+        yield fake
+
+
+@contextlib.asynccontextmanager
+async def running_bot(fake: FakeBotAPI, system, home: Path, **changes):
+    settings = Settings().with_overrides(
+        telegram_bot_token=TOKEN,
+        telegram_api_base_url=fake.root,
+        telegram_allowed_user_ids=str(USER),
+        home=home,
+        **changes,
+    )
+    store = JobStore.in_home(home)
+    config = bot.BotConfig(edit_interval_s=EDIT_INTERVAL_S, poll_timeout_s=1)
+    app = bot.build_application(settings, system, store, config)
+    try:
+        async with bot.serving(app, config):
+            yield app, store
+    finally:
+        store.close()
+
+
+async def _say(fake: FakeBotAPI, text: str, user: int = USER, timeout_s: float = 30) -> str:
+    """Send ``text`` as ``user`` and return the next message the bot sends to that chat."""
+    before = len(fake.texts_to(user))
+    fake.enqueue(fake.message_update(user, text))
+    texts = await fake.wait_for(lambda: len(fake.texts_to(user)) > before, timeout_s)
+    assert texts
+    return fake.texts_to(user)[before]
+
+
+def _task_count(system) -> int:
+    return len(ray.get(system.orchestrator.tasks.remote()))
+
+
+async def test_start_registers_commands_and_greets(system, fake, tmp_path):
+    async with running_bot(fake, system, tmp_path):
+        commands = fake.calls_of("setMyCommands")[0].params["commands"]
+        assert [c["command"] for c in commands] == [
+            "start",
+            "help",
+            "status",
+            "parallel_test",
+            "parallel_status",
+            "cancel",
+        ]
+        greeting = await _say(fake, "/start")
+        assert "parallel" in greeting and "/parallel_test" in greeting
+
+
+async def test_status_and_parallel_status_in_both_spellings(system, fake, tmp_path):
+    async with running_bot(fake, system, tmp_path):
+        status = await _say(fake, "/status")
+        assert "utilisation" in status and "active tasks" in status
+        assert all(role in status for role in ("research", "analysis", "generation", "validation"))
+        for spelling in ("/parallel_status", "/parallel-status"):
+            text = await _say(fake, spelling)
+            assert text.startswith("Pools") and "queue:" in text and "active tasks" in text
+
+
+async def test_parallel_test_reports_a_speedup(system, fake, tmp_path):
+    async with running_bot(fake, system, tmp_path):
+        assert "started" in await _say(fake, "/parallel-test")
+        report = await fake.wait_for(
+            lambda: [t for t in fake.texts_to(USER) if "speedup:" in t], timeout_s=90
+        )
+    text = report[0]
+    figures = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    assert int(figures["microtasks"].split()[0]) > 1
+    assert int(figures["agents"].split()[0]) >= 2
+    assert float(figures["speedup"].rstrip("x")) > 0
+    assert "wall time" in figures and "sum of microtask times" in figures
+
+
+async def test_complex_request_gets_one_live_progress_message_then_the_answer(
+    system, fake, tmp_path
+):
+    async with running_bot(fake, system, tmp_path) as (_, store):
+        fake.enqueue(fake.message_update(USER, COMPLEX))
+        await fake.wait_for(lambda: store.undelivered() == [] and store.count() == 1, 90)
+    sends = [c for c in fake.calls_of("sendMessage", USER) if c.status == 200]
+    progress, answer = sends[0], sends[-1]
+    assert "microtasks" in progress.params["text"] and "░" in progress.params["text"]
+    edits = fake.calls_of("editMessageText", USER)
+    assert edits, "the progress message was never edited"
+    assert all(c.status == 200 for c in edits), "an edit was refused (e.g. not modified)"
+    progress_id = {int(c.params["message_id"]) for c in edits}
+    assert len(progress_id) == 1  # one progress message, edited in place
+    texts = [progress.params["text"]] + [c.params["text"] for c in edits]
+    assert all(a != b for a, b in itertools.pairwise(texts))
+    assert edits[-1].params["text"].startswith("Done")
+    stamps = [progress.at] + [c.at for c in edits]
+    assert all(b - a >= EDIT_INTERVAL_S - 0.05 for a, b in itertools.pairwise(stamps))
+    assert answer.at >= edits[-1].at and len(sends) == 2
+    assert "Confidence" in answer.params["text"]
+
+
+async def test_strangers_are_refused_once_and_nothing_runs(system, fake, tmp_path):
+    before = _task_count(system)
+    async with running_bot(fake, system, tmp_path) as (_, store):
+        assert await _say(fake, "Hello", user=STRANGER) == "Sorry, this bot is private."
+        fake.enqueue(fake.message_update(STRANGER, "/parallel_test"))
+        await _say(fake, "/help")  # marker: the stranger's second update was handled by now
+        assert fake.texts_to(STRANGER) == ["Sorry, this bot is private."]
+        assert store.count() == 0
+    assert _task_count(system) == before
+
+
+async def test_over_long_request_is_refused_with_the_limit(system, fake, tmp_path):
+    before = _task_count(system)
+    async with running_bot(fake, system, tmp_path, max_request_chars=50):
+        reply = await _say(fake, "x" * 80)
+    assert "the limit is 50" in reply
+    assert _task_count(system) == before
+
+
+async def test_long_answer_is_split_into_three_messages(system, fake, tmp_path):
+    long_answer = "\n".join(f"paragraph {i}: " + "words " * 15 for i in range(100))[:9000]
+    async with running_bot(fake, system, tmp_path) as (app, store):
+        runner = app.bot_data["runner"]
+        store.record(1, USER, USER, "long", JobKind.REQUEST)
+        store.finished(1, JobState.ANSWERED, long_answer)
+        await runner.deliver(store.get(1))
+        # A job that died after its first part: only the rest is sent.
+        store.record(2, STRANGER, STRANGER, "long", JobKind.REQUEST)
+        store.finished(2, JobState.ANSWERED, long_answer)
+        store.part_sent(2, 1)
+        await runner.deliver(store.get(2))
+    parts = fake.texts_to(USER)
+    assert len(parts) == 3 and parts == split_message(long_answer)
+    assert all(len(p) <= MESSAGE_LIMIT for p in parts)
+    assert fake.texts_to(STRANGER) == parts[1:]
+
+
+async def test_the_same_update_delivered_twice_is_answered_once(system, fake, tmp_path):
+    before = _task_count(system)
+    async with running_bot(fake, system, tmp_path) as (_, store):
+        update = fake.message_update(USER, "Hello there")
+        fake.enqueue(update)
+        fake.enqueue(update)
+        await fake.wait_for(lambda: store.count() == 1 and store.undelivered() == [])
+        await _say(fake, "/help")
+    texts = fake.texts_to(USER)
+    assert len(texts) == 2 and texts[1] == bot.HELP
+    assert _task_count(system) == before + 1
+
+
+async def test_retry_after_from_telegram_is_waited_out(system, fake, tmp_path):
+    async with running_bot(fake, system, tmp_path):
+        fake.fail_next("sendMessage", retry_after=1)
+        assert await _say(fake, "/help") == bot.HELP
+    calls = fake.calls_of("sendMessage", USER)
+    assert [c.status for c in calls] == [429, 200]
+    assert calls[1].at - calls[0].at >= 1.0
+
+
+async def test_unfinished_job_with_a_lost_task_is_resubmitted(system, fake, tmp_path):
+    store = JobStore.in_home(tmp_path)
+    store.record(7, USER, USER, "Hello again", JobKind.REQUEST)
+    store.started(7, "no-such-task")
+    store.close()
+    async with running_bot(fake, system, tmp_path) as (_, store):
+        await fake.wait_for(lambda: store.undelivered() == [])
+        job = store.get(7)
+    assert job.state is JobState.ANSWERED and job.task_id != "no-such-task"
+    assert len(fake.texts_to(USER)) == 1
+
+
+async def _start_bot_process(fake: FakeBotAPI, home: Path, log_path: Path):
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE_URL": fake.root,
+        "TELEGRAM_ALLOWED_USER_IDS": str(USER),
+        "PARALLEL_AGENTS_HOME": str(home),
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+    }
+    commands_before = len(fake.calls_of("setMyCommands"))
+    with open(log_path, "ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "bot.py"), cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+    await fake.wait_for(lambda: len(fake.calls_of("setMyCommands")) > commands_before, 60)
+    return process
+
+
+async def test_bot_killed_mid_task_delivers_the_answer_once_after_restart(system, fake, tmp_path):
+    home, log_path = tmp_path / "home", tmp_path / "bot.log"
+    process = await _start_bot_process(fake, home, log_path)
+    try:
+        fake.enqueue(fake.message_update(USER, "Hello [sim-latency 3]"))
+        await fake.wait_for(lambda: fake.calls_of("sendChatAction", USER), 30)
+        process.kill()  # SIGKILL: no clean-up of any kind
+        await process.wait()
+        assert fake.texts_to(USER) == []
+        process = await _start_bot_process(fake, home, log_path)
+        await fake.wait_for(lambda: fake.texts_to(USER), 60)
+        await _say(fake, "/help")  # marker: a second answer would have come before this
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    texts = fake.texts_to(USER)
+    assert len(texts) == 2 and "[simulated]" in texts[0] and texts[1] == bot.HELP
+    store = JobStore.in_home(home)
+    assert store.count() == 1 and store.undelivered() == []
+    store.close()
+    assert TOKEN not in log_path.read_text()
