@@ -23,8 +23,11 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The end-to-end tests run `parallel-agents start/stop` with a Ray head of their own, so they
+# get their own pytest process after the suite's shared Ray instance is gone.
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/integration
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 
 format: venv
 	$(BIN)/ruff format .

@@ -20,7 +20,7 @@ from actors.models import PoolSnapshot, ProgressEvent, RunReport, TaskState
 
 log = logging.getLogger("actors.cli")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object (the report)")
     run.add_argument("--address", help="Ray cluster address (default: running one, or local)")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    commands.add_parser(
+        "start",
+        help="bring up the whole system in the background",
+        description="Start (or reuse) a Ray head with the dashboard, the agent pools, the "
+        "orchestrator, the HTTP app on PARALLEL_AGENTS_HTTP_HOST:PORT (default 127.0.0.1:9090) "
+        "and, when TELEGRAM_BOT_TOKEN is set, the Telegram bot. Returns once /health is 200.",
+    )
+    commands.add_parser(
+        "stop",
+        help="tear down what start started",
+        description="Stop the bot, the HTTP app, the actors, and Ray if start started it.",
+    )
+    status = commands.add_parser(
+        "status", help="show the running system's status", description="Print /status readably."
+    )
+    status.add_argument("--json", action="store_true", help="print the raw /status JSON")
 
     sim = commands.add_parser(
         "simulator",
@@ -76,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
         if args.command == "simulator":
             return _simulator(args, settings)
+        if args.command in ("start", "stop", "status"):
+            return _control(args, settings)
         return _run(args, settings)
     except UserInputError as exc:
         print(f"parallel-agents: {exc}", file=sys.stderr)
@@ -83,6 +102,37 @@ def main(argv: list[str] | None = None) -> int:
     except ParallelAgentsError as exc:
         print(f"parallel-agents: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _control(args: argparse.Namespace, settings: Settings) -> int:
+    from actors import control
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    url = control.http_url(settings)
+    if args.command == "start":
+        out, sys.stdout = sys.stdout, sys.stderr  # Ray's own chatter stays off stdout
+        try:
+            control.start(settings, say=say)
+        finally:
+            sys.stdout = out
+        print(f"parallel-agents is running: {url} (dashboard {url}/, Ray dashboard 127.0.0.1:8265)")
+        return EXIT_OK
+    if args.command == "stop":
+        out, sys.stdout = sys.stdout, sys.stderr
+        try:
+            control.stop(settings, say=say)
+        finally:
+            sys.stdout = out
+        print("parallel-agents is stopped")
+        return EXIT_OK
+    body = control.status(settings)
+    if body is None:
+        print(f"parallel-agents is not running (nothing answers at {url})", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    print(json.dumps(body, indent=2) if args.json else control.render_status(body, url))
+    return EXIT_OK
 
 
 def _simulator(args: argparse.Namespace, settings: Settings) -> int:

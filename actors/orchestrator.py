@@ -31,10 +31,12 @@ from actors.models import (
     MicrotaskRequest,
     MicrotaskResult,
     PoolSnapshot,
+    ProgressEvent,
     Role,
     RunReport,
     TaskState,
 )
+from actors.ray_metrics import OrchestratorMetrics
 from actors.report import TaskRecord, build_report
 from actors.stats import Stats, StatsSnapshot
 from actors.store import Store
@@ -63,6 +65,7 @@ class Orchestrator:
         self._rng = random.Random()
         self._store = Store(settings.home / "store.sqlite3")
         self._stats = Stats(totals=self._store.totals())
+        self._ray_metrics = OrchestratorMetrics()
 
     # --- public API -------------------------------------------------------------
 
@@ -78,9 +81,7 @@ class Orchestrator:
             if problems:
                 raise UserInputError("the given plan is invalid: " + "; ".join(problems[:5]))
         task_id = uuid.uuid4().hex[:12]
-        record = TaskRecord(
-            task_id=task_id, text=clean, given_plan=plan, observer=self._stats.observe
-        )
+        record = TaskRecord(task_id=task_id, text=clean, given_plan=plan, observer=self._observe)
         await asyncio.to_thread(self._store.task_started, task_id, record.started_at, clean)
         self._tasks[task_id] = record
         self._runners[task_id] = asyncio.create_task(self._run(record))
@@ -158,6 +159,10 @@ class Orchestrator:
 
     # --- one task ----------------------------------------------------------------
 
+    def _observe(self, event: ProgressEvent) -> None:
+        self._stats.observe(event)
+        self._ray_metrics.observe(event)
+
     def _record(self, task_id: str) -> TaskRecord:
         try:
             return self._tasks[task_id]
@@ -208,6 +213,7 @@ class Orchestrator:
             finished_at = time.time()
             record.report = build_report(record, finished_at)
             self._stats.task_finished(record.report, finished_at)
+            self._ray_metrics.task_finished(record.report)
             try:
                 await asyncio.to_thread(
                     self._store.task_finished,

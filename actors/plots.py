@@ -201,10 +201,11 @@ def _end(entry: TimelineEntry) -> float:
 
 def _lanes(entries: list[TimelineEntry]) -> list[str]:
     """Distinct agents, grouped by role in flow order, then by name."""
-    first_role = {}
+    first_role: dict[str, Role] = {}
     for e in entries:
-        first_role.setdefault(e.agent, e.role)
-    return sorted(first_role, key=lambda a: (_ROLE_ORDER[first_role[a]], a))  # type: ignore[arg-type]
+        if e.agent is not None:
+            first_role.setdefault(e.agent, e.role)
+    return sorted(first_role, key=lambda a: (_ROLE_ORDER[first_role[a]], a))
 
 
 def _lane_label(agent: str, entries: list[TimelineEntry]) -> str:
@@ -242,4 +243,5 @@ def _title(report: RunReport) -> str:
         f"speedup {report.speedup:.1f}× · peak {report.max_parallel} at once"
     )
     source = "SIMULATED model (no API key)" if report.simulated else "Claude API"
-    return f"Task {report.task_id} ({report.complexity.value}, {report.state.value}) · {source}\n{counts}"
+    task = f"Task {report.task_id} ({report.complexity.value}, {report.state.value})"
+    return f"{task} · {source}\n{counts}"

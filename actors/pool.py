@@ -35,6 +35,7 @@ from actors.models import (
     PoolSnapshot,
     Role,
 )
+from actors.ray_metrics import PoolMetrics
 from actors.scaling import Autoscaler
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class AgentPool:
         self._replaced = 0
         self._maintainer: asyncio.Task[None] | None = None
         self._starting: set[asyncio.Task[None]] = set()  # agents being awaited
+        self._ray_metrics = PoolMetrics()
         # Agents that already ran (or are running) each microtask, so a retry or a
         # backup lands elsewhere; bounded, oldest microtasks forgotten first.
         self._tried: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
@@ -333,6 +335,7 @@ class AgentPool:
                     last_pressure = now
                     self._pressure = (await self._limiter.snapshot.remote()).pressure
                 self._scale(now)
+                self._ray_metrics.update(self.snapshot())
                 if now - last_health >= self._settings.health_interval_s:
                     last_health = now
                     await self._health_check()

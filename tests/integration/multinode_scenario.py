@@ -27,7 +27,7 @@ from typing import Any
 import ray
 from ray.cluster_utils import Cluster
 
-from actors.config import Settings
+from actors.config import Settings, pool_actor_name
 from actors.models import Microtask, PoolSnapshot, Role, RunReport
 from actors.system import System, init_ray, start_system, stop_system
 
@@ -54,9 +54,7 @@ def plan(prefix: str = "") -> list[Microtask]:
         )
 
     research = [mt(f"r{i}", Role.RESEARCH, []) for i in range(1, 7)]
-    analysis = [
-        mt(f"a{i}", Role.ANALYSIS, [f"r{2 * i - 1}", f"r{2 * i}"]) for i in range(1, 4)
-    ]
+    analysis = [mt(f"a{i}", Role.ANALYSIS, [f"r{2 * i - 1}", f"r{2 * i}"]) for i in range(1, 4)]
     validation = [mt("v1", Role.VALIDATION, ["a1", "a2"]), mt("v2", Role.VALIDATION, ["a3"])]
     generation = [mt("g1", Role.GENERATION, ["v1", "v2"])]
     return research + analysis + validation + generation
@@ -97,6 +95,14 @@ def snapshots(system: System) -> dict[Role, PoolSnapshot]:
     }
 
 
+def seen(found: dict[str, Any], snaps: dict[Role, PoolSnapshot]) -> None:
+    """Add the nodes each pool's agents are on now to ``found["placement"]``."""
+    placement = found.setdefault("placement", {})
+    for role, snap in snaps.items():
+        nodes = set(placement.get(role.value, [])) | {a.node_id for a in snap.agents if a.node_id}
+        placement[role.value] = sorted(nodes)
+
+
 def agent_nodes(system: System) -> dict[str, str | None]:
     return {a.agent_id: a.node_id for s in snapshots(system).values() for a in s.agents}
 
@@ -114,20 +120,20 @@ def actor_nodes() -> dict[str, str]:
 def run_and_lose_a_node(
     system: System, cluster: Cluster, workers: dict[str, Any], found: dict[str, Any]
 ) -> RunReport:
-    """Submit the plan; once research runs on a worker, kill that worker; wait for the report."""
+    """Submit the plan; once a microtask runs on a worker, kill that worker; wait for the report."""
     orchestrator = system.orchestrator
     task_id = ray.get(orchestrator.submit.remote(TEXT, plan("x")), timeout=30)
-    research = system.pools[Role.RESEARCH]
-    victim, nodes = None, {}
+    victim = None
     deadline = time.monotonic() + 60
     while victim is None and time.monotonic() < deadline:
-        snap: PoolSnapshot = ray.get(research.snapshot.remote(), timeout=30)
-        busy = [a.node_id for a in snap.agents if a.in_flight and a.node_id in workers]
+        snaps: list[PoolSnapshot] = ray.get(orchestrator.pools.remote(), timeout=30)
+        busy = [a.node_id for s in snaps for a in s.agents if a.in_flight and a.node_id in workers]
         victim = busy[0] if busy else None
         time.sleep(0.05)
     if victim is None:
-        raise RuntimeError("no research microtask ran on a worker node")
+        raise RuntimeError("no microtask ran on a worker node")
     nodes = agent_nodes(system)
+    seen(found, snapshots(system))
     found["removed_node"] = victim
     found["agents_on_removed_node"] = sorted(a for a, n in nodes.items() if n == victim)
     found["pools_on_removed_node"] = sorted(
@@ -174,16 +180,15 @@ def scenario(cluster: Cluster, workers: dict[str, Any], home: Path, found: dict[
     system = start_system(settings(home))
     try:
         found["system_start_s"] = round(time.monotonic() - started, 1)
-        snaps = snapshots(system)
-        found["placement"] = {
-            role.value: sorted({a.node_id for a in s.agents if a.node_id}) for role, s in snaps.items()
-        }
+        seen(found, snapshots(system))
         named = actor_nodes()
+        control = ["orchestrator", "rate-limiter", "llm-simulator"]
         found["pinned_on_head"] = {
             name: named.get(name) == found["head"]
-            for name in ("orchestrator", "rate-limiter", "llm-simulator")
+            for name in control + [pool_actor_name(role) for role in Role]
         }
         found["first"] = summary(ray.get(system.orchestrator.run.remote(TEXT, plan()), timeout=150))
+        seen(found, snapshots(system))  # the pools grew during the run: where did agents go?
         started = time.monotonic()
 
         report = run_and_lose_a_node(system, cluster, workers, found)

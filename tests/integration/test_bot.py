@@ -256,7 +256,7 @@ async def test_bot_killed_mid_task_delivers_the_answer_once_after_restart(system
     home, log_path = tmp_path / "home", tmp_path / "bot.log"
     process = await _start_bot_process(fake, home, log_path)
     try:
-        fake.enqueue(fake.message_update(USER, "Hello [sim-latency 3]"))
+        fake.enqueue(fake.message_update(USER, "Hello [sim-latency 6]"))
         await fake.wait_for(lambda: fake.calls_of("sendChatAction", USER), 30)
         process.kill()  # SIGKILL: no clean-up of any kind
         await process.wait()
@@ -275,4 +275,6 @@ async def test_bot_killed_mid_task_delivers_the_answer_once_after_restart(system
     store = JobStore.in_home(home)
     assert store.count() == 1 and store.undelivered() == []
     store.close()
-    assert TOKEN not in log_path.read_text()
+    log = log_path.read_text()
+    assert "re-attached to task" in log
+    assert TOKEN not in log

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 
 import httpx
@@ -186,3 +188,47 @@ def test_task_api_needs_the_bearer_token_off_loopback(http, serve_url, system):
         assert http.get("/public/health").status_code == 200  # health stays open
     finally:
         serve.delete("public")
+
+
+def _browser_dom(url: str, tmp_path) -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    done = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--virtual-time-budget=4000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_dashboard_page_in_a_real_browser_shows_pools_and_follows_a_task(
+    http, serve_url, system, tmp_path
+):
+    idle = _browser_dom(f"{serve_url}/", tmp_path)
+    for role in ROLES:
+        assert f'data-role="{role}"' in idle
+    assert ">live<" in idle  # the page reached the API and rendered its figures
+    task_id = ray.get(system.orchestrator.submit.remote("dashboard probe", _slow_plan(8)))
+    try:
+        busy = _browser_dom(f"{serve_url}/", tmp_path)
+        assert f'data-task="{task_id}"' in busy  # the running task appears live
+        assert 'class="agent busy"' in busy
+    finally:
+        ray.get(system.orchestrator.cancel.remote(task_id))

@@ -1,4 +1,4 @@
-"""cluster.yaml and cluster-aws.yaml: valid for `ray up`, and wired to the project's real entry points.
+"""cluster.yaml and cluster-aws.yaml: valid for `ray up`, wired to the project's entry points.
 
 Validation is Ray's own: ``prepare_config`` (fills the provider's defaults from the
 ``defaults.yaml`` shipped with Ray: no network, no cloud credentials, also for AWS; the
@@ -120,9 +120,7 @@ def test_head_starts_ray_then_the_system_with_a_real_entry_point(name):
     commands = _prepared(name)["head_start_ray_commands"]
     start = [c for c in commands if "parallel-agents start" in c]
     assert start
-    assert commands.index(start[0]) > commands.index(
-        next(c for c in commands if "ray start" in c)
-    )
+    assert commands.index(start[0]) > commands.index(next(c for c in commands if "ray start" in c))
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["parallel-agents"] == "actors.cli:main"
     with pytest.raises(SystemExit) as exit_:  # `start` is a real subcommand of that script

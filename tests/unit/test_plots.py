@@ -109,9 +109,7 @@ def test_one_lane_per_distinct_agent_and_bars_sit_in_their_agents_lane():
     lane_of = {label: tick for label, tick in zip(lanes, ax.get_yticks(), strict=True)}
     agent_of = {r[0]: r[3] for r in _ROWS}
     for bar in bars:
-        assert bar.get_y() + bar.get_height() / 2 == pytest.approx(
-            lane_of[agent_of[bar.get_gid()]]
-        )
+        assert bar.get_y() + bar.get_height() / 2 == pytest.approx(lane_of[agent_of[bar.get_gid()]])
 
 
 def test_bars_coloured_by_role_with_a_legend_and_span_start_to_end():
@@ -193,7 +191,7 @@ def test_utilization_has_one_line_per_pool_in_its_colour(tmp_path):
         (100.0 + t, [_snapshot(role, 1 + t, min(t, 1 + t)) for role in Role]) for t in range(4)
     ]
     fig = utilization_figure(samples)
-    use_ax, size_ax = fig.axes
+    use_ax, _ = fig.axes
     lines = {line.get_label(): line for line in use_ax.get_lines()}
     assert set(lines) == {r.value for r in Role}
     for role in Role:
