@@ -200,6 +200,11 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=1024, ge=1)
     llm_timeout_s: float = Field(default=60.0, gt=0)
     max_request_chars: int = Field(default=20_000, ge=1)
+    # Admission limits: past them a request is refused clearly (HTTP 429), never queued blindly.
+    max_running_tasks: int = Field(default=50, ge=1)
+    max_tasks_per_user: int = Field(default=5, ge=1)
+    task_budget_usd: float = Field(default=5.0, gt=0)
+    daily_budget_usd: float = Field(default=100.0, gt=0)
 
     microtask_timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)

@@ -1,22 +1,27 @@
-"""The durable store: finished tasks and their reports, in SQLite (WAL) on the head node.
+"""The durable store: tasks, plans and microtask results, in SQLite (WAL) on the head node.
 
-Finished tasks stay queryable after the orchestrator restarts (``GET /tasks``),
-and long-term totals (``/status``) are sums over this table. The schema is
-versioned: an older store is migrated step by step, a newer one is refused
-with a clear message rather than silently misread.
+What must survive a restart lives here, written before it is acknowledged: an
+accepted task (before any work), its plan (before dispatch), each microtask
+result (before the task counts it done) and the final report. A restarted
+orchestrator reloads every unfinished task and runs only what is missing.
+Finished tasks stay queryable (``GET /tasks``) and long-term totals (``/status``)
+are sums over them. The schema is versioned: an older store is migrated step by
+step, a newer one is refused with a clear message rather than silently misread.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from actors.errors import ConfigurationError
-from actors.models import RunReport
+from actors.models import Complexity, Microtask, MicrotaskResult, RunReport
 
 SCHEMA_VERSION = 1
 
@@ -40,8 +45,33 @@ _MIGRATIONS: dict[int, str] = {
         report        TEXT
     );
     CREATE INDEX tasks_finished ON tasks (finished_at);
+    CREATE TABLE plans (
+        task_id     TEXT PRIMARY KEY REFERENCES tasks (task_id),
+        complexity  TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        microtasks  TEXT NOT NULL
+    );
+    CREATE TABLE results (
+        task_id       TEXT NOT NULL REFERENCES tasks (task_id),
+        microtask_id  TEXT NOT NULL,
+        result        TEXT NOT NULL,
+        PRIMARY KEY (task_id, microtask_id)
+    );
     """,
 }
+
+
+@dataclass
+class Unfinished:
+    """An accepted task that has no final report yet: what a restart must resume."""
+
+    task_id: str
+    request: str
+    created_at: float
+    complexity: Complexity | None  # None: planning had not finished
+    plan_source: str
+    microtasks: list[Microtask]
+    results: dict[str, MicrotaskResult]
 
 
 class Store:
@@ -54,7 +84,7 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a written result survives a crash
         self._migrate()
 
     @contextmanager
@@ -125,6 +155,72 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
+
+    def plan_made(
+        self, task_id: str, complexity: Complexity, source: str, microtasks: Sequence[Microtask]
+    ) -> None:
+        """Record a task's plan before any of it is dispatched."""
+        payload = json.dumps([mt.model_dump(mode="json") for mt in microtasks])
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO plans VALUES (?, ?, ?, ?)",
+                (task_id, complexity.value, source, payload),
+            )
+
+    def result_made(self, result: MicrotaskResult) -> None:
+        """Record one microtask result; after this it is never paid for again."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?)",
+                (result.task_id, result.microtask_id, result.model_dump_json()),
+            )
+
+    def unfinished(self) -> list[Unfinished]:
+        """Every accepted task without a final report, oldest first, with what it has."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT t.task_id, t.request, t.created_at, p.complexity, p.source, p.microtasks"
+                " FROM tasks t LEFT JOIN plans p USING (task_id)"
+                " WHERE t.finished_at IS NULL ORDER BY t.created_at"
+            ).fetchall()
+            done = self._db.execute(
+                "SELECT r.task_id, r.microtask_id, r.result FROM results r"
+                " JOIN tasks t USING (task_id) WHERE t.finished_at IS NULL"
+            ).fetchall()
+        results: dict[str, dict[str, MicrotaskResult]] = {}
+        for row in done:
+            result = MicrotaskResult.model_validate_json(row["result"])
+            results.setdefault(row["task_id"], {})[row["microtask_id"]] = result
+        return [
+            Unfinished(
+                task_id=row["task_id"],
+                request=row["request"],
+                created_at=row["created_at"],
+                complexity=Complexity(row["complexity"]) if row["complexity"] else None,
+                plan_source=row["source"] or "",
+                microtasks=[Microtask.model_validate(m) for m in json.loads(row["microtasks"])]
+                if row["microtasks"]
+                else [],
+                results=results.get(row["task_id"], {}),
+            )
+            for row in rows
+        ]
+
+    def cost_since(self, since: float) -> float:
+        """Dollars spent on tasks created since ``since`` (finished or not)."""
+        with self._lock:
+            finished = self._db.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM tasks WHERE created_at >= ?", (since,)
+            ).fetchone()[0]
+            running = self._db.execute(
+                "SELECT r.result FROM results r JOIN tasks t USING (task_id)"
+                " WHERE t.finished_at IS NULL AND t.created_at >= ?",
+                (since,),
+            ).fetchall()
+        partial = sum(
+            MicrotaskResult.model_validate_json(row["result"]).usage.cost_usd for row in running
+        )
+        return float(finished) + partial
 
     def report(self, task_id: str) -> RunReport | None:
         """The stored report of a finished task, if any."""
