@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object (the report)")
     run.add_argument("--address", help="Ray cluster address (default: running one, or local)")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument(
+        "--timeline",
+        metavar="FILE.png",
+        help="also write a Gantt chart of the run: one lane per agent, bars coloured by role",
+    )
 
     commands.add_parser(
         "start",
@@ -158,6 +163,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         report = _submit_and_follow(args, settings, text)
     finally:
         sys.stdout = out
+    if args.timeline:
+        from actors.plots import save_timeline
+
+        print(f"timeline written to {save_timeline(report, args.timeline)}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     else:

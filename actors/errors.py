@@ -4,6 +4,7 @@
 
     ParallelAgentsError
     ├── UserInputError            the caller's request is unusable (empty, too big, binary)
+    ├── CapacityError             a limit on running tasks or on cost refuses the request now
     ├── ConfigurationError        settings that cannot work together
     ├── ModelBehaviorError        the model answered, but not in the asked-for shape
     ├── ProviderError             the LLM provider failed after every allowed retry
@@ -29,6 +30,10 @@ class ParallelAgentsError(Exception):
 
 class UserInputError(ParallelAgentsError, ValueError):
     """The request itself cannot be processed; the message says what to change."""
+
+
+class CapacityError(ParallelAgentsError):
+    """Refused for now: too many running tasks (overall or for this user) or over budget."""
 
 
 class ConfigurationError(ParallelAgentsError):

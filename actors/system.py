@@ -82,7 +82,7 @@ def start_system(settings: Settings, *, detached: bool = False) -> System:
         settings.limiter
     )
     pools = {
-        role: AgentPool.options(name=pool_actor_name(role), **options).remote(  # type: ignore[attr-defined]
+        role: AgentPool.options(name=pool_actor_name(role), **pinned).remote(  # type: ignore[attr-defined]
             role, settings, base_url, limiter
         )
         for role in Role

@@ -200,6 +200,15 @@ def latency_hint(body: dict[str, Any]) -> float | None:
     return min(float(match.group(1)), 3600.0) if match else None
 
 
+_MICROTASK_ID = re.compile(r"Your microtask \(([^,\s)]+),")
+
+
+def microtask_id(body: dict[str, Any]) -> str | None:
+    """The id in an agent prompt's "Your microtask (ID, role)" line, for the request log."""
+    match = _MICROTASK_ID.search(read_prompt(body, 0).last_user)
+    return match.group(1) if match else None
+
+
 def prompt_sha(body: dict[str, Any]) -> str:
     """sha256 of the system prompt and messages, for the request log."""
     blob = json.dumps([body.get("system"), body.get("messages")], sort_keys=True, default=str)

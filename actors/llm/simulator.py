@@ -126,7 +126,7 @@ def _validate(body: dict[str, Any], need_max_tokens: bool) -> None:
 async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
     """POST /v1/messages: admit, draw latency and faults, answer."""
     entry: dict[str, Any] = {"seq": sim.next_seq(), "at": time.time(), "status": 500}
-    entry.update(prompt_sha=None, model=None, latency_s=0.0, kind=None)
+    entry.update(prompt_sha=None, model=None, latency_s=0.0, kind=None, microtask=None)
     started, usage, admitted = time.monotonic(), None, False
     try:
         _check_auth(request)
@@ -136,7 +136,12 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
             kind, _, _ = fake_content.answer_shape(body)
         except ValueError as exc:
             raise _bad(str(exc)) from exc
-        entry.update(prompt_sha=fake_content.prompt_sha(body), model=body["model"], kind=kind.value)
+        entry.update(
+            prompt_sha=fake_content.prompt_sha(body),
+            model=body["model"],
+            kind=kind.value,
+            microtask=fake_content.microtask_id(body),
+        )
         sim.admit()
         admitted = True
         fault, latency = sim.draw()

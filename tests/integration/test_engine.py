@@ -219,10 +219,21 @@ def test_a_simple_task_occupies_at_most_the_simple_levels_agents(system):
     assert report.max_parallel <= Settings().levels[Complexity.SIMPLE].max_agents
 
 
-def test_cli_run_json_uses_the_running_system(system):
+def test_cli_run_json_uses_the_running_system(system, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    chart = tmp_path / "timeline.png"
     done = subprocess.run(
-        [sys.executable, "-m", "actors", "run", "--json", "--quiet", "Hello"],
+        [
+            sys.executable,
+            "-m",
+            "actors",
+            "run",
+            "--json",
+            "--quiet",
+            "--timeline",
+            str(chart),
+            "Hello",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -232,6 +243,7 @@ def test_cli_run_json_uses_the_running_system(system):
     report = json.loads(done.stdout)  # stdout holds nothing but the JSON object
     assert report["complexity"] == "simple" and report["microtasks"] <= 1
     assert report["simulated"] is True
+    assert chart.read_bytes().startswith(b"\x89PNG")
     for field in ("task_id", "agents", "max_parallel", "wall_s", "work_s", "speedup",
                   "succeeded", "failed", "retries", "input_tokens", "output_tokens",
                   "cost_usd", "result", "timeline"):  # fmt: skip
