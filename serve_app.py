@@ -16,7 +16,6 @@ No ``from __future__ import annotations`` here: FastAPI must see real types in
 the route signatures to read request bodies.
 """
 
-
 import asyncio
 import hmac
 from collections.abc import AsyncIterator

@@ -11,10 +11,13 @@ import asyncio
 import logging
 import os
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import ray
+from opentelemetry import trace
 
+from actors import tracing
 from actors.config import Purpose, Settings
 from actors.llm import LLMClient, RemoteLimiter
 from actors.models import AgentOutput, MicrotaskRequest, MicrotaskResult, Role
@@ -86,6 +89,7 @@ class Agent:
         self.agent_id = agent_id
         self.role = role
         self._settings = settings
+        tracing.configure(settings, "agent")
         self._client = LLMClient(
             settings,
             limiter=RemoteLimiter(limiter) if limiter is not None else None,
@@ -103,7 +107,8 @@ class Agent:
             self._in_flight += 1
             started = time.time()
             try:
-                result = await self._call(request, started)
+                with self._span(request):
+                    result = await self._call(request, started)
             except BaseException:
                 self._failed += 1
                 raise
@@ -111,6 +116,20 @@ class Agent:
                 self._in_flight -= 1
             self._completed += 1
             return result
+
+    def _span(self, request: MicrotaskRequest) -> AbstractContextManager[trace.Span]:
+        """This attempt's span, a child of the caller's span carried in the request."""
+        mt = request.microtask
+        return tracing.span(
+            "synthesis" if request.synthesis else "microtask",
+            parent=tracing.extract(request.trace_context),
+            task_id=request.task_id,
+            microtask_id=mt.id,
+            role=mt.role,
+            attempt=request.attempt,
+            agent_id=self.agent_id,
+            node_id=self._node_id,
+        )
 
     async def _call(self, request: MicrotaskRequest, started: float) -> MicrotaskResult:
         mt = request.microtask

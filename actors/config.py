@@ -191,8 +191,9 @@ class Settings(BaseSettings):
     strategy: Strategy = Strategy.LEAST_LOADED
     agent_concurrency: int = Field(default=1, ge=1)
     spread_agents: bool = True
-    # A custom resource only the head node has (cluster.yaml declares it): when set,
-    # the orchestrator, limiter and simulator are pinned there, agents go anywhere.
+    # A custom resource only the head node has (cluster.yaml declares it): when set, the
+    # orchestrator, limiter, simulator and pools (which own their agents: a pool lost with a
+    # worker node would take its agents along) are pinned there; agents go anywhere.
     head_resource: str | None = None
     # Loopback by default; a multi-machine cluster without an API key needs an
     # address the worker nodes can reach (cluster.yaml sets 0.0.0.0).
@@ -217,6 +218,11 @@ class Settings(BaseSettings):
     downscale_delay_s: float = Field(default=10.0, ge=0)
     target_per_agent: float = Field(default=1.0, gt=0)
     health_interval_s: float = Field(default=2.0, gt=0)
+
+    # OpenTelemetry spans (actors.tracing): none, console (stdout), otlp (OTEL_EXPORTER_OTLP_*
+    # variables) or jsonl (one JSON line per span, to trace_file or home / "traces.jsonl").
+    trace_exporter: str = Field(default="none", pattern="^(none|console|otlp|jsonl)$")
+    trace_file: Path | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Settings:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from actors import tracing
 from actors.config import Settings
 from actors.dag import DagScheduler
 from actors.models import EventKind, Microtask, MicrotaskRequest, MicrotaskResult, Role
@@ -103,6 +104,7 @@ class Dispatcher:
             attempt=number,
             affinity_key=mt.branch,
             timeout_s=self._settings.microtask_timeout_s,
+            trace_context=tracing.inject(),  # the task span: each attempt's span is its child
         )
         call = asyncio.create_task(self._call_pool(mt.role, request, delay))
         attempt = _Attempt(mt, number, backup, time.monotonic() + delay)

@@ -167,6 +167,9 @@ class MicrotaskRequest(BaseModel):
     timeout_s: float | None = Field(
         default=None, description="deadline for the agent's run, from the moment it starts"
     )
+    trace_context: dict[str, str] = Field(
+        default_factory=dict, description="W3C trace context of the caller's span (tracing)"
+    )
 
 
 class MicrotaskResult(BaseModel):

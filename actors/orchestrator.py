@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import ray
 
-from actors import dag, merger
+from actors import dag, merger, tracing
 from actors.config import LIMITER_NAME, NAMESPACE, Settings, pool_actor_name
 from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
@@ -54,6 +54,7 @@ class Orchestrator:
         # The limiter and pools are looked up by name rather than passed in, so a
         # restarted orchestrator finds them again from plain constructor arguments.
         self._settings = settings
+        tracing.configure(settings, "orchestrator")
         self._pools = {
             role: ray.get_actor(pool_actor_name(role), namespace=NAMESPACE) for role in Role
         }
@@ -177,23 +178,35 @@ class Orchestrator:
 
     async def _run(self, record: TaskRecord) -> None:
         try:
-            if record.given_plan is not None:
-                record.plan_source = "given"
-                record.complexity = self._level_for(len(record.given_plan))
-                record.set_plan(dag.assign_branches(record.given_plan))
-            else:
-                await self._plan(record)
-            await record.emit(EventKind.PLANNED, detail=record.plan_source)
-            record.state = TaskState.RUNNING
-            limit = self._settings.levels[record.complexity].time_limit_s
-            try:
-                await asyncio.wait_for(self._execute(record), limit)
-            except TimeoutError:
-                record.note(f"time limit of {limit:.0f} s reached; merging what finished")
-            record.state = TaskState.MERGING
-            await record.emit(EventKind.MERGING)
-            await self._merge(record)
-            record.state = TaskState.DONE
+            # The task span ends before the report is published, so a caller whose
+            # ``run`` returned finds the whole trace exported.
+            with tracing.span("task", task_id=record.task_id) as span:
+                if record.given_plan is not None:
+                    record.plan_source = "given"
+                    record.complexity = self._level_for(len(record.given_plan))
+                    record.set_plan(dag.assign_branches(record.given_plan))
+                else:
+                    with tracing.span("plan", task_id=record.task_id):
+                        await self._plan(record)
+                span.set_attributes(
+                    {
+                        "complexity": record.complexity.value,
+                        "microtasks": len(record.microtasks),
+                        "plan_source": record.plan_source,
+                    }
+                )
+                await record.emit(EventKind.PLANNED, detail=record.plan_source)
+                record.state = TaskState.RUNNING
+                limit = self._settings.levels[record.complexity].time_limit_s
+                try:
+                    await asyncio.wait_for(self._execute(record), limit)
+                except TimeoutError:
+                    record.note(f"time limit of {limit:.0f} s reached; merging what finished")
+                record.state = TaskState.MERGING
+                await record.emit(EventKind.MERGING)
+                with tracing.span("merge", task_id=record.task_id):
+                    await self._merge(record)
+                record.state = TaskState.DONE
         except asyncio.CancelledError:
             record.state = TaskState.CANCELLED
             record.note("cancelled by the caller")
@@ -282,7 +295,11 @@ class Orchestrator:
             id="synthesis", role=Role.GENERATION, title="Synthesis", instructions=prompt
         )
         request = MicrotaskRequest(
-            task_id=record.task_id, microtask=synthesis, request_text=record.text, synthesis=True
+            task_id=record.task_id,
+            microtask=synthesis,
+            request_text=record.text,
+            synthesis=True,
+            trace_context=tracing.inject(),
         )
         try:
             result = await self._call_pool(Role.GENERATION, request, 0.0)

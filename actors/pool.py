@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import RayActorError
 
+from actors import tracing
 from actors.agent import Agent
 from actors.balancer import AgentSlot, LoadBalancer
 from actors.config import NAMESPACE, PoolSize, Settings, Strategy, agent_actor_name
@@ -76,6 +77,9 @@ class AgentPool:
     ) -> None:
         self.role = role
         self._settings = settings
+        # The pool makes no spans, but created first it refuses an unusable exporter
+        # before any agent is spawned (an agent failing in __init__ would be respawned).
+        tracing.configure(settings, "pool")
         self._base_url = base_url
         self._limiter = limiter
         size = settings.pools[role]

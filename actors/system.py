@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import ray
 
+from actors import tracing
 from actors.config import (
     LIMITER_NAME,
     NAMESPACE,
@@ -64,6 +65,7 @@ def start_system(settings: Settings, *, detached: bool = False) -> System:
     ``detached`` actors outlive this driver (``parallel-agents start``); otherwise
     they end with it (``parallel-agents run`` on a fresh local Ray, tests).
     """
+    tracing.check(settings)  # a bad exporter setting fails here, not inside every agent
     options: dict[str, object] = {"namespace": NAMESPACE, "get_if_exists": True}
     if detached:
         options["lifetime"] = "detached"

@@ -25,6 +25,7 @@ import anthropic
 from anthropic.types import Message
 from pydantic import BaseModel, ValidationError
 
+from actors import tracing
 from actors.config import Purpose, Settings
 from actors.errors import (
     ConfigurationError,
@@ -216,78 +217,80 @@ class LLMClient:
         note = ""  # corrective note after a malformed answer
         failure: tuple[str, int | None, bool] = ("no attempt made", None, False)
         malformed: _Malformed | None = None
-        for attempt in range(1, attempts + 1):
-            lease = await self._limiter.acquire(_estimate(system, prompt + note), max_tokens)
-            outcome, message = Outcome.CONNECTION, None
-            headers: Mapping[str, str] = {}
-            try:
-                raw = await self._client.messages.with_raw_response.create(
-                    model=model,
-                    max_tokens=max_tokens,
-                    system=system,
-                    messages=[{"role": "user", "content": prompt + note}],
-                    timeout=timeout,
-                    **extra,
-                )
-                headers, message = raw.headers, await raw.parse()
-                outcome = Outcome.OK
-            except anthropic.APIStatusError as exc:
-                headers = exc.response.headers
-                outcome = _outcome_of(exc.status_code)
-                failure = (self._redact(_describe(exc)), exc.status_code, False)
-            except anthropic.APITimeoutError:
-                outcome = Outcome.TIMEOUT
-                failure = (f"no answer within {timeout:g} s", None, True)
-            except anthropic.APIConnectionError as exc:
-                failure = (self._redact(f"connection failed: {exc}"), None, False)
-            except BaseException:
-                await self._release_quietly(lease)  # cancelled: give the slot back
-                raise
-
-            spent = Usage()
-            if message is not None:
-                spent = Usage(
-                    requests=1,
-                    input_tokens=message.usage.input_tokens,
-                    output_tokens=message.usage.output_tokens,
-                    cost_usd=cost_usd(
-                        message.model, message.usage.input_tokens, message.usage.output_tokens
-                    ),
-                )
-                usage = usage + spent
+        with tracing.span("llm.call", model=model, purpose=purpose) as span:
+            for attempt in range(1, attempts + 1):
+                lease = await self._limiter.acquire(_estimate(system, prompt + note), max_tokens)
+                outcome, message = Outcome.CONNECTION, None
+                headers: Mapping[str, str] = {}
                 try:
-                    value = parse(message)
-                except _Malformed as exc:
-                    outcome, malformed = Outcome.MALFORMED, exc
-                    note = _correction(exc.problems, message.stop_reason)
-            wait = await self._limiter.release(
-                lease,
-                outcome,
-                input_tokens=spent.input_tokens,
-                output_tokens=spent.output_tokens,
-                headers=headers,
-                attempt=attempt,
-            )
-            if outcome is Outcome.OK and message is not None:
-                return value, message, usage, _is_simulated(headers, message)
-            if outcome is Outcome.REJECTED:
-                raise self._rejected(failure, attempt)
-            if attempt < attempts:
-                logger.info(
-                    "%s call attempt %d/%d: %s; retrying in %.2f s",
-                    purpose, attempt, attempts, outcome, wait,
-                )  # fmt: skip
-                await asyncio.sleep(wait)
+                    raw = await self._client.messages.with_raw_response.create(
+                        model=model,
+                        max_tokens=max_tokens,
+                        system=system,
+                        messages=[{"role": "user", "content": prompt + note}],
+                        timeout=timeout,
+                        **extra,
+                    )
+                    headers, message = raw.headers, await raw.parse()
+                    outcome = Outcome.OK
+                except anthropic.APIStatusError as exc:
+                    headers = exc.response.headers
+                    outcome = _outcome_of(exc.status_code)
+                    failure = (self._redact(_describe(exc)), exc.status_code, False)
+                except anthropic.APITimeoutError:
+                    outcome = Outcome.TIMEOUT
+                    failure = (f"no answer within {timeout:g} s", None, True)
+                except anthropic.APIConnectionError as exc:
+                    failure = (self._redact(f"connection failed: {exc}"), None, False)
+                except BaseException:
+                    await self._release_quietly(lease)  # cancelled: give the slot back
+                    raise
 
-        if malformed is not None and outcome is Outcome.MALFORMED:
-            raise ModelBehaviorError(
-                f"{model} answered {shape} in the wrong shape {_times(attempts)}; "
-                f"last problems: {malformed.problems}",
-                raw=malformed.raw,
-            )
-        message_text, status, timed_out = failure
-        error = ProviderTimeoutError if timed_out else ProviderError
-        raise error(f"{model} failed {_times(attempts)}: {message_text}", status, attempts)
+                spent = Usage()
+                if message is not None:
+                    spent = Usage(
+                        requests=1,
+                        input_tokens=message.usage.input_tokens,
+                        output_tokens=message.usage.output_tokens,
+                        cost_usd=cost_usd(
+                            message.model, message.usage.input_tokens, message.usage.output_tokens
+                        ),
+                    )
+                    usage = usage + spent
+                    try:
+                        value = parse(message)
+                    except _Malformed as exc:
+                        outcome, malformed = Outcome.MALFORMED, exc
+                        note = _correction(exc.problems, message.stop_reason)
+                wait = await self._limiter.release(
+                    lease,
+                    outcome,
+                    input_tokens=spent.input_tokens,
+                    output_tokens=spent.output_tokens,
+                    headers=headers,
+                    attempt=attempt,
+                )
+                span.set_attributes(_call_attributes(usage, outcome, attempt))
+                if outcome is Outcome.OK and message is not None:
+                    return value, message, usage, _is_simulated(headers, message)
+                if outcome is Outcome.REJECTED:
+                    raise self._rejected(failure, attempt)
+                if attempt < attempts:
+                    logger.info(
+                        "%s call attempt %d/%d: %s; retrying in %.2f s",
+                        purpose, attempt, attempts, outcome, wait,
+                    )  # fmt: skip
+                    await asyncio.sleep(wait)
+
+            if malformed is not None and outcome is Outcome.MALFORMED:
+                raise ModelBehaviorError(
+                    f"{model} answered {shape} in the wrong shape {_times(attempts)}; "
+                    f"last problems: {malformed.problems}",
+                    raw=malformed.raw,
+                )
+            message_text, status, timed_out = failure
+            error = ProviderTimeoutError if timed_out else ProviderError
+            raise error(f"{model} failed {_times(attempts)}: {message_text}", status, attempts)
 
     def _checked(self, system: str, prompt: str) -> tuple[str, str]:
         """Refuse unusable input before any call; NUL bytes are stripped (they carry no text)."""
@@ -317,6 +320,16 @@ class LLMClient:
             await self._limiter.release(lease, Outcome.CONNECTION)
         except Exception:  # the caller's own error matters more than a lost release
             logger.debug("could not release lease after cancellation", exc_info=True)
+
+
+def _call_attributes(usage: Usage, outcome: Outcome, attempt: int) -> dict[str, Any]:
+    """What an ``llm.call`` span records, as of its latest attempt."""
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "status": outcome.value,
+        "retries": attempt - 1,
+    }
 
 
 def _times(count: int) -> str:

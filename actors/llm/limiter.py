@@ -91,6 +91,7 @@ class LimiterSnapshot(BaseModel):
     granted_total: int
     pressure: float  # 0 = none, 1 = concurrency cut to the minimum; pools shrink on it
     outcomes: dict[str, int] = {}  # model calls by outcome ("ok", "rate_limited", ...)
+    longest_wait_s: float = 0.0  # the longest retry wait handed out so far
 
 
 class Limiter(Protocol):
@@ -205,6 +206,7 @@ class RateLimiter:
         self._throttled_total = 0
         self._granted_total = 0
         self._outcomes: dict[str, int] = {}  # outcome -> calls released with it
+        self._longest_wait = 0.0  # the longest retry wait handed out, to check the cap
 
     @property
     def settings(self) -> LimiterSettings:
@@ -259,6 +261,7 @@ class RateLimiter:
         headers = headers or {}
         self._learn(now, headers)
         wait = self._react(now, outcome, headers, attempt)
+        self._longest_wait = max(self._longest_wait, wait)
         self._dispatch()
         return wait
 
@@ -287,6 +290,7 @@ class RateLimiter:
             granted_total=self._granted_total,
             pressure=min(1.0, max(0.0, pressure)),
             outcomes=dict(self._outcomes),
+            longest_wait_s=round(self._longest_wait, 3),
         )
 
     # --- admission ---------------------------------------------------------------
