@@ -5,18 +5,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_REQUEST ?= Create a comprehensive security analysis of a web application with a public REST API, a PostgreSQL database and a React front end
 
-.PHONY: venv demo test lint format clean
+.PHONY: venv demo test lint format bench clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 demo: venv
 	$(BIN)/parallel-agents run "$(DEMO_REQUEST)"
+
+bench: venv
+	$(BIN)/parallel-agents bench --quick
 
 lint: venv
 	$(BIN)/ruff check .

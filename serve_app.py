@@ -36,7 +36,7 @@ from actors.config import (
     Settings,
     pool_actor_name,
 )
-from actors.errors import ConfigurationError, UnknownTaskError, UserInputError
+from actors.errors import CapacityError, ConfigurationError, UnknownTaskError, UserInputError
 from actors.metrics import dashboard_status, prometheus_text
 from actors.models import ProgressEvent, Role
 
@@ -86,6 +86,8 @@ class Gateway:
             raise HTTPException(404, str(exc)) from None
         except UserInputError as exc:
             raise HTTPException(400, str(exc)) from None
+        except CapacityError as exc:
+            raise HTTPException(429, str(exc), {"Retry-After": "5"}) from None
         except (TimeoutError, ray.exceptions.RayActorError) as exc:
             raise HTTPException(503, f"{name} did not answer: {type(exc).__name__}") from None
 

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print the raw /status JSON")
 
+    commands.add_parser(
+        "bench",
+        add_help=False,
+        help="benchmark against the ideal makespan and against peers (see bench/README.md)",
+    )
+
     sim = commands.add_parser(
         "simulator",
         help="run the Anthropic-compatible simulator standalone",
@@ -88,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark has its own options (bench --help)
+        from actors.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -33,6 +33,7 @@ from actors.report import TaskRecord
 
 log = logging.getLogger(__name__)
 
+OnResult = Callable[[MicrotaskResult], Coroutine[Any, Any, None]]
 CallPool = Callable[[Role, MicrotaskRequest, float], Coroutine[Any, Any, MicrotaskResult]]
 _BACKUP_CHECK_S = 0.1  # how often stragglers are looked for once backups are possible
 
@@ -54,12 +55,18 @@ class Dispatcher:
     """Runs the microtasks of one task record on the pools, within its agent cap."""
 
     def __init__(
-        self, record: TaskRecord, settings: Settings, call_pool: CallPool, rng: random.Random
+        self,
+        record: TaskRecord,
+        settings: Settings,
+        call_pool: CallPool,
+        rng: random.Random,
+        on_result: OnResult | None = None,
     ) -> None:
         self._record = record
         self._settings = settings
         self._call_pool = call_pool
         self._rng = rng
+        self._on_result = on_result  # makes a result durable before it counts as done
         self._scheduler = DagScheduler(record.microtasks)
         self._inflight: dict[asyncio.Task[MicrotaskResult], _Attempt] = {}
         self._waiting: list[Microtask] = []  # ready, but over the task's agent cap
@@ -71,7 +78,9 @@ class Dispatcher:
         """Return when every microtask has a result or has failed for good."""
         try:
             while self._scheduler.is_active():
-                self._waiting.extend(self._scheduler.ready())
+                self._take_ready()
+                if self._over_budget():
+                    break
                 while self._waiting and len(self._inflight) < self._cap:
                     mt = self._waiting.pop(0)
                     self._launch(mt)
@@ -91,6 +100,25 @@ class Dispatcher:
         finally:
             for call in self._inflight:
                 call.cancel()
+
+    def _take_ready(self) -> None:
+        """Queue newly ready microtasks; those already done (before a restart) just count."""
+        while ready := self._scheduler.ready():
+            for mt in ready:
+                if mt.id in self._record.results:
+                    self._scheduler.done(mt.id)
+                else:
+                    self._waiting.append(mt)
+
+    def _over_budget(self) -> bool:
+        budget = self._settings.task_budget_usd
+        if self._record.usage.cost_usd < budget:
+            return False
+        self._record.note(
+            f"stopped at the task budget of ${budget:.2f} (PARALLEL_AGENTS_TASK_BUDGET_USD); "
+            "the answer merges what finished"
+        )
+        return True
 
     def _launch(self, mt: Microtask, backup: bool = False, delay: float = 0.0) -> None:
         record = self._record
@@ -126,9 +154,12 @@ class Dispatcher:
             error = call.exception()
         if error is None:
             result = call.result()
+            if self._on_result is not None:
+                await self._on_result(result)
             record.results[mt.id] = result
             record.usage += result.usage
-            self._durations.append(result.duration_s)
+            # Whole attempt time, queue included, on both sides of the backup comparison.
+            self._durations.append(time.monotonic() - attempt.submitted)
             self._scheduler.done(mt.id)
             for other, twin in list(self._inflight.items()):
                 if twin.microtask.id == mt.id:  # the slower copy of a backup pair

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 import uuid
@@ -21,7 +22,7 @@ from actors import dag, merger, tracing
 from actors.config import LIMITER_NAME, NAMESPACE, Settings, pool_actor_name
 from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
-from actors.errors import TaskCancelledError, UnknownTaskError, UserInputError
+from actors.errors import CapacityError, TaskCancelledError, UnknownTaskError, UserInputError
 from actors.intake import clean_request
 from actors.llm import LLMClient, RemoteLimiter
 from actors.models import (
@@ -44,6 +45,10 @@ from actors.store import Store
 log = logging.getLogger(__name__)
 
 _KEEP_FINISHED = 1_000  # finished tasks kept in memory for status queries
+_DAY_S = 86_400.0
+# Reads and idempotent calls are retried by Ray across an orchestrator restart, so a
+# caller waiting on a task simply gets its answer from the resumed orchestrator.
+_retried = ray.method(max_task_retries=-1)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -67,35 +72,47 @@ class Orchestrator:
         self._store = Store(settings.home / "store.sqlite3")
         self._stats = Stats(totals=self._store.totals())
         self._ray_metrics = OrchestratorMetrics()
+        self._resumed: asyncio.Task[None] | None = None  # reloading unfinished tasks
 
     # --- public API -------------------------------------------------------------
 
-    async def submit(self, text: str | bytes, plan: list[Microtask] | None = None) -> str:
+    async def submit(
+        self, text: str | bytes, plan: list[Microtask] | None = None, user: str | None = None
+    ) -> str:
         """Accept a request and start it; returns the task id at once.
 
         ``plan`` skips the planner and runs the given microtasks (benchmarks and
-        experiments use it so every contestant runs the same DAG).
+        experiments use it so every contestant runs the same DAG). ``user`` (e.g.
+        ``telegram:42``) is counted against the per-user limit on running tasks.
+        Raises ``UserInputError`` for unusable text, ``CapacityError`` past a limit.
         """
+        await self._ensure_resumed()
         clean = clean_request(text, self._settings.max_request_chars)
         if plan is not None:
             problems = dag.validate(plan)
             if problems:
                 raise UserInputError("the given plan is invalid: " + "; ".join(problems[:5]))
+        await self._admit(user)
         task_id = uuid.uuid4().hex[:12]
-        record = TaskRecord(task_id=task_id, text=clean, given_plan=plan, observer=self._observe)
+        record = TaskRecord(
+            task_id=task_id, text=clean, given_plan=plan, user=user, observer=self._observe
+        )
         await asyncio.to_thread(self._store.task_started, task_id, record.started_at, clean)
-        self._tasks[task_id] = record
-        self._runners[task_id] = asyncio.create_task(self._run(record))
-        self._forget_old()
+        self._start(record)
         log.info("task %s accepted (%d chars)", task_id, len(clean))
         return task_id
 
     async def run(self, text: str | bytes, plan: list[Microtask] | None = None) -> RunReport:
         """Submit and wait for the report."""
-        return await self.wait(await self.submit(text, plan))
+        return await self._report_when_done(await self.submit(text, plan), None)
 
+    @_retried
     async def wait(self, task_id: str, timeout_s: float | None = None) -> RunReport:
         """The task's report once it has finished (done, failed or cancelled)."""
+        return await self._report_when_done(task_id, timeout_s)
+
+    async def _report_when_done(self, task_id: str, timeout_s: float | None) -> RunReport:
+        await self._ensure_resumed()
         if task_id not in self._tasks and (stored := self._store.report(task_id)):
             return stored
         record = self._record(task_id)
@@ -103,15 +120,27 @@ class Orchestrator:
         assert record.report is not None
         return record.report
 
+    @_retried
     async def events(self, task_id: str, after: int = 0, timeout_s: float = 10.0) -> list:
-        """Progress events with ``seq >= after``; waits up to ``timeout_s`` for new ones."""
+        """Progress events with ``seq >= after``; waits up to ``timeout_s`` for new ones.
+
+        After a restart the resumed task's events start again at 0; a caller that
+        is ahead of them gets them from the start rather than waiting forever.
+        """
+        await self._ensure_resumed()
+        if task_id not in self._tasks and self._store.report(task_id):
+            return []  # finished before a restart: nothing more will happen
         record = self._record(task_id)
+        if after > len(record.events):
+            after = 0
         if timeout_s > 0:
             await record.wait_for_events(after, timeout_s)
         return record.events[after:]
 
+    @_retried
     async def cancel(self, task_id: str) -> bool:
         """Cancel a running task; what finished is kept in its report."""
+        await self._ensure_resumed()
         record = self._record(task_id)
         runner = self._runners.get(task_id)
         if record.finished.is_set() or runner is None:
@@ -120,8 +149,10 @@ class Orchestrator:
         await record.finished.wait()
         return True
 
+    @_retried
     async def status(self, task_id: str) -> dict:
         """State, progress and (when finished) the report of one task."""
+        await self._ensure_resumed()
         if task_id not in self._tasks and (stored := self._store.report(task_id)):
             return {
                 "task_id": task_id,
@@ -134,29 +165,105 @@ class Orchestrator:
             }
         return self._record(task_id).status()
 
+    @_retried
     async def tasks(self) -> list[dict]:
         """A line of status for every task kept in memory, newest last."""
         return [record.status(brief=True) for record in self._tasks.values()]
 
+    @_retried
     async def active(self) -> list[dict]:
         """Tasks still running, with their progress."""
+        await self._ensure_resumed()
         return [r.status(brief=True) for r in self._tasks.values() if not r.finished.is_set()]
 
+    @_retried
     async def history(self, limit: int = 50) -> list[dict]:
         """Finished and running tasks from the durable store, newest first."""
         return await asyncio.to_thread(self._store.recent, limit)
 
+    @_retried
     async def stats(self) -> StatsSnapshot:
         """Sliding-window rates and long-term totals (for /status and /metrics)."""
         running = sum(1 for r in self._tasks.values() if not r.finished.is_set())
         return self._stats.snapshot(active_tasks=running)
 
+    @_retried
     async def pools(self) -> list[PoolSnapshot]:
         """Every pool's snapshot, in role order."""
         return list(await asyncio.gather(*(p.snapshot.remote() for p in self._pools.values())))
 
+    @_retried
     async def ping(self) -> bool:
+        """Liveness; the first call after a restart also resumes unfinished tasks."""
+        await self._ensure_resumed()
         return True
+
+    @_retried
+    async def pid(self) -> int:
+        """The orchestrator's process id (for chaos tests and operators)."""
+        return os.getpid()
+
+    # --- admission and resume ------------------------------------------------------
+
+    async def _admit(self, user: str | None) -> None:
+        """Refuse, clearly, a task that would pass a limit on running tasks or on cost."""
+        settings = self._settings
+        running = [r for r in self._tasks.values() if not r.finished.is_set()]
+        if len(running) >= settings.max_running_tasks:
+            raise CapacityError(
+                f"{len(running)} tasks are running, the limit is {settings.max_running_tasks}; "
+                "try again when some have finished"
+            )
+        mine = sum(1 for r in running if user is not None and r.user == user)
+        if user is not None and mine >= settings.max_tasks_per_user:
+            raise CapacityError(
+                f"you have {mine} tasks running, the limit is {settings.max_tasks_per_user} "
+                "per user; wait for one to finish"
+            )
+        spent = await asyncio.to_thread(self._store.cost_since, time.time() - _DAY_S)
+        if spent >= settings.daily_budget_usd:
+            raise CapacityError(
+                f"the daily budget of ${settings.daily_budget_usd:.2f} is spent "
+                f"(${spent:.2f} in the last 24 h); the limit is PARALLEL_AGENTS_DAILY_BUDGET_USD"
+            )
+
+    def _start(self, record: TaskRecord) -> None:
+        self._tasks[record.task_id] = record
+        self._runners[record.task_id] = asyncio.create_task(self._run(record))
+        self._forget_old()
+
+    async def _ensure_resumed(self) -> None:
+        """Once per process: reload every unfinished task from the store and run it on."""
+        if self._resumed is None:
+            self._resumed = asyncio.create_task(self._resume())
+        await asyncio.shield(self._resumed)
+
+    async def _resume(self) -> None:
+        for task in await asyncio.to_thread(self._store.unfinished):
+            if task.task_id in self._tasks:
+                continue
+            record = TaskRecord(
+                task_id=task.task_id,
+                text=task.request,
+                started_at=task.created_at,
+                observer=self._observe,
+            )
+            if task.complexity is not None:  # planned before the restart: keep that plan
+                record.complexity = task.complexity
+                record.plan_source = task.plan_source
+                record.set_plan(task.microtasks)
+                for microtask_id, result in task.results.items():
+                    record.results[microtask_id] = result
+                    record.attempts[microtask_id] = result.attempt
+                    record.usage += result.usage
+            record.note(f"resumed after a restart with {len(task.results)} microtasks done")
+            self._start(record)
+            log.info(
+                "task %s resumed: %d of %d microtasks were done",
+                task.task_id,
+                len(task.results),
+                len(task.microtasks),
+            )
 
     # --- one task ----------------------------------------------------------------
 
@@ -181,13 +288,23 @@ class Orchestrator:
             # The task span ends before the report is published, so a caller whose
             # ``run`` returned finds the whole trace exported.
             with tracing.span("task", task_id=record.task_id) as span:
-                if record.given_plan is not None:
+                if record.microtasks:
+                    pass  # resumed with the plan it had before a restart
+                elif record.given_plan is not None:
                     record.plan_source = "given"
                     record.complexity = self._level_for(len(record.given_plan))
                     record.set_plan(dag.assign_branches(record.given_plan))
                 else:
                     with tracing.span("plan", task_id=record.task_id):
                         await self._plan(record)
+                if not record.results:
+                    await asyncio.to_thread(
+                        self._store.plan_made,
+                        record.task_id,
+                        record.complexity,
+                        record.plan_source,
+                        record.microtasks,
+                    )
                 span.set_attributes(
                     {
                         "complexity": record.complexity.value,
@@ -266,7 +383,17 @@ class Orchestrator:
         return Complexity.MASSIVE
 
     async def _execute(self, record: TaskRecord) -> None:
-        await Dispatcher(record, self._settings, self._call_pool, self._rng).run()
+        dispatcher = Dispatcher(
+            record, self._settings, self._call_pool, self._rng, on_result=self._keep_result
+        )
+        await dispatcher.run()
+
+    async def _keep_result(self, result: MicrotaskResult) -> None:
+        """Write a microtask result to the store before the task counts it done."""
+        try:
+            await asyncio.to_thread(self._store.result_made, result)
+        except Exception:  # still used in memory; only a restart would redo it
+            log.exception("task %s: could not store %s", result.task_id, result.microtask_id)
 
     async def _call_pool(
         self, role: Role, request: MicrotaskRequest, delay: float

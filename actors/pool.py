@@ -64,7 +64,9 @@ class _Job:
     enqueued_at: float = field(default_factory=time.monotonic)
 
 
-@ray.remote(num_cpus=0)
+# Restartable: a restarted pool (whose old agents died with it) starts afresh on its
+# next call; calls that were in flight fail and the orchestrator retries them.
+@ray.remote(num_cpus=0, max_restarts=-1)
 class AgentPool:
     """The agents of one role, kept between the configured min and max."""
 
@@ -100,6 +102,7 @@ class AgentPool:
         self._failed = 0
         self._replaced = 0
         self._maintainer: asyncio.Task[None] | None = None
+        self._startup: asyncio.Task[None] | None = None  # the first agents coming up
         self._starting: set[asyncio.Task[None]] = set()  # agents being awaited
         self._ray_metrics = PoolMetrics()
         # Agents that already ran (or are running) each microtask, so a retry or a
@@ -110,16 +113,24 @@ class AgentPool:
 
     async def start(self) -> PoolSnapshot:
         """Create the minimum number of agents, wait until they answer, start upkeep."""
-        if self._maintainer is None:
-            for _ in range(max(self._min, 1) - len(self._members)):
-                self._spawn()
-            starting = [m for m in self._members.values() if not m.ready]
-            await asyncio.gather(*(self._await_ready(m) for m in starting))
-            self._maintainer = asyncio.create_task(self._maintain())
+        await asyncio.shield(self._ensure_started())
         return self.snapshot()
+
+    def _ensure_started(self) -> asyncio.Task[None]:
+        if self._startup is None:
+            self._startup = asyncio.create_task(self._start_up())
+        return self._startup
+
+    async def _start_up(self) -> None:
+        for _ in range(max(self._min, 1) - len(self._members)):
+            self._spawn()
+        starting = [m for m in self._members.values() if not m.ready]
+        await asyncio.gather(*(self._await_ready(m) for m in starting))
+        self._maintainer = asyncio.create_task(self._maintain())
 
     async def submit(self, request: MicrotaskRequest) -> MicrotaskResult:
         """Queue ``request``, run it on the agent the balancer picks, return the result."""
+        self._ensure_started()  # after a restart, the first call brings agents back
         job = _Job(request, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._dispatch()
@@ -285,15 +296,20 @@ class AgentPool:
     # --- membership -------------------------------------------------------------
 
     def _spawn(self) -> _Member:
-        index = self._next_index
-        self._next_index += 1
-        agent_id = agent_actor_name(self.role, index)
-        options: dict[str, object] = {"name": agent_id, "namespace": NAMESPACE}
-        if self._settings.spread_agents:
-            options["scheduling_strategy"] = "SPREAD"
-        handle = Agent.options(**options).remote(  # type: ignore[attr-defined]
-            agent_id, self.role, self._settings, self._base_url, self._limiter
-        )
+        while True:
+            index = self._next_index
+            self._next_index += 1
+            agent_id = agent_actor_name(self.role, index)
+            options: dict[str, object] = {"name": agent_id, "namespace": NAMESPACE}
+            if self._settings.spread_agents:
+                options["scheduling_strategy"] = "SPREAD"
+            try:
+                handle = Agent.options(**options).remote(  # type: ignore[attr-defined]
+                    agent_id, self.role, self._settings, self._base_url, self._limiter
+                )
+                break
+            except ValueError:  # the name is still held by an agent of a previous life
+                continue
         slot = AgentSlot(agent_id=agent_id, capacity=self._settings.agent_concurrency)
         member = _Member(slot=slot, handle=handle, index=index)
         self._members[agent_id] = member

@@ -32,6 +32,7 @@ class TaskRecord:
     task_id: str
     text: str
     given_plan: list[Microtask] | None = None  # caller-supplied plan, skips the planner
+    user: str | None = None  # who asked, for the per-user limit
     started_at: float = field(default_factory=time.time)  # wall clock, like agents' times
     state: TaskState = TaskState.PLANNING
     complexity: Complexity = Complexity.SIMPLE

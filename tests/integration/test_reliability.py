@@ -1,0 +1,162 @@
+"""Faults on real Ray: what is lost (nothing) and what is redone (only what must be).
+
+Each test kills or breaks a part of the running system and then checks the outcome a
+user sees, plus the simulator's request log for work that was paid for twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+
+import pytest
+import ray
+
+from actors.config import Settings
+from actors.errors import CapacityError
+from actors.models import Microtask, Role, TaskState
+from actors.system import start_system, stop_system
+
+ROLES = ("research", "analysis", "generation", "validation")
+
+
+def _settings(**changes) -> Settings:
+    base = {
+        "pools": {role: {"min": 2, "max": 3} for role in ROLES},
+        "simulator": {"latency": "fixed", "median_s": 0.05, "seed": 3},
+        "microtask_timeout_s": 8.0,
+        "retry_backoff_s": 0.05,
+        "health_interval_s": 0.5,
+        "limiter": {"max_concurrency": 8, "max_retry_wait_s": 1.0, "base_backoff_s": 0.05},
+        "backups": False,
+    }
+    base.update(changes)
+    return Settings().with_overrides(**base)
+
+
+@pytest.fixture(scope="module")
+def system(ray_session, tmp_path_factory):
+    settings = _settings(home=tmp_path_factory.mktemp("reliability-home"))
+    system = start_system(settings)
+    yield system
+    stop_system(system)
+
+
+def _layered(prefix: str, widths: tuple[int, ...], latency: float) -> list[Microtask]:
+    """A research → analysis → ... plan where each level needs the whole level before."""
+    plan: list[Microtask] = []
+    previous: list[str] = []
+    for level, width in enumerate(widths):
+        role = list(Role)[level % 4]
+        ids = [f"{prefix}{level}-{i}" for i in range(width)]
+        for id_ in ids:
+            plan.append(
+                Microtask(
+                    id=id_,
+                    role=role,
+                    title=f"step {id_}",
+                    instructions=f"Step {id_}. [sim-latency {latency}]",
+                    depends_on=list(previous),
+                )
+            )
+        previous = ids
+    return plan
+
+
+def _requests(system) -> list[dict]:
+    url = ray.get(system.simulator.url.remote())
+    with urllib.request.urlopen(f"{url}/requests", timeout=10) as response:
+        return json.loads(response.read())["requests"]
+
+
+def _wait_until(predicate, timeout_s: float = 60.0, every_s: float = 0.1):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError("condition not reached in time")
+
+
+def test_a_third_of_all_agents_killed_mid_task(system):
+    plan = _layered("k", (6, 4, 2, 1), latency=1.0)
+    task_id = ray.get(system.orchestrator.submit.remote("survive dead agents", plan))
+    _wait_until(lambda: ray.get(system.orchestrator.status.remote(task_id))["done"] >= 1)
+    pids = {}
+    for pool in system.pools.values():
+        pids.update(ray.get(pool.agent_pids.remote()))
+    victims = sorted(pids)[::3]  # every third agent, a third of all of them
+    for agent_id in victims:
+        os.kill(pids[agent_id], signal.SIGKILL)
+    report = ray.get(system.orchestrator.wait.remote(task_id), timeout=180)
+    assert report.state is TaskState.DONE
+    assert report.failed == 0 and report.succeeded == len(plan)
+    for pool in system.pools.values():
+        _wait_until(lambda pool=pool: (s := ray.get(pool.snapshot.remote())).size >= s.min)
+
+
+def test_orchestrator_killed_mid_task_resumes_without_redoing_finished_work(system):
+    plan = _layered("o", (3, 3, 2), latency=1.0)
+    orchestrator = system.orchestrator
+    task_id = ray.get(orchestrator.submit.remote("survive a dead orchestrator", plan))
+    status = _wait_until(
+        lambda: (s := ray.get(orchestrator.status.remote(task_id)))["done"] >= 3 and s
+    )
+    finished_before = {m for m, state in status["microtasks"].items() if state == "done"}
+    os.kill(ray.get(orchestrator.pid.remote()), signal.SIGKILL)
+    report = ray.get(orchestrator.wait.remote(task_id), timeout=180)  # retried across restart
+    assert report.state is TaskState.DONE and report.failed == 0
+    asked = [r["microtask"] for r in _requests(system) if r["status"] == 200 and r["microtask"]]
+    for microtask_id in finished_before:
+        assert asked.count(microtask_id) == 1, f"{microtask_id} was paid for twice"
+    assert ray.get(orchestrator.wait.remote(task_id)).task_id == task_id  # answered again, same
+
+
+def test_provider_storm_all_tasks_complete_and_the_limiter_backs_off(system):
+    simulator, limiter, orchestrator = system.simulator, system.limiter, system.orchestrator
+    storm = {"rate_429": 0.2, "rate_529": 0.05, "rate_500": 0.05, "rate_malformed": 0.05,
+             "retry_after_s": 30.0}  # fmt: skip
+    ray.get(simulator.reconfigure.remote(storm))
+    lowest = float(ray.get(limiter.snapshot.remote()).max_concurrency)
+    try:
+        task_ids = [
+            ray.get(orchestrator.submit.remote(f"storm {n}", _layered(f"s{n}-", (3, 2, 1), 0.05)))
+            for n in range(20)
+        ]
+        deadline = time.monotonic() + 240
+        while True:
+            lowest = min(lowest, ray.get(limiter.snapshot.remote()).concurrency_limit)
+            states = [ray.get(orchestrator.status.remote(t))["state"] for t in task_ids]
+            if all(state in ("done", "failed", "cancelled") for state in states):
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.2)
+    finally:
+        ray.get(simulator.reconfigure.remote({k: 0.0 for k in storm if k.startswith("rate")}))
+    reports = [ray.get(orchestrator.wait.remote(t)) for t in task_ids]
+    assert all(r.state is TaskState.DONE for r in reports)
+    snapshot = ray.get(limiter.snapshot.remote())
+    assert lowest < snapshot.max_concurrency  # it backed off during the storm
+    assert snapshot.longest_wait_s <= 1.0 + Settings().limiter.jitter_s  # capped, not 30 s
+    for n in range(10):
+        ray.get(orchestrator.run.remote(f"calm {n}", _layered(f"c{n}-", (4,), 0.01)))
+    assert ray.get(limiter.snapshot.remote()).concurrency_limit > lowest  # and it recovers
+
+
+def test_admission_limits_refuse_clearly_and_lose_nothing(ray_session, system):
+    orchestrator = system.orchestrator
+    plan = _layered("l", (1,), latency=0.5)
+    accepted, refused = [], 0
+    for n in range(60):
+        try:
+            accepted.append(ray.get(orchestrator.submit.remote(f"load {n}", plan, "load-user")))
+        except CapacityError as exc:
+            refused += 1
+            assert "limit" in str(exc)
+    assert refused > 0 and accepted  # the per-user limit bites, the rest runs
+    reports = [ray.get(orchestrator.wait.remote(t), timeout=120) for t in accepted]
+    assert all(r.state is TaskState.DONE for r in reports)
