@@ -22,6 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from actors.config import Settings
 from actors.errors import ConfigurationError
 
@@ -40,11 +42,13 @@ def _ray_bin() -> str:
 
 
 def _ray_running() -> bool:
-    """True when a local Ray cluster answers (``ray status`` exits 0)."""
-    done = subprocess.run(
-        [_ray_bin(), "status"], capture_output=True, text=True, timeout=60, check=False
-    )
-    return done.returncode == 0
+    """True when a Ray head runs on this machine (its GCS server process exists).
+
+    Ray's own ``address="auto"`` finds clusters the same way. (``ray status`` is no
+    test: with token authentication it fails on a healthy cluster unless the CLI is
+    told the auth mode.)
+    """
+    return any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"]))
 
 
 def http_url(settings: Settings) -> str:
@@ -79,18 +83,13 @@ def start(settings: Settings, *, timeout_s: float = 300.0, say: Any = print) -> 
         say("reusing the running Ray cluster")
     else:
         say("starting a Ray head (dashboard on 127.0.0.1:8265) ...")
-        subprocess.run(
-            [
-                _ray_bin(),
-                "start",
-                "--head",
-                "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1",
-                "--disable-usage-stats",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        command = [_ray_bin(), "start", "--head", "--include-dashboard=true",
+                   "--dashboard-host=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ConfigurationError(
+                "could not start a Ray head: " + (done.stderr or done.stdout).strip()[-2000:]
+            )
         state["started_ray"] = True
     _write_state(settings, state)  # from here on, stop knows what to undo
     init_ray("auto")

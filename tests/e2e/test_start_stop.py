@@ -18,12 +18,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from fake_bot_api import FakeBotAPI  # tests/integration is on pytest's pythonpath
 from prometheus_client.parser import text_string_to_metric_families
 
 CLI = [sys.executable, "-m", "actors"]
-RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def _free_port() -> int:
@@ -46,6 +46,11 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status, json.loads(response.read())
+
+
+def _ray_processes() -> list[str]:
+    names = {"gcs_server", "raylet"}
+    return [p.info["name"] for p in psutil.process_iter(["name"]) if p.info["name"] in names]
 
 
 def _listening(port: int) -> bool:
@@ -85,7 +90,7 @@ def telegram():
 
 @pytest.fixture
 def env(tmp_path, telegram):
-    if subprocess.run([RAY, "status"], capture_output=True, check=False).returncode == 0:
+    if _ray_processes():
         pytest.skip("a Ray cluster is already running here; start/stop must own its own")
     port = _free_port()
     values = {
@@ -160,6 +165,6 @@ def test_start_serves_every_route_runs_the_bot_and_stop_leaves_nothing(env, tele
     assert stopped.returncode == 0, stopped.stderr
     assert not _listening(port)
     assert not _alive(bot_pid)
-    assert subprocess.run([RAY, "status"], capture_output=True, check=False).returncode != 0
+    assert _ray_processes() == []  # no GCS, raylet or dashboard left
     gone = subprocess.run([*CLI, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert gone.returncode == 3 and "not running" in gone.stderr

@@ -6,8 +6,10 @@ import json
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +29,7 @@ def system(ray_session):
     settings = Settings().with_overrides(
         pools={role: {"min": 1, "max": 2} for role in ROLES},
         simulator={"latency": "fixed", "median_s": 0.05},
+        downscale_delay_s=2.0,
     )
     system = start_system(settings)
     yield system
@@ -232,3 +235,37 @@ def test_dashboard_page_in_a_real_browser_shows_pools_and_follows_a_task(
         assert 'class="agent busy"' in busy
     finally:
         ray.get(system.orchestrator.cancel.remote(task_id))
+
+
+def _ray_rss_mb() -> float:
+    """Resident memory of this machine's Ray processes (workers, raylet, GCS), in MB."""
+    total = 0
+    for process in psutil.process_iter(["name", "cmdline", "memory_info"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "ray::" in (process.info["name"] or "") + cmdline or "/ray/" in cmdline:
+            total += process.info["memory_info"].rss
+    return total / 1e6
+
+
+def test_load_of_100_tasks_at_once_loses_none_and_memory_stays_flat(http, system):
+    rss = []
+    for _round in range(2):
+        with ThreadPoolExecutor(max_workers=16) as posting:
+            answers = list(
+                posting.map(lambda n: http.post("/tasks", json={"text": "Hello"}), range(100))
+            )
+        accepted = [a.json()["task_id"] for a in answers if a.status_code == 202]
+        refused = [a for a in answers if a.status_code == 429]
+        assert len(accepted) + len(refused) == 100  # every request got an answer
+        assert all("limit" in a.json()["detail"] for a in refused)
+        for task_id in accepted:  # every accepted task completes
+            report = ray.get(system.orchestrator.wait.remote(task_id), timeout=300)
+            assert report.state == "done"
+        rss.append(_ray_rss_mb())
+    print(f"Ray RSS after each round of 100 tasks: {rss[0]:.0f} MB, {rss[1]:.0f} MB")
+    assert rss[1] <= rss[0] * 1.25
+    for pool in system.pools.values():  # and the pools settle back to their minimum
+        end = time.monotonic() + 60
+        while (snapshot := ray.get(pool.snapshot.remote())).size > snapshot.min:
+            assert time.monotonic() < end, snapshot
+            time.sleep(0.5)
