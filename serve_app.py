@@ -47,8 +47,12 @@ _CALL_TIMEOUT_S = 10.0
 app = FastAPI(title="parallel-agents", description="Many Claude agents in parallel, on Ray.")
 
 
+# A first, fixed bound on the body; the configured request limit is checked after it.
+MAX_TEXT_CHARS = 1_000_000
+
+
 class TaskIn(BaseModel):
-    text: str = Field(description="the request, as a user would type it")
+    text: str = Field(description="the request, as a user would type it", max_length=MAX_TEXT_CHARS)
 
 
 def check_bind(settings: Settings) -> None:

@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import ray
+from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
 from actors.errors import UserInputError
@@ -75,16 +75,6 @@ def _pool(system, role: Role):
     return ray.get(system.pools[role].snapshot.remote())
 
 
-def _wait_until(predicate, timeout_s: float = 30.0, every_s: float = 0.1):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError("condition not reached in time")
-
-
 def test_greeting_takes_the_sequential_path(system):
     report = _run(system, "Hello")
     assert report.state is TaskState.DONE
@@ -133,17 +123,17 @@ def test_peak_parallelism_reaches_the_pool_width(system):
 def test_pool_grows_under_a_queue_and_shrinks_to_min_after_idling(system):
     plan = [_mt(f"q{i}", latency=1.5) for i in range(10)]
     task_id = ray.get(system.orchestrator.submit.remote("a queue of research", plan))
-    _wait_until(lambda: _pool(system, Role.RESEARCH).size == 4)
+    wait_until(lambda: _pool(system, Role.RESEARCH).size == 4)
     report = ray.get(system.orchestrator.wait.remote(task_id), timeout=120)
     assert report.failed == 0
-    _wait_until(lambda: _pool(system, Role.RESEARCH).size == 2, timeout_s=30)
+    wait_until(lambda: _pool(system, Role.RESEARCH).size == 2, timeout_s=30)
 
 
 def test_killed_agent_is_replaced_and_its_microtask_completes_elsewhere(system):
     plan = [_mt("victim", Role.VALIDATION, latency=3.0)]
     task_id = ray.get(system.orchestrator.submit.remote("survive a dead agent", plan))
     pool = system.pools[Role.VALIDATION]
-    busy = _wait_until(
+    busy = wait_until(
         lambda: [a for a in ray.get(pool.snapshot.remote()).agents if a.state == "busy"]
     )
     pid = ray.get(pool.agent_pids.remote())[busy[0].agent_id]
@@ -152,7 +142,7 @@ def test_killed_agent_is_replaced_and_its_microtask_completes_elsewhere(system):
     assert report.state is TaskState.DONE and report.failed == 0
     assert report.retries >= 1
     assert _entry(report, "victim").agent != busy[0].agent_id
-    after = _wait_until(lambda: (s := _pool(system, Role.VALIDATION)).size >= s.min and s)
+    after = wait_until(lambda: (s := _pool(system, Role.VALIDATION)).size >= s.min and s)
     assert after.replaced >= 1
 
 
@@ -163,7 +153,7 @@ def test_hung_microtask_is_cancelled_at_its_deadline_and_retried(system):
     try:
         plan = [_mt("stuck", Role.ANALYSIS)]
         task_id = ray.get(system.orchestrator.submit.remote("survive a hang", plan))
-        _wait_until(lambda: ray.get(simulator.stats.remote())["requests"] > before)
+        wait_until(lambda: ray.get(simulator.stats.remote())["requests"] > before)
     finally:
         ray.get(simulator.reconfigure.remote({"rate_hang": 0.0}))
     report = ray.get(system.orchestrator.wait.remote(task_id), timeout=120)
@@ -188,7 +178,7 @@ def test_cancel_keeps_what_finished(system):
     plan = [_mt("quick", latency=0.05), _mt("long", Role.ANALYSIS, ("quick",), latency=20)]
     task_id = ray.get(system.orchestrator.submit.remote("cancel me", plan))
     orchestrator = system.orchestrator
-    _wait_until(lambda: ray.get(orchestrator.status.remote(task_id))["done"] >= 1)
+    wait_until(lambda: ray.get(orchestrator.status.remote(task_id))["done"] >= 1)
     assert ray.get(orchestrator.cancel.remote(task_id))
     report = ray.get(orchestrator.wait.remote(task_id))
     assert report.state is TaskState.CANCELLED

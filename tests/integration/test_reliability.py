@@ -14,6 +14,7 @@ import urllib.request
 
 import pytest
 import ray
+from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
 from actors.errors import CapacityError
@@ -72,20 +73,10 @@ def _requests(system) -> list[dict]:
         return json.loads(response.read())["requests"]
 
 
-def _wait_until(predicate, timeout_s: float = 60.0, every_s: float = 0.1):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError("condition not reached in time")
-
-
 def test_a_third_of_all_agents_killed_mid_task(system):
     plan = _layered("k", (6, 4, 2, 1), latency=1.0)
     task_id = ray.get(system.orchestrator.submit.remote("survive dead agents", plan))
-    _wait_until(lambda: ray.get(system.orchestrator.status.remote(task_id))["done"] >= 1)
+    wait_until(lambda: ray.get(system.orchestrator.status.remote(task_id))["done"] >= 1)
     pids = {}
     for pool in system.pools.values():
         pids.update(ray.get(pool.agent_pids.remote()))
@@ -96,14 +87,14 @@ def test_a_third_of_all_agents_killed_mid_task(system):
     assert report.state is TaskState.DONE
     assert report.failed == 0 and report.succeeded == len(plan)
     for pool in system.pools.values():
-        _wait_until(lambda pool=pool: (s := ray.get(pool.snapshot.remote())).size >= s.min)
+        wait_until(lambda pool=pool: (s := ray.get(pool.snapshot.remote())).size >= s.min)
 
 
 def test_orchestrator_killed_mid_task_resumes_without_redoing_finished_work(system):
     plan = _layered("o", (3, 3, 2), latency=1.0)
     orchestrator = system.orchestrator
     task_id = ray.get(orchestrator.submit.remote("survive a dead orchestrator", plan))
-    status = _wait_until(
+    status = wait_until(
         lambda: (s := ray.get(orchestrator.status.remote(task_id)))["done"] >= 3 and s
     )
     finished_before = {m for m, state in status["microtasks"].items() if state == "done"}

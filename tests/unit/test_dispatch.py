@@ -1,0 +1,112 @@
+"""The DAG driver without Ray: a fake pool passed in, real asyncio timing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from actors.config import Settings
+from actors.dispatch import Dispatcher
+from actors.models import (
+    Complexity,
+    Microtask,
+    MicrotaskRequest,
+    MicrotaskResult,
+    Role,
+    Usage,
+)
+from actors.report import TaskRecord
+
+
+def _mt(id_: str, *deps: str) -> Microtask:
+    return Microtask(id=id_, role=Role.RESEARCH, title=id_, instructions=id_, depends_on=list(deps))
+
+
+class FakePool:
+    """Answers after ``delays[id]`` seconds; fails the first ``failures[id]`` attempts."""
+
+    def __init__(self, delays=None, failures=None, cost=0.0) -> None:
+        self.delays = delays or {}
+        self.failures = dict(failures or {})
+        self.cost = cost
+        self.calls: list[tuple[str, int, float]] = []  # (id, attempt, started)
+
+    async def __call__(self, role: Role, request: MicrotaskRequest, delay: float):
+        await asyncio.sleep(delay)
+        mt = request.microtask
+        started = time.time()
+        self.calls.append((mt.id, request.attempt, started))
+        await asyncio.sleep(self.delays.get(mt.id, 0.01))
+        if self.failures.get(mt.id, 0) > 0:
+            self.failures[mt.id] -= 1
+            raise RuntimeError(f"{mt.id} failed on purpose")
+        return MicrotaskResult(
+            task_id=request.task_id, microtask_id=mt.id, role=mt.role, agent_id="fake-00",
+            node_id="n", content=f"done {mt.id}", confidence=0.9,
+            usage=Usage(requests=1, cost_usd=self.cost), started_at=started,
+            finished_at=time.time(), attempt=request.attempt,
+        )  # fmt: skip
+
+
+def _record(microtasks: list[Microtask]) -> TaskRecord:
+    record = TaskRecord(task_id="t", text="test")
+    record.complexity = Complexity.MASSIVE
+    record.set_plan(microtasks)
+    return record
+
+
+def _settings(**changes) -> Settings:
+    return Settings().with_overrides(retry_backoff_s=0.01, backups=False, **changes)
+
+
+async def test_each_microtask_starts_after_its_dependencies_and_branches_do_not_wait():
+    plan = [_mt("slow"), _mt("fast"), _mt("after_fast", "fast"), _mt("join", "slow", "after_fast")]
+    pool = FakePool(delays={"slow": 0.3})
+    record = _record(plan)
+    await Dispatcher(record, _settings(), pool, random.Random(0)).run()
+    assert set(record.results) == {"slow", "fast", "after_fast", "join"}
+    ends = {r.microtask_id: r.finished_at for r in record.results.values()}
+    starts = {r.microtask_id: r.started_at for r in record.results.values()}
+    assert starts["after_fast"] < ends["slow"]  # not held back by the slow sibling
+    assert starts["join"] >= max(ends["slow"], ends["after_fast"])
+
+
+async def test_a_failed_attempt_is_retried_and_a_hopeless_one_fails_alone():
+    plan = [_mt("flaky"), _mt("broken"), _mt("next", "broken")]
+    pool = FakePool(failures={"flaky": 1, "broken": 99})
+    record = _record(plan)
+    await Dispatcher(record, _settings(max_attempts=3), pool, random.Random(0)).run()
+    assert "flaky" in record.results and record.attempts["flaky"] == 2
+    assert "broken" in record.failures and record.attempts["broken"] == 3
+    assert "next" in record.results  # its dependent still ran, with what there was
+    assert record.retries == 3
+
+
+async def test_results_already_done_before_a_restart_are_not_run_again():
+    plan = [_mt("a"), _mt("b", "a")]
+    first = FakePool()
+    record = _record(plan)
+    await Dispatcher(record, _settings(), first, random.Random(0)).run()
+    resumed = _record(plan)
+    resumed.results["a"] = record.results["a"]
+    again = FakePool()
+    kept: list[str] = []
+
+    async def keep(result: MicrotaskResult) -> None:
+        kept.append(result.microtask_id)
+
+    await Dispatcher(resumed, _settings(), again, random.Random(0), on_result=keep).run()
+    assert [call[0] for call in again.calls] == ["b"]
+    assert kept == ["b"]  # every new result goes to the store before it counts
+
+
+async def test_the_task_budget_stops_new_work_and_says_so():
+    plan = [_mt(f"m{i}") for i in range(6)] + [_mt("last", *(f"m{i}" for i in range(6)))]
+    pool = FakePool(cost=1.0)
+    record = _record(plan)
+    settings = _settings(task_budget_usd=2.0)
+    record.complexity = Complexity.SIMPLE  # two agents at once: two microtasks per round
+    await Dispatcher(record, settings, pool, random.Random(0)).run()
+    assert 2 <= len(record.results) < len(plan)
+    assert any("budget" in note for note in record.notes)
