@@ -110,7 +110,7 @@ def test_orchestrator_killed_mid_task_resumes_without_redoing_finished_work(syst
 def test_provider_storm_all_tasks_complete_and_the_limiter_backs_off(system):
     simulator, limiter, orchestrator = system.simulator, system.limiter, system.orchestrator
     storm = {"rate_429": 0.2, "rate_529": 0.05, "rate_500": 0.05, "rate_malformed": 0.05,
-             "retry_after_s": 30.0}  # fmt: skip
+             "rate_hang": 0.02, "hang_s": 120.0, "retry_after_s": 30.0}  # fmt: skip
     ray.get(simulator.reconfigure.remote(storm))
     lowest = float(ray.get(limiter.snapshot.remote()).max_concurrency)
     try:
