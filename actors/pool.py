@@ -26,7 +26,7 @@ from ray.exceptions import RayActorError
 from actors import tracing
 from actors.agent import Agent
 from actors.balancer import AgentSlot, LoadBalancer
-from actors.config import NAMESPACE, PoolSize, Settings, Strategy, agent_actor_name
+from actors.config import LIMITER_NAME, NAMESPACE, PoolSize, Settings, Strategy, agent_actor_name
 from actors.errors import AgentLostError, MicrotaskTimeoutError
 from actors.models import (
     AgentInfo,
@@ -75,7 +75,7 @@ class AgentPool:
         role: Role,
         settings: Settings,
         base_url: str | None,
-        limiter: ray.actor.ActorHandle | None,
+        limiter_name: str | None = LIMITER_NAME,
     ) -> None:
         self.role = role
         self._settings = settings
@@ -83,7 +83,11 @@ class AgentPool:
         # before any agent is spawned (an agent failing in __init__ would be respawned).
         tracing.configure(settings, "pool")
         self._base_url = base_url
-        self._limiter = limiter
+        # Looked up by name, not passed as a handle, so a restarted pool rebuilds itself
+        # from plain constructor arguments (Ray keeps handle arguments in the object store).
+        self._limiter = (
+            ray.get_actor(limiter_name, namespace=NAMESPACE) if limiter_name is not None else None
+        )
         size = settings.pools[role]
         self._min, self._max = size.min, size.max
         self._autoscaler = Autoscaler(

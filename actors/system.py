@@ -85,7 +85,7 @@ def start_system(settings: Settings, *, detached: bool = False) -> System:
     )
     pools = {
         role: AgentPool.options(name=pool_actor_name(role), **pinned).remote(  # type: ignore[attr-defined]
-            role, settings, base_url, limiter
+            role, settings, base_url
         )
         for role in Role
     }
