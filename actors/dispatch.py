@@ -6,7 +6,9 @@ pool. An attempt past its deadline is cancelled (by the pool, which starts the
 clock when an agent takes it; here as a backstop) and retried — on another
 agent, since the pool remembers who tried — with exponential backoff and
 jitter, up to ``max_attempts``. A critical microtask running past the p90 of
-the durations seen so far gets a backup copy; the first result wins and the
+the durations seen so far gets a backup copy, but only on an agent that is idle
+right now: a backup that has to queue behind real work only delays it. The
+longest-running stragglers are backed up first; the first result wins and the
 other copy is cancelled. A microtask that fails for good does not stop its
 siblings: its dependents run with what there is, and the merger says what is
 missing.
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 OnResult = Callable[[MicrotaskResult], Coroutine[Any, Any, None]]
 CallPool = Callable[[Role, MicrotaskRequest, float], Coroutine[Any, Any, MicrotaskResult]]
+IdleAgents = Callable[[Role], Coroutine[Any, Any, int]]
 _BACKUP_CHECK_S = 0.1  # how often stragglers are looked for once backups are possible
 
 
@@ -61,10 +64,12 @@ class Dispatcher:
         call_pool: CallPool,
         rng: random.Random,
         on_result: OnResult | None = None,
+        idle_agents: IdleAgents | None = None,
     ) -> None:
         self._record = record
         self._settings = settings
         self._call_pool = call_pool
+        self._idle_agents = idle_agents  # agents of a role free right now (None: don't ask)
         self._rng = rng
         self._on_result = on_result  # makes a result durable before it counts as done
         self._scheduler = DagScheduler(record.microtasks)
@@ -214,7 +219,8 @@ class Dispatcher:
         p90 = statistics.quantiles(self._durations, n=10)[-1]
         now = time.monotonic()
         covered = {a.microtask.id for a in self._inflight.values() if a.backup}
-        for attempt in list(self._inflight.values()):
+        stragglers: dict[Role, list[_Attempt]] = {}
+        for attempt in sorted(self._inflight.values(), key=lambda a: a.submitted):
             mt = attempt.microtask
             if (
                 mt.critical
@@ -222,16 +228,22 @@ class Dispatcher:
                 and mt.id not in covered
                 and now - attempt.submitted > p90
                 and record.attempts[mt.id] < settings.max_attempts
-                and len(self._inflight) < self._cap
             ):
                 covered.add(mt.id)
+                stragglers.setdefault(mt.role, []).append(attempt)  # longest running first
+        for role, attempts in stragglers.items():
+            room = self._cap - len(self._inflight)
+            if self._idle_agents is not None and room > 0:
+                room = min(room, await self._idle_agents(role))
+            for attempt in attempts[: max(0, room)]:
+                mt = attempt.microtask
                 record.backups += 1
                 self._launch(mt, backup=True)
                 await record.emit(
                     EventKind.BACKUP,
                     microtask=mt,
                     attempt=record.attempts[mt.id],
-                    detail=f"running past p90 ({p90:.2f} s)",
+                    detail=f"running past p90 ({p90:.2f} s); an idle agent takes a copy",
                 )
 
     def _next_wakeup(self) -> float | None:

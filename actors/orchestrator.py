@@ -384,7 +384,12 @@ class Orchestrator:
 
     async def _execute(self, record: TaskRecord) -> None:
         dispatcher = Dispatcher(
-            record, self._settings, self._call_pool, self._rng, on_result=self._keep_result
+            record,
+            self._settings,
+            self._call_pool,
+            self._rng,
+            on_result=self._keep_result,
+            idle_agents=self._idle_agents,
         )
         await dispatcher.run()
 
@@ -406,6 +411,10 @@ class Orchestrator:
         except asyncio.CancelledError:
             ray.cancel(ref)
             raise
+
+    async def _idle_agents(self, role: Role) -> int:
+        idle: int = await self._pools[role].idle_agents.remote()
+        return idle
 
     async def _merge(self, record: TaskRecord) -> None:
         """Synthesis by a generation agent; a stitched answer if that fails."""

@@ -181,6 +181,11 @@ class AgentPool:
             self._balancer.record(agent_id, request, time.monotonic() - started, ok)
             self._dispatch()
 
+    def idle_agents(self) -> int:
+        """Free slots on ready agents that no queued microtask is waiting for."""
+        free = sum(m.slot.free for m in self._members.values() if m.ready and m.slot.alive)
+        return max(0, free - len(self._queue))
+
     def configure(
         self,
         min_agents: int | None = None,

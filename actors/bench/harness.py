@@ -19,10 +19,11 @@ from pathlib import Path
 import ray
 
 from actors.bench import langgraph_run
+from actors.bench.cpu import CpuMeter, idle_burn
 from actors.bench.inprocess import MicrotaskCaller, RunOutcome, run_asyncio, run_sequential
 from actors.bench.memory import MemoryProbe
 from actors.bench.ray_run import RaySystem
-from actors.bench.results import BenchResults, Row, backup_variant, percentile
+from actors.bench.results import BenchResults, CpuProfile, Row, backup_variant, percentile
 from actors.bench.simproc import SimulatorProcess
 from actors.bench.targets import checks
 from actors.bench.workloads import (
@@ -189,7 +190,14 @@ class Harness:
                 continue
             self._say(f"{scenario.name}: {name}")
             caller = MicrotaskCaller(client, workload.request_text)
-            outcome = await self._run_one(name, caller, plan, workload, ray_system)
+            if (
+                name == "ray"
+                and scenario.tag == "big"
+                and scenario.latency.kind is LatencyKind.ZERO
+            ):
+                outcome = await self._profiled(scenario, caller, plan, ray_system)
+            else:
+                outcome = await self._run_one(name, caller, plan, workload, ray_system)
             if outcome is not None:
                 outcomes.append(outcome)
         sequential, estimated = await self._sequential(scenario, client, plan, latencies)
@@ -226,6 +234,27 @@ class Harness:
                     note=outcome.note,
                 )
             )
+
+    async def _profiled(
+        self,
+        scenario: Scenario,
+        caller: MicrotaskCaller,
+        plan: list,
+        ray_system: RaySystem | None,
+    ) -> RunOutcome | None:
+        """The system's run of ``scenario`` with its CPU counted per kind of process."""
+        idle = idle_burn()
+        with CpuMeter() as busy:
+            outcome = await self._run_one("ray", caller, plan, scenario.workload, ray_system)
+        size = scenario.workload.size
+        self.results.cpu = CpuProfile(
+            scenario=scenario.name,
+            microtasks=size,
+            ms_per_microtask={k: round(1000 * s / size, 2) for k, s in busy.seconds.items()},
+            idle_cores={k: round(c, 3) for k, c in idle.cores().items()},
+            idle_processes=idle.processes,
+        )
+        return outcome
 
     async def _run_one(
         self,

@@ -51,10 +51,15 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+def tree_pids() -> list[int]:
+    """This process and its descendants: the benchmark's own processes."""
+    root = os.getpid()
+    return _tree_psutil(root) if psutil is not None else _tree_proc(root)
+
+
 def tree_rss() -> tuple[float, int]:
     """(RSS in MB summed over this process and its descendants, number of processes)."""
-    root = os.getpid()
-    pids = _tree_psutil(root) if psutil is not None else _tree_proc(root)
+    pids = tree_pids()
     total = count = 0
     for pid in pids:
         try:

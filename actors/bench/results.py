@@ -53,6 +53,20 @@ class Check(BaseModel):
     met: bool | None  # None: not measured in this run
 
 
+class CpuProfile(BaseModel):
+    """CPU per kind of process: per microtask on one zero-latency run, and while idle."""
+
+    scenario: str
+    microtasks: int
+    ms_per_microtask: dict[str, float] = Field(description="CPU ms per microtask, by kind")
+    idle_cores: dict[str, float] = Field(description="cores used with no work running")
+    idle_processes: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def total_ms(self) -> float:
+        return sum(self.ms_per_microtask.values())
+
+
 class BenchResults(BaseModel):
     mode: str
     cpus: int
@@ -63,6 +77,7 @@ class BenchResults(BaseModel):
     backups_workload: str = ""
     backups: list[BackupVariant] = Field(default_factory=list)
     backups_p99_cut_pct: float | None = None
+    cpu: CpuProfile | None = None
     peak_rss_mb: float = 0.0
     peak_processes: int = 0
     peak_during: str = ""
@@ -149,6 +164,8 @@ def markdown(results: BenchResults) -> str:
         if results.backups_p99_cut_pct is not None:
             change = -results.backups_p99_cut_pct
             out.append(f"\nBackups (as planned) change the p99 makespan by {change:+.1f}%.\n")
+    if results.cpu is not None:
+        out.append(_cpu_section(results.cpu, results.cpus))
     out.append("\n## Start-up and memory\n\n")
     out.append(f"- Ray system start (Ray actors, first pools): {results.ray_start_s:.1f} s\n")
     for label, seconds in results.warmups_s.items():
@@ -162,6 +179,29 @@ def markdown(results: BenchResults) -> str:
     if results.notes:
         out.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in results.notes))
     return "".join(out)
+
+
+def _cpu_section(cpu: CpuProfile, cpus: int) -> str:
+    idle_total = sum(cpu.idle_cores.values())
+    lines = [
+        f"\n## Where the CPU goes ({cpu.scenario}, the system)\n\n",
+        "| process kind | processes | CPU ms per microtask | cores used while idle |\n",
+        "|---|--:|--:|--:|\n",
+    ]
+    kinds = sorted(cpu.ms_per_microtask, key=lambda k: -cpu.ms_per_microtask[k])
+    for kind in kinds:
+        lines.append(
+            f"| {kind} | {cpu.idle_processes.get(kind, 0)} | {cpu.ms_per_microtask[kind]:.2f} "
+            f"| {cpu.idle_cores.get(kind, 0.0):.2f} |\n"
+        )
+    lines.append(f"| **all** | | **{cpu.total_ms:.2f}** | **{idle_total:.2f}** |\n")
+    spare = max(cpus - idle_total, 1e-9)
+    lines.append(
+        f"\nOn {cpus} CPUs, of which idle processes already take {idle_total:.2f}, "
+        f"{cpu.total_ms:.1f} ms of CPU per microtask bounds the amortised overhead at "
+        f"about {cpu.total_ms / spare:.1f} ms per microtask, however well it is scheduled.\n"
+    )
+    return "".join(lines)
 
 
 # --- chart ------------------------------------------------------------------------------

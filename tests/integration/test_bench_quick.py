@@ -23,7 +23,7 @@ async def test_two_contestants_report_every_figure(ray_session, tmp_path):
         mode="test",
         latency_scale=0.1,
         scenarios=[
-            Scenario(workload, LatencyModel(LatencyKind.ZERO), "massive"),
+            Scenario(workload, LatencyModel(LatencyKind.ZERO), "big"),
             Scenario(workload, fixed, "massive"),
         ],
         backups_workload=workload,
@@ -54,10 +54,15 @@ async def test_two_contestants_report_every_figure(ray_session, tmp_path):
     assert all(b.runs == 1 and b.p99_s > 0 for b in results.backups)
     assert results.ray_start_s > 0 and results.peak_rss_mb > 0 and results.peak_processes > 1
     assert {c.target for c in results.checks}  # every target has a line
+    cpu = results.cpu  # measured on the system's zero-latency run
+    assert cpu is not None and cpu.scenario == config.scenarios[0].name and cpu.microtasks == 6
+    assert cpu.ms_per_microtask["agents"] > 0 and cpu.ms_per_microtask["orchestrator"] > 0
+    assert cpu.idle_processes["agents"] == 4 and sum(cpu.idle_cores.values()) > 0
     assert lines and any("ray" in line for line in lines)  # progress was reported
 
     paths = write(results, tmp_path)
     assert [p.name for p in paths] == ["results.md", "results.png", "results.json"]
+    assert "Where the CPU goes" in paths[0].read_text()
     assert all(p.stat().st_size > 0 for p in paths)
     assert json.loads(paths[2].read_text())["rows"][0]["contestant"] == "asyncio"
     assert "efficiency" in paths[0].read_text()

@@ -10,6 +10,7 @@ from actors.config import Settings
 from actors.dispatch import Dispatcher
 from actors.models import (
     Complexity,
+    EventKind,
     Microtask,
     MicrotaskRequest,
     MicrotaskResult,
@@ -26,8 +27,9 @@ def _mt(id_: str, *deps: str) -> Microtask:
 class FakePool:
     """Answers after ``delays[id]`` seconds; fails the first ``failures[id]`` attempts."""
 
-    def __init__(self, delays=None, failures=None, cost=0.0) -> None:
+    def __init__(self, delays=None, failures=None, cost=0.0, first_delays=None) -> None:
         self.delays = delays or {}
+        self.first_delays = first_delays or {}  # id -> delay of its first attempt only
         self.failures = dict(failures or {})
         self.cost = cost
         self.calls: list[tuple[str, int, float]] = []  # (id, attempt, started)
@@ -37,7 +39,8 @@ class FakePool:
         mt = request.microtask
         started = time.time()
         self.calls.append((mt.id, request.attempt, started))
-        await asyncio.sleep(self.delays.get(mt.id, 0.01))
+        first = self.first_delays.get(mt.id) if request.attempt == 1 else None
+        await asyncio.sleep(first if first is not None else self.delays.get(mt.id, 0.01))
         if self.failures.get(mt.id, 0) > 0:
             self.failures[mt.id] -= 1
             raise RuntimeError(f"{mt.id} failed on purpose")
@@ -57,7 +60,7 @@ def _record(microtasks: list[Microtask]) -> TaskRecord:
 
 
 def _settings(**changes) -> Settings:
-    return Settings().with_overrides(retry_backoff_s=0.01, backups=False, **changes)
+    return Settings().with_overrides(**{"retry_backoff_s": 0.01, "backups": False, **changes})
 
 
 async def test_each_microtask_starts_after_its_dependencies_and_branches_do_not_wait():
@@ -110,3 +113,40 @@ async def test_the_task_budget_stops_new_work_and_says_so():
     await Dispatcher(record, settings, pool, random.Random(0)).run()
     assert 2 <= len(record.results) < len(plan)
     assert any("budget" in note for note in record.notes)
+
+
+def _critical(id_: str) -> Microtask:
+    return _mt(id_).model_copy(update={"critical": True})
+
+
+async def test_a_straggler_gets_a_backup_on_an_idle_agent_and_the_copy_wins():
+    plan = [_critical(f"fast{i}") for i in range(6)] + [_critical("slow")]
+    pool = FakePool(first_delays={"slow": 60.0})  # the first attempt would hang the test
+    asked: list[Role] = []
+
+    async def idle(role: Role) -> int:
+        asked.append(role)
+        return 1
+
+    record = _record(plan)
+    settings = _settings(backups=True, backup_min_samples=5)
+    await Dispatcher(record, settings, pool, random.Random(1), idle_agents=idle).run()
+
+    assert record.backups == 1 and Role.RESEARCH in asked
+    assert record.results["slow"].attempt == 2  # the copy answered; the first was cancelled
+    assert [e.kind for e in record.events if e.kind is EventKind.BACKUP] != []
+
+
+async def test_no_backup_when_every_agent_of_the_role_is_busy():
+    plan = [_critical(f"fast{i}") for i in range(6)] + [_critical("slow")]
+    pool = FakePool(first_delays={"slow": 0.5})
+
+    async def none_idle(role: Role) -> int:
+        return 0
+
+    record = _record(plan)
+    settings = _settings(backups=True, backup_min_samples=5)
+    await Dispatcher(record, settings, pool, random.Random(1), idle_agents=none_idle).run()
+
+    assert record.backups == 0
+    assert record.results["slow"].attempt == 1
