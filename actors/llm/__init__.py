@@ -7,10 +7,9 @@ from actors.llm.limiter import (
     LimiterSnapshot,
     Outcome,
     RateLimiter,
-    RateLimiterActor,
-    RemoteLimiter,
     retry_after_s,
 )
+from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
 from actors.llm.pricing import PRICES_PER_MTOK, cost_usd
 from actors.llm.simulator import SimulatorActor, SimulatorServer
 

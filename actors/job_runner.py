@@ -1,0 +1,225 @@
+"""Runs the bot's stored jobs: a few at a time per user, live progress, each answer sent once.
+
+``bot.py`` turns chat messages into ``Job`` rows (``actors.jobs``) and hands
+them to a ``JobRunner``, which submits each to the orchestrator (or re-attaches
+to its task after a restart), keeps a progress message up to date from the
+task's events, and delivers the answer in parts, recording each part sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ray.exceptions import RayActorError
+from telegram import Bot
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, TelegramError
+
+from actors import telegram_format as fmt
+from actors.errors import UnknownTaskError, UserInputError
+from actors.jobs import Job, JobKind, JobState, JobStore
+from actors.models import EventKind, RunReport, TaskState
+from actors.system import System
+
+log = logging.getLogger("bot")
+
+_FINAL = {TaskState.DONE: JobState.ANSWERED, TaskState.CANCELLED: JobState.CANCELLED}
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """Settings only the bot uses, from ``PARALLEL_AGENTS_TELEGRAM_*`` variables."""
+
+    webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+    webhook_secret: str | None = None
+    edit_interval_s: float = 2.0
+    tasks_per_user: int = 1
+    poll_timeout_s: int = 10
+    rate_limit_retries: int = 5  # 429s waited out per request before giving up
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> BotConfig:
+        def get(name: str) -> str | None:
+            return env.get(f"PARALLEL_AGENTS_TELEGRAM_{name}") or None
+
+        return cls(
+            webhook_url=get("WEBHOOK_URL"),
+            webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
+            webhook_port=int(get("WEBHOOK_PORT") or cls.webhook_port),
+            webhook_secret=get("WEBHOOK_SECRET"),
+            edit_interval_s=float(get("EDIT_INTERVAL_S") or cls.edit_interval_s),
+            tasks_per_user=max(1, int(get("TASKS_PER_USER") or cls.tasks_per_user)),
+        )
+
+
+class JobRunner:
+    """Runs stored jobs: a few at a time per user, with live progress, each answer sent once."""
+
+    def __init__(self, bot: Bot, system: System, store: JobStore, config: BotConfig) -> None:
+        self._bot = bot
+        self._orchestrator = system.orchestrator
+        self._store = store
+        self._config = config
+        self._queues: dict[int, asyncio.Queue[Job]] = {}  # one queue per user
+        self._load: dict[int, int] = {}  # jobs queued or running per user
+        self._workers: list[asyncio.Task[None]] = []
+
+    def enqueue(self, job: Job) -> int:
+        """Queue ``job`` behind the user's other jobs; returns how many must finish first."""
+        queue = self._queues.get(job.user_id)
+        if queue is None:
+            queue = self._queues[job.user_id] = asyncio.Queue()
+            for _ in range(self._config.tasks_per_user):
+                self._workers.append(asyncio.create_task(self._work(job.user_id, queue)))
+        load = self._load.get(job.user_id, 0)
+        self._load[job.user_id] = load + 1
+        queue.put_nowait(job)
+        return max(0, load - self._config.tasks_per_user + 1)
+
+    def resume(self) -> int:
+        """Queue every job whose answer has not fully reached its chat (after a restart)."""
+        jobs = self._store.undelivered()
+        for job in jobs:
+            log.info("resuming job %s (task %s, %s)", job.update_id, job.task_id, job.state)
+            self.enqueue(job)
+        return len(jobs)
+
+    async def cancel(self, user_id: int) -> str | None:
+        """Cancel the user's running task; its id, or None when nothing runs."""
+        job = self._store.running(user_id)
+        if job is None or job.task_id is None:
+            return None
+        with contextlib.suppress(UnknownTaskError):
+            await self._orchestrator.cancel.remote(job.task_id)
+        return job.task_id
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _work(self, user_id: int, queue: asyncio.Queue[Job]) -> None:
+        while True:
+            job = await queue.get()
+            try:
+                await self.run(job)
+            finally:
+                self._load[user_id] -= 1
+
+    async def run(self, job: Job) -> None:
+        """Take ``job`` from wherever it stopped to its answer, delivered once."""
+        if job.answer is None:
+            try:
+                text, state = await self._answer(job)
+            except Exception:
+                log.exception("job %s (task %s) failed", job.update_id, job.task_id)
+                current = self._store.get(job.update_id) or job
+                text = (
+                    f"Sorry, that request failed (task {current.task_id or 'not started'}). "
+                    "Please try again in a moment."
+                )
+                state = JobState.FAILED
+            self._store.finished(job.update_id, state, text)
+        try:
+            await self.deliver(self._store.get(job.update_id) or job)
+        except TelegramError:
+            log.exception("job %s: delivery failed; it is retried at the next start", job.update_id)
+
+    async def deliver(self, job: Job) -> None:
+        """Send the job's stored text in parts of at most 4096 characters, each part once."""
+        assert job.answer is not None
+        parts = fmt.split_message(job.answer)
+        for index in range(job.parts_sent, len(parts)):
+            await self._bot.send_message(job.chat_id, parts[index])
+            self._store.part_sent(job.update_id, index + 1)
+        self._store.delivered(job.update_id)
+
+    async def _answer(self, job: Job) -> tuple[str, JobState]:
+        for attempt in range(3):
+            try:
+                report = await self._attach_or_submit(self._store.get(job.update_id) or job)
+                break
+            except RayActorError:  # the orchestrator is restarting: its tasks are gone
+                if attempt == 2:
+                    raise
+                log.warning("job %s: orchestrator unavailable, retrying", job.update_id)
+                await asyncio.sleep(1.0 + attempt)
+            except UserInputError as exc:
+                return f"I can't take that request: {exc}.", JobState.FAILED
+        if job.kind is JobKind.PARALLEL_TEST:
+            text = fmt.parallel_test_report(report)
+        else:
+            text = fmt.answer_text(report)
+        return text, _FINAL.get(report.state, JobState.FAILED)
+
+    async def _attach_or_submit(self, job: Job) -> RunReport:
+        task_id = job.task_id
+        if task_id is not None:
+            try:
+                await self._orchestrator.status.remote(task_id)
+                log.info("job %s: re-attached to task %s", job.update_id, task_id)
+            except UnknownTaskError:
+                log.info("job %s: task %s is gone; resubmitting", job.update_id, task_id)
+                task_id = None
+        if task_id is None:
+            task_id = str(await self._orchestrator.submit.remote(job.text))
+            self._store.started(job.update_id, task_id)
+            log.info("job %s: task %s submitted", job.update_id, task_id)
+        with contextlib.suppress(TelegramError):
+            await self._bot.send_chat_action(job.chat_id, ChatAction.TYPING)
+        await self._follow(job, task_id)
+        report: RunReport = await self._orchestrator.wait.remote(task_id)
+        return report
+
+    async def _follow(self, job: Job, task_id: str) -> None:
+        """Show live progress until the task ends; only multi-microtask plans get a message."""
+        throttle = fmt.EditThrottle(self._config.edit_interval_s)
+        message_id = job.progress_message_id
+        seen = done = total = 0
+        direct = True
+        finished = False
+        while not finished:
+            events = await self._orchestrator.events.remote(
+                task_id, seen, self._config.edit_interval_s
+            )
+            seen += len(events)
+            for event in events:
+                done, total = event.done, event.total
+                direct = direct and not (event.kind == EventKind.PLANNED and total > 1)
+                finished = finished or event.kind == EventKind.DONE
+            if direct or finished or throttle.wait_s(time.monotonic()) > 0:
+                continue
+            pools = await self._orchestrator.pools.remote()
+            text = fmt.progress_text(task_id, done, total, pools)
+            message_id = await self._show(job, message_id, text, throttle)
+        if message_id is not None:
+            text = fmt.progress_text(task_id, done, total, [], finished=True)
+            if throttle.changed(text):
+                await asyncio.sleep(throttle.wait_s(time.monotonic()))
+                await self._show(job, message_id, text, throttle)
+
+    async def _show(
+        self, job: Job, message_id: int | None, text: str, throttle: fmt.EditThrottle
+    ) -> int | None:
+        """Send the progress message, or edit it when it exists and the text changed."""
+        if not throttle.ready(text, time.monotonic()):
+            return message_id
+        try:
+            if message_id is None:
+                message = await self._bot.send_message(job.chat_id, text)
+                message_id = message.message_id
+                self._store.progress_message(job.update_id, message_id)
+            else:
+                await self._bot.edit_message_text(text, chat_id=job.chat_id, message_id=message_id)
+        except BadRequest as exc:  # e.g. "message is not modified" after a restart
+            log.info("job %s: progress not shown: %s", job.update_id, exc)
+        throttle.sent(text, time.monotonic())
+        return message_id
