@@ -212,6 +212,8 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(default=0.2, ge=0)
     backups: bool = True
     backup_min_samples: int = Field(default=5, ge=1)
+    # Backup copies are paid calls: at most this share of a task's microtasks get one.
+    backup_max_share: float = Field(default=0.25, ge=0, le=1)
 
     scale_interval_s: float = Field(default=0.25, gt=0)
     upscale_delay_s: float = Field(default=0.5, ge=0)

@@ -5,13 +5,18 @@ are done; there are no level barriers. Each attempt is one call to its role's
 pool. An attempt past its deadline is cancelled (by the pool, which starts the
 clock when an agent takes it; here as a backstop) and retried — on another
 agent, since the pool remembers who tried — with exponential backoff and
-jitter, up to ``max_attempts``. A critical microtask running past the p90 of
-the durations seen so far gets a backup copy, but only on an agent that is idle
-right now: a backup that has to queue behind real work only delays it. The
-longest-running stragglers are backed up first; the first result wins and the
-other copy is cancelled. A microtask that fails for good does not stop its
-siblings: its dependents run with what there is, and the merger says what is
-missing.
+jitter, up to ``max_attempts``.
+
+A microtask running past the p90 of the durations seen so far gets a backup
+copy, but only on an agent of its role that is idle right now: a copy that
+has to queue behind real work only delays it. Under real latencies the
+critical path is whichever microtask is still running, so any straggler
+qualifies; those on the planned critical path go first, then the longest
+running. Copies are paid calls, so at most ``backup_max_share`` of a task's
+microtasks get one. The first result wins and the other copy is cancelled.
+
+A microtask that fails for good does not stop its siblings: its dependents run
+with what there is, and the merger says what is missing.
 
 ``ray.wait`` would block the orchestrator's event loop, so this uses its asyncio
 form: ``asyncio.wait`` over the pending calls with a timeout at the next deadline.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import statistics
 import time
@@ -216,28 +222,34 @@ class Dispatcher:
         settings, record = self._settings, self._record
         if len(self._durations) < settings.backup_min_samples:
             return
+        allowed = math.ceil(settings.backup_max_share * len(record.microtasks)) - record.backups
+        if allowed <= 0:
+            return
         p90 = statistics.quantiles(self._durations, n=10)[-1]
         now = time.monotonic()
         covered = {a.microtask.id for a in self._inflight.values() if a.backup}
         stragglers: dict[Role, list[_Attempt]] = {}
-        for attempt in sorted(self._inflight.values(), key=lambda a: a.submitted):
+        # Planned critical path first, then the longest running.
+        for attempt in sorted(
+            self._inflight.values(), key=lambda a: (not a.microtask.critical, a.submitted)
+        ):
             mt = attempt.microtask
             if (
-                mt.critical
-                and not attempt.backup
+                not attempt.backup
                 and mt.id not in covered
                 and now - attempt.submitted > p90
                 and record.attempts[mt.id] < settings.max_attempts
             ):
                 covered.add(mt.id)
-                stragglers.setdefault(mt.role, []).append(attempt)  # longest running first
+                stragglers.setdefault(mt.role, []).append(attempt)
         for role, attempts in stragglers.items():
-            room = self._cap - len(self._inflight)
+            room = min(allowed, self._cap - len(self._inflight))
             if self._idle_agents is not None and room > 0:
                 room = min(room, await self._idle_agents(role))
             for attempt in attempts[: max(0, room)]:
                 mt = attempt.microtask
                 record.backups += 1
+                allowed -= 1
                 self._launch(mt, backup=True)
                 await record.emit(
                     EventKind.BACKUP,

@@ -146,12 +146,13 @@ class Harness:
                 self._say(f"starting the system on Ray with {sum(first.values())} agents")
                 ray_system = RaySystem(settings, url)
                 self.results.ray_start_s = round(ray_system.start_s, 2)
-            for scenario in self.config.scenarios:
+            backups_after = self._backups_after()
+            for index, scenario in enumerate(self.config.scenarios):
                 probe.label = scenario.name
                 await self._scenario(scenario, client, ray_system, sim)
-            if ray_system is not None and self.config.backups_workload is not None:
-                probe.label = "backups"
-                self._backups(ray_system, sim)
+                if ray_system is not None and index == backups_after:
+                    probe.label = "backups"
+                    self._backups(ray_system, sim)
         finally:
             if client is not None:
                 await client.close()
@@ -165,6 +166,19 @@ class Harness:
         self.results.total_s = round(time.perf_counter() - started, 1)
         self.results.checks = checks(self.results, self.config)
         return self.results
+
+    def _backups_after(self) -> int | None:
+        """Index of the scenario after which the backups comparison runs: the last one on
+        the same pools, so the pools are not resized just for it (None: no comparison)."""
+        workload = self.config.backups_workload
+        if workload is None:
+            return None
+        same = [
+            i
+            for i, s in enumerate(self.config.scenarios)
+            if s.workload.capacity == workload.capacity
+        ]
+        return same[-1] if same else len(self.config.scenarios) - 1
 
     async def _scenario(
         self,
@@ -247,11 +261,17 @@ class Harness:
         with CpuMeter() as busy:
             outcome = await self._run_one("ray", caller, plan, scenario.workload, ray_system)
         size = scenario.workload.size
+        idle_cores = idle.cores()
+        idle_s = {kind: cores * busy.wall_s for kind, cores in idle_cores.items()}
         self.results.cpu = CpuProfile(
             scenario=scenario.name,
             microtasks=size,
-            ms_per_microtask={k: round(1000 * s / size, 2) for k, s in busy.seconds.items()},
-            idle_cores={k: round(c, 3) for k, c in idle.cores().items()},
+            ms_per_microtask={
+                kind: round(1000 * max(0.0, used - idle_s.get(kind, 0.0)) / size, 2)
+                for kind, used in busy.seconds.items()
+            },
+            idle_ms_per_microtask={k: round(1000 * s / size, 2) for k, s in idle_s.items()},
+            idle_cores={k: round(c, 3) for k, c in idle_cores.items()},
             idle_processes=idle.processes,
         )
         return outcome
@@ -299,29 +319,26 @@ class Harness:
         return outcome, outcome.makespan_s
 
     def _backups(self, ray_system: RaySystem, sim: SimulatorProcess) -> None:
-        """Backups off / on / on with every microtask critical, under per-attempt draws."""
+        """Backups off and on, the same per-attempt draws for both in each run."""
         workload = self.config.backups_workload
         latency = self.config.backups_latency
         assert workload is not None and latency is not None
         if ray_system.capacity != workload.capacity:
             ray_system.resize(workload.capacity)
-        all_critical = [t.model_copy(update={"critical": True}) for t in workload.microtasks]
-        variants = {
-            "backups off": (workload.microtasks, False),
-            "backups on": (workload.microtasks, True),
-            "backups on, all critical": (all_critical, True),
-        }
+        variants = {"backups off": False, "backups on": True}
         makespans: dict[str, list[float]] = {v: [] for v in variants}
         launched = dict.fromkeys(variants, 0)
         sim.configure(latency="lognormal", median_s=latency.median_s, sigma=latency.sigma)
         try:
             for run in range(self.config.backups_runs):
-                for variant, (plan, backups) in variants.items():
+                for variant, backups in variants.items():
                     self._say(f"backups: {variant}, run {run + 1}/{self.config.backups_runs}")
                     # Same seed for every variant of a run: the same stream of draws,
                     # taken in arrival order; a duplicate draws afresh, as with a provider.
                     sim.reseed(self.config.seed * 1000 + run)
-                    outcome = ray_system.run(workload.request_text, plan, backups=backups)
+                    outcome = ray_system.run(
+                        workload.request_text, workload.microtasks, backups=backups
+                    )
                     makespans[variant].append(outcome.makespan_s)
                     launched[variant] += outcome.backups
         finally:

@@ -46,17 +46,14 @@ async def test_two_contestants_report_every_figure(ray_session, tmp_path):
     timed = [r for r in results.rows if r.latency != "zero"]
     assert all(r.ideal_s == pytest.approx(0.4) and r.efficiency > 0 for r in timed)
     assert all(r.speedup > 0 and r.sequential_estimated for r in timed)
-    assert [b.variant for b in results.backups] == [
-        "backups off",
-        "backups on",
-        "backups on, all critical",
-    ]
+    assert [b.variant for b in results.backups] == ["backups off", "backups on"]
     assert all(b.runs == 1 and b.p99_s > 0 for b in results.backups)
     assert results.ray_start_s > 0 and results.peak_rss_mb > 0 and results.peak_processes > 1
     assert {c.target for c in results.checks}  # every target has a line
     cpu = results.cpu  # measured on the system's zero-latency run
     assert cpu is not None and cpu.scenario == config.scenarios[0].name and cpu.microtasks == 6
     assert cpu.ms_per_microtask["agents"] > 0 and cpu.ms_per_microtask["orchestrator"] > 0
+    assert cpu.idle_ms_per_microtask["agents"] >= 0
     assert cpu.idle_processes["agents"] == 4 and sum(cpu.idle_cores.values()) > 0
     assert lines and any("ray" in line for line in lines)  # progress was reported
 

@@ -120,7 +120,8 @@ def _critical(id_: str) -> Microtask:
 
 
 async def test_a_straggler_gets_a_backup_on_an_idle_agent_and_the_copy_wins():
-    plan = [_critical(f"fast{i}") for i in range(6)] + [_critical("slow")]
+    # Not on the planned critical path: under real latencies any straggler holds the task up.
+    plan = [_critical(f"fast{i}") for i in range(6)] + [_mt("slow")]
     pool = FakePool(first_delays={"slow": 60.0})  # the first attempt would hang the test
     asked: list[Role] = []
 
@@ -150,3 +151,18 @@ async def test_no_backup_when_every_agent_of_the_role_is_busy():
 
     assert record.backups == 0
     assert record.results["slow"].attempt == 1
+
+
+async def test_backups_stop_at_their_share_of_the_task():
+    plan = [_mt(f"fast{i}") for i in range(6)] + [_mt(f"slow{i}") for i in range(6)]
+    pool = FakePool(first_delays={f"slow{i}": 0.5 for i in range(6)})
+
+    async def plenty(role: Role) -> int:
+        return 100
+
+    record = _record(plan)
+    settings = _settings(backups=True, backup_min_samples=5, backup_max_share=0.25)
+    await Dispatcher(record, settings, pool, random.Random(1), idle_agents=plenty).run()
+
+    assert record.backups == 3  # a quarter of 12 microtasks, though all six were slow
+    assert len(record.results) == 12
