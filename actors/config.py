@@ -220,6 +220,7 @@ class Settings(BaseSettings):
     downscale_delay_s: float = Field(default=10.0, ge=0)
     target_per_agent: float = Field(default=1.0, gt=0)
     health_interval_s: float = Field(default=2.0, gt=0)
+    agent_start_concurrency: int = Field(default=4, ge=1)  # agents a pool starts at once
 
     # OpenTelemetry spans (actors.tracing): none, console (stdout), otlp (OTEL_EXPORTER_OTLP_*
     # variables) or jsonl (one JSON line per span, to trace_file or home / "traces.jsonl").

@@ -107,7 +107,12 @@ class AgentPool:
         self._replaced = 0
         self._maintainer: asyncio.Task[None] | None = None
         self._startup: asyncio.Task[None] | None = None  # the first agents coming up
-        self._starting: set[asyncio.Task[None]] = set()  # agents being awaited
+        self._starting: set[asyncio.Task[None]] = set()  # agents being started
+        # Each agent start costs seconds of CPU (the SDK import alone ~2 s). Started all at
+        # once on a small machine, every start outlasts the ready timeout and the pool kills
+        # and respawns them in a loop; a few at a time, each is up in seconds.
+        self._start_slots = asyncio.Semaphore(settings.agent_start_concurrency)
+        self._queued_starts = 0  # agents asked for, waiting for a start slot
         self._ray_metrics = PoolMetrics()
         # Agents that already ran (or are running) each microtask, so a retry or a
         # backup lands elsewhere; bounded, oldest microtasks forgotten first.
@@ -126,10 +131,7 @@ class AgentPool:
         return self._startup
 
     async def _start_up(self) -> None:
-        for _ in range(max(self._min, 1) - len(self._members)):
-            self._spawn()
-        starting = [m for m in self._members.values() if not m.ready]
-        await asyncio.gather(*(self._await_ready(m) for m in starting))
+        await asyncio.gather(*self._add_agents(max(self._min, 1) - len(self._members)))
         self._maintainer = asyncio.create_task(self._maintain())
 
     async def submit(self, request: MicrotaskRequest) -> MicrotaskResult:
@@ -324,6 +326,27 @@ class AgentPool:
         self._members[agent_id] = member
         return member
 
+    def _add_agents(self, count: int) -> list[asyncio.Task[None]]:
+        """Start ``count`` agents, at most ``agent_start_concurrency`` at a time."""
+        tasks = []
+        for _ in range(count):
+            self._queued_starts += 1
+            task = asyncio.create_task(self._start_one())
+            self._starting.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._starting.discard)
+            tasks.append(task)
+        return tasks
+
+    async def _start_one(self) -> None:
+        try:
+            await self._start_slots.acquire()
+        finally:
+            self._queued_starts -= 1
+        try:
+            await self._await_ready(self._spawn())
+        finally:
+            self._start_slots.release()
+
     async def _await_ready(self, member: _Member) -> None:
         try:
             info: dict = await asyncio.wait_for(member.handle.ping.remote(), timeout=120)
@@ -372,15 +395,12 @@ class AgentPool:
                 log.exception("pool %s upkeep failed", self.role)
 
     def _scale(self, now: float) -> None:
-        current = len(self._members)
+        current = len(self._members) + self._queued_starts
         running = sum(m.slot.in_flight for m in self._members.values())
         target = self._autoscaler.decide(now, current, len(self._queue), running, self._pressure)
         if target > current:
             log.info("pool %s scales up %d -> %d", self.role, current, target)
-            for _ in range(target - current):
-                starting = asyncio.create_task(self._await_ready(self._spawn()))
-                self._starting.add(starting)  # keep a reference until it is done
-                starting.add_done_callback(self._starting.discard)
+            self._add_agents(target - current)
         elif target < current:
             idle = [m for m in self._members.values() if m.ready and m.slot.in_flight == 0]
             idle.sort(key=lambda m: m.index, reverse=True)
