@@ -7,9 +7,11 @@ clock when an agent takes it; here as a backstop) and retried — on another
 agent, since the pool remembers who tried — with exponential backoff and
 jitter, up to ``max_attempts``.
 
-A microtask running past the p90 of the durations seen so far gets a backup
-copy, but only on an agent of its role that is idle right now: a copy that
-has to queue behind real work only delays it. Under real latencies the
+A microtask running past the p90 of the durations seen so far (and past twice
+their median: with near-constant latencies nothing straggles) gets a backup
+copy, but only on an agent of its role that is idle: a copy that has to queue
+behind real work only delays it. Idle counts are asked of the pools in the
+background; the loop never waits for them. Under real latencies the
 critical path is whichever microtask is still running, so any straggler
 qualifies; those on the planned critical path go first, then the longest
 running. Copies are paid calls, so at most ``backup_max_share`` of a task's
@@ -76,6 +78,8 @@ class Dispatcher:
         self._settings = settings
         self._call_pool = call_pool
         self._idle_agents = idle_agents  # agents of a role free right now (None: don't ask)
+        self._idle_known: dict[Role, int] = {}  # the pools' latest answers
+        self._idle_asking: dict[Role, asyncio.Task[int]] = {}
         self._rng = rng
         self._on_result = on_result  # makes a result durable before it counts as done
         self._scheduler = DagScheduler(record.microtasks)
@@ -111,6 +115,8 @@ class Dispatcher:
         finally:
             for call in self._inflight:
                 call.cancel()
+            for asking in self._idle_asking.values():
+                asking.cancel()
 
     def _take_ready(self) -> None:
         """Queue newly ready microtasks; those already done (before a restart) just count."""
@@ -225,7 +231,8 @@ class Dispatcher:
         allowed = math.ceil(settings.backup_max_share * len(record.microtasks)) - record.backups
         if allowed <= 0:
             return
-        p90 = statistics.quantiles(self._durations, n=10)[-1]
+        deciles = statistics.quantiles(self._durations, n=10)
+        threshold = max(deciles[-1], 2 * deciles[4])  # past p90 and twice the median
         now = time.monotonic()
         covered = {a.microtask.id for a in self._inflight.values() if a.backup}
         stragglers: dict[Role, list[_Attempt]] = {}
@@ -237,26 +244,41 @@ class Dispatcher:
             if (
                 not attempt.backup
                 and mt.id not in covered
-                and now - attempt.submitted > p90
+                and now - attempt.submitted > threshold
                 and record.attempts[mt.id] < settings.max_attempts
             ):
                 covered.add(mt.id)
                 stragglers.setdefault(mt.role, []).append(attempt)
         for role, attempts in stragglers.items():
             room = min(allowed, self._cap - len(self._inflight))
-            if self._idle_agents is not None and room > 0:
-                room = min(room, await self._idle_agents(role))
+            if self._idle_agents is not None:
+                room = min(room, self._idle_now(role))
             for attempt in attempts[: max(0, room)]:
                 mt = attempt.microtask
                 record.backups += 1
                 allowed -= 1
+                if role in self._idle_known:
+                    self._idle_known[role] -= 1
                 self._launch(mt, backup=True)
                 await record.emit(
                     EventKind.BACKUP,
                     microtask=mt,
                     attempt=record.attempts[mt.id],
-                    detail=f"running past p90 ({p90:.2f} s); an idle agent takes a copy",
+                    detail=f"running past {threshold:.2f} s (p90); an idle agent takes a copy",
                 )
+
+    def _idle_now(self, role: Role) -> int:
+        """The latest known idle agents of ``role`` (0 before the first answer); asks anew."""
+        assert self._idle_agents is not None
+        asking = self._idle_asking.get(role)
+        if asking is not None and asking.done():
+            del self._idle_asking[role]
+            if not asking.cancelled() and asking.exception() is None:
+                self._idle_known[role] = asking.result()
+            asking = None
+        if asking is None:
+            self._idle_asking[role] = asyncio.create_task(self._idle_agents(role))
+        return self._idle_known.get(role, 0)
 
     def _next_wakeup(self) -> float | None:
         """Seconds until the next deadline or backup check (None: only results matter)."""

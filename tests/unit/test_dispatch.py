@@ -166,3 +166,18 @@ async def test_backups_stop_at_their_share_of_the_task():
 
     assert record.backups == 3  # a quarter of 12 microtasks, though all six were slow
     assert len(record.results) == 12
+
+
+async def test_nothing_straggles_when_latencies_are_near_constant():
+    # 0.3 s against a median of 0.2 s is past the p90 but not past twice the median.
+    plan = [_mt(f"even{i}") for i in range(8)] + [_mt("a-bit-slow")]
+    pool = FakePool(delays={**{f"even{i}": 0.2 for i in range(8)}, "a-bit-slow": 0.35})
+
+    async def plenty(role: Role) -> int:
+        return 100
+
+    record = _record(plan)
+    settings = _settings(backups=True, backup_min_samples=5)
+    await Dispatcher(record, settings, pool, random.Random(1), idle_agents=plenty).run()
+
+    assert record.backups == 0 and len(record.results) == 9
