@@ -264,7 +264,8 @@ class Dispatcher:
                     EventKind.BACKUP,
                     microtask=mt,
                     attempt=record.attempts[mt.id],
-                    detail=f"running past {threshold:.2f} s (p90); an idle agent takes a copy",
+                    detail=f"running past {threshold:.2f} s (p90, at least twice the median); "
+                    "an idle agent takes a copy",
                 )
 
     def _idle_now(self, role: Role) -> int:
