@@ -45,14 +45,26 @@ def agent_actor_name(role: Role, index: int) -> str:
 
 
 class Purpose(StrEnum):
-    """What a model call is for; each purpose has its own model."""
+    """What a model call is for; each purpose has its own model, output budget and effort."""
 
     RESEARCH = "research"
     ANALYSIS = "analysis"
     GENERATION = "generation"
     VALIDATION = "validation"
+    ASSESSMENT = "assessment"  # the complexity verdict before planning
     PLANNING = "planning"
+    RECONCILE = "reconcile"  # grouping claims by meaning, before the synthesis
     SYNTHESIS = "synthesis"
+
+
+class Effort(StrEnum):
+    """``output_config.effort``: how hard an adaptive-thinking model thinks before answering."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    XHIGH = "xhigh"
+    MAX = "max"
 
 
 class Strategy(StrEnum):
@@ -110,8 +122,41 @@ def _default_models() -> dict[Purpose, str]:
         Purpose.SYNTHESIS: "claude-opus-5-5",
         Purpose.ANALYSIS: "claude-sonnet-5-5",
         Purpose.GENERATION: "claude-sonnet-5-5",
+        Purpose.RECONCILE: "claude-sonnet-5-5",
         Purpose.RESEARCH: "claude-haiku-5-5",
         Purpose.VALIDATION: "claude-haiku-5-5",
+        # A four-way label: the fastest model answers it in well under a second.
+        Purpose.ASSESSMENT: "claude-haiku-5-5",
+    }
+
+
+def _default_output_tokens() -> dict[Purpose, int]:
+    # ``max_tokens`` per call: the cap on thinking and answer together (the 5.x models think
+    # before they answer, and those tokens count). Planning adds plan_tokens_per_microtask
+    # for each microtask the level allows on top of this headroom (see max_tokens_for).
+    return {
+        Purpose.RESEARCH: 4096,
+        Purpose.ANALYSIS: 6144,
+        Purpose.GENERATION: 8192,
+        Purpose.VALIDATION: 4096,
+        Purpose.ASSESSMENT: 2048,
+        Purpose.PLANNING: 8192,
+        Purpose.RECONCILE: 8192,
+        Purpose.SYNTHESIS: 32_000,
+    }
+
+
+def _default_effort() -> dict[Purpose, Effort]:
+    # Bulk fact-gathering and checking think little; the two long serial calls think most.
+    return {
+        Purpose.RESEARCH: Effort.LOW,
+        Purpose.VALIDATION: Effort.LOW,
+        Purpose.ASSESSMENT: Effort.LOW,
+        Purpose.ANALYSIS: Effort.MEDIUM,
+        Purpose.GENERATION: Effort.MEDIUM,
+        Purpose.RECONCILE: Effort.MEDIUM,
+        Purpose.PLANNING: Effort.HIGH,
+        Purpose.SYNTHESIS: Effort.HIGH,
     }
 
 
@@ -131,10 +176,19 @@ class LimiterSettings(BaseModel):
 
 
 class SimulatorSettings(BaseModel):
-    """The embedded Anthropic-compatible simulator used when no API key is set."""
+    """The embedded Anthropic-compatible simulator used when no API key is set.
+
+    ``latency="realistic"`` (the default) waits as a real model would: the model's time to
+    first token plus every output token (thinking included) at its tokens per second
+    (``actors.llm.catalog``), lognormally spread by ``sigma``, all multiplied by
+    ``time_scale``. ``zero``/``fixed``/``lognormal`` are for benchmarks and tests that need
+    known durations. Content is realistic in every mode: thinking, answer sizes, cuts at
+    ``max_tokens``, refusals of forced tools where the model refuses them.
+    """
 
     seed: int = 0
-    latency: str = Field(default="lognormal", pattern="^(zero|fixed|lognormal)$")
+    latency: str = Field(default="realistic", pattern="^(zero|fixed|lognormal|realistic)$")
+    time_scale: float = Field(default=0.1, ge=0)
     median_s: float = Field(default=1.0, ge=0)
     sigma: float = Field(default=0.5, ge=0)
     per_output_token_s: float = Field(default=0.0, ge=0)
@@ -198,7 +252,13 @@ class Settings(BaseSettings):
     # Loopback by default; a multi-machine cluster without an API key needs an
     # address the worker nodes can reach (cluster.yaml sets 0.0.0.0).
     simulator_host: str = "127.0.0.1"
-    max_tokens: int = Field(default=1024, ge=1)
+    # Output budget (max_tokens: thinking + answer) and thinking effort per purpose.
+    output_tokens: dict[Purpose, int] = Field(default_factory=_default_output_tokens)
+    effort: dict[Purpose, Effort] = Field(default_factory=_default_effort)
+    plan_tokens_per_microtask: int = Field(default=150, ge=1)
+    # Paid calls (answers received) one microtask may cost in all: attempts, schema
+    # corrections, retries of cut answers and backups counted together.
+    max_paid_calls_per_microtask: int = Field(default=4, ge=1)
     llm_timeout_s: float = Field(default=60.0, gt=0)
     max_request_chars: int = Field(default=20_000, ge=1)
     # Admission limits: past them a request is refused clearly (HTTP 429), never queued blindly.
@@ -233,7 +293,17 @@ class Settings(BaseSettings):
         self.pools = {**_default_pools(), **self.pools}
         self.levels = {**_default_levels(), **self.levels}
         self.models = {**_default_models(), **self.models}
+        self.output_tokens = {**_default_output_tokens(), **self.output_tokens}
+        self.effort = {**_default_effort(), **self.effort}
         return self
+
+    def max_tokens_for(self, purpose: Purpose, microtasks: int = 0) -> int:
+        """``max_tokens`` of a call for ``purpose``; a plan of up to ``microtasks`` gets
+        ``plan_tokens_per_microtask`` more for each on top of its thinking headroom."""
+        budget = self.output_tokens[purpose]
+        if purpose is Purpose.PLANNING:
+            budget += self.plan_tokens_per_microtask * microtasks
+        return budget
 
     @property
     def simulated(self) -> bool:

@@ -7,6 +7,9 @@
     ├── CapacityError             a limit on running tasks or on cost refuses the request now
     ├── ConfigurationError        settings that cannot work together
     ├── ModelBehaviorError        the model answered, but not in the asked-for shape
+    │   ├── TruncatedAnswerError  ... because the answer was cut at max_tokens, even
+    │   │                         after a retry with a larger budget
+    │   └── ModelRefusalError     ... because it refused (stop_reason "refusal")
     ├── ProviderError             the LLM provider failed after every allowed retry
     │   └── ProviderTimeoutError  ... by not answering within the per-call timeout
     ├── AgentLostError            the agent running a microtask died (Ray's own errors
@@ -16,12 +19,15 @@
     └── UnknownTaskError          no task with that id
 
 Every error pickles with its message (Ray ships exceptions between processes);
-errors with extra fields define ``__reduce__``.
+errors with extra fields define ``__reduce__``. Errors of model calls carry ``usage``:
+the answers that were paid for before the call failed, so budgets count them.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from actors.models import Usage
 
 
 class ParallelAgentsError(Exception):
@@ -47,24 +53,40 @@ class ModelBehaviorError(ParallelAgentsError):
     model said so nothing is lost for debugging.
     """
 
-    def __init__(self, message: str, raw: str = "") -> None:
+    def __init__(self, message: str, raw: str = "", usage: Usage | None = None) -> None:
         super().__init__(message)
         self.raw = raw[:2000]
+        self.usage = usage or Usage()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.raw))
+        return (type(self), (str(self), self.raw, self.usage))
+
+
+class TruncatedAnswerError(ModelBehaviorError):
+    """The answer was cut at ``max_tokens`` again after one retry with a larger budget."""
+
+
+class ModelRefusalError(ModelBehaviorError):
+    """The model declined to answer (``stop_reason: "refusal"``); asking again will not help."""
 
 
 class ProviderError(ParallelAgentsError):
     """The provider kept failing (429/529/5xx/connection) past the retry budget."""
 
-    def __init__(self, message: str, status_code: int | None = None, attempts: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        attempts: int = 0,
+        usage: Usage | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.attempts = attempts
+        self.usage = usage or Usage()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.status_code, self.attempts))
+        return (type(self), (str(self), self.status_code, self.attempts, self.usage))
 
 
 class ProviderTimeoutError(ProviderError):

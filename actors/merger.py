@@ -72,6 +72,10 @@ class MergeSummary(BaseModel):
     conflicts: list[Conflict]
     agreed_topics: list[str]
     missing: list[str]
+    # How claims were grouped: "semantic" (a model reconciled them), "lexical" (by topic
+    # name: the fallback when reconciling failed), "mixed" (some batches each way), "none".
+    method: str = "lexical"
+    notes: list[str] = []  # e.g. which reconciling batch failed and why
 
 
 def normalise_topic(topic: str) -> str:

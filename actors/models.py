@@ -55,6 +55,14 @@ class AgentState(StrEnum):
     DEAD = "dead"
 
 
+class CallKind(StrEnum):
+    """What an agent is asked to do with a ``MicrotaskRequest``."""
+
+    MICROTASK = "microtask"  # structured AgentOutput for one node of the plan
+    RECONCILE = "reconcile"  # a validation agent groups claims by meaning (Reconciliation)
+    SYNTHESIS = "synthesis"  # the final answer as plain text
+
+
 class EventKind(StrEnum):
     PLANNED = "planned"
     STARTED = "started"
@@ -113,6 +121,30 @@ class AgentOutput(BaseModel):
     confidence: float = Field(ge=0, le=1)
 
 
+class ReconciledPosition(BaseModel):
+    """One position inside a group of claims: what it says and which claims hold it."""
+
+    statement: str = Field(description="the position in one sentence")
+    claim_ids: list[str] = Field(description="ids of the claims that state this position")
+
+
+class ClaimGroup(BaseModel):
+    """Claims about the same thing, however they were worded or titled."""
+
+    subject: str = Field(description="what the claims are about, in a few words")
+    positions: list[ReconciledPosition] = Field(
+        description="one position when the claims agree; two or more when they contradict"
+    )
+    chosen: int = Field(default=0, ge=0, description="index of the position that holds")
+    reason: str = Field(default="", description="one line: why that position holds")
+
+
+class Reconciliation(BaseModel):
+    """A validation agent's verdict on a batch of claims (the semantic merge)."""
+
+    groups: list[ClaimGroup]
+
+
 # --- validated plan and results ----------------------------------------------
 
 
@@ -163,7 +195,10 @@ class MicrotaskRequest(BaseModel):
     attempt: int = 1
     exclude_agents: list[str] = Field(default_factory=list)
     affinity_key: str = ""
-    synthesis: bool = Field(default=False, description="write the final answer as plain text")
+    kind: CallKind = CallKind.MICROTASK
+    max_paid_calls: int | None = Field(
+        default=None, description="answers this attempt may still pay for (None: no cap)"
+    )
     timeout_s: float | None = Field(
         default=None, description="deadline for the agent's run, from the moment it starts"
     )
@@ -233,7 +268,8 @@ class RunReport(BaseModel):
     max_parallel: int
     wall_s: float
     work_s: float
-    speedup: float
+    parallelism: float = Field(description="work_s / wall_s: microtasks running at once, on average")
+    speedup: float = Field(description="deprecated alias of parallelism (not a speedup)")
     succeeded: int
     failed: int
     retries: int
@@ -244,8 +280,16 @@ class RunReport(BaseModel):
     simulated: bool
     result: str
     confidence: float
-    conflicts: list[str] = Field(default_factory=list)
+    conflicts: list[str] = Field(
+        default_factory=list, description="real contradictions, each naming both positions"
+    )
+    merge: str = Field(
+        default="none", description="how claims were reconciled: semantic, lexical or none"
+    )
     missing: list[str] = Field(default_factory=list)
+    cut: list[str] = Field(
+        default_factory=list, description="answers cut at max_tokens, and what was kept of them"
+    )
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
 

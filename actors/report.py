@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors import dag
-from actors.merger import MergeSummary
+from actors.merger import Conflict, MergeSummary
 from actors.models import (
     Complexity,
     EventKind,
@@ -48,6 +48,7 @@ class TaskRecord:
     answer: str = ""
     summary: MergeSummary | None = None
     notes: list[str] = field(default_factory=list)  # what went wrong, in words
+    cut: list[str] = field(default_factory=list)  # answers cut at max_tokens, in words
     events: list[ProgressEvent] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -177,6 +178,7 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         max_parallel=dag.max_parallel((r.started_at, r.finished_at) for r in results),
         wall_s=round(wall_s, 3),
         work_s=round(work_s, 3),
+        parallelism=round(work_s / wall_s, 2),
         speedup=round(work_s / wall_s, 2),
         succeeded=len(record.results),
         failed=len(record.microtasks) - len(record.results),
@@ -188,9 +190,15 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         simulated=record.simulated or any(r.simulated for r in results),
         result=answer,
         confidence=summary.confidence if summary else 0.0,
-        conflicts=[f"{c.topic}: {c.winner.statement}" for c in summary.conflicts]
-        if summary
-        else [],
+        conflicts=[conflict_line(c) for c in summary.conflicts] if summary else [],
+        merge=summary.method if summary else "none",
         missing=record.missing_titles(),
+        cut=list(record.cut),
         timeline=timeline,
     )
+
+
+def conflict_line(conflict: Conflict) -> str:
+    """``topic: “chosen” over “other”; “third”`` — both sides of a real contradiction."""
+    others = "; ".join(f"“{p.statement}”" for p in conflict.positions if p is not conflict.winner)
+    return f"{conflict.topic}: “{conflict.winner.statement}” over {others}"

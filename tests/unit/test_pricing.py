@@ -29,7 +29,7 @@ def test_dated_id_costs_its_base() -> None:
 def test_unknown_model_priced_as_most_expensive_and_warned_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="actors.llm.pricing"):
+    with caplog.at_level(logging.WARNING, logger="actors.llm.catalog"):
         first = cost_usd("claude-unknown-9", 1_000_000, 1_000_000)
         cost_usd("claude-unknown-9", 1, 1)
     assert first == pytest.approx(30.0)  # opus-5: 5 + 25
