@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from actors.complexity import assess
+from actors.llm import fake_claims
 from actors.llm.json_instance import break_instance, build_instance, resolve
 
 SIMULATED_PREFIX = "[simulated] "
@@ -417,9 +418,6 @@ def _plan_item(role: str, id_: str, kw: str, short: str, i: int, count: int) -> 
     }
 
 
-_ASPECTS = ("cost", "risk", "demand")
-
-
 def _agent_output(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
     if _GREETING.match(prompt.request):
         return {
@@ -431,14 +429,7 @@ def _agent_output(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
     title = _title(prompt)
     words = keywords(prompt.request)
     sentences = _sentences(rng, words, rng.randint(2, 4))
-    vocabulary = [f"{word} {aspect}" for word in words[:2] for aspect in _ASPECTS]
-    claims = []
-    for topic in rng.sample(vocabulary, rng.randint(1, min(3, len(vocabulary)))):
-        # Each topic has one "true" side per seed; some agents state the other one.
-        high = seeded_rng(prompt.seed, topic).random() < 0.5
-        if rng.random() < 0.3:
-            high = not high
-        claims.append({"topic": topic, "statement": f"The {topic} is {'high' if high else 'low'}."})
+    claims = fake_claims.agent_claims(words, prompt.seed, rng)
     return {
         "content": f"{SIMULATED_PREFIX}{title}. " + " ".join(sentences),
         "claims": claims,
