@@ -1,4 +1,4 @@
-"""An Anthropic-compatible Messages API on loopback: deterministic answers, latency, faults.
+"""An Anthropic-compatible Messages API on loopback, as unkind as the real one.
 
 With no ``ANTHROPIC_API_KEY`` the system points the official SDK at this server, so the
 demo, the tests and the benchmark run the real SDK code path offline::
@@ -11,29 +11,42 @@ or ``Authorization: Bearer``), and for operators ``GET /stats``, ``POST /stats/r
 ``POST /config`` (partial ``SimulatorSettings`` as JSON), ``GET /requests`` (the last
 10,000 requests; ``?limit=N``), ``GET /health``.
 
-Answers (see ``fake_content``) depend only on seed, model, system, messages and schema.
+Answers (``fake_content``) depend only on seed, model, system, messages, schema and
+options, and behave like Claude's by default, not kindly: models that think start with a
+``thinking`` block whose tokens count toward ``max_tokens`` and ``output_tokens``; answers
+have realistic sizes; an answer over ``max_tokens`` is cut (JSON mid-value, a forced
+tool's input to what was complete); what a model refuses is a 400
+(``invalid_request_error``): disabling thinking on Opus 5.5 / Fable, forced tools there,
+an unknown or unsupported ``output_config.effort``. Per-model facts: ``actors.llm.catalog``.
 Structured output works both ways the SDK asks for it: a forced tool (``tool_use`` block)
 and ``output_config.format`` json_schema (a text block holding the JSON).
 
 Knobs (``actors.config.SimulatorSettings``, changeable at runtime):
 
 - ``seed``: content and the latency/fault stream.
-- ``latency``: ``zero`` | ``fixed`` (``median_s``) | ``lognormal`` (``median_s``, ``sigma``),
-  plus ``per_output_token_s`` per output token. A ``[sim-latency S]`` marker in the last
-  user message replaces the drawn latency for that request (tests and experiments give
-  single microtasks known durations with it).
+- ``latency``: ``realistic`` (default: the model's first-token time plus output tokens,
+  thinking included, at its speed) | ``zero`` | ``fixed`` (``median_s``) | ``lognormal``
+  (``median_s``, ``sigma``); plus ``per_output_token_s`` per output token; every such
+  delay times ``time_scale`` (default 0.1). Markers in the last user message
+  (``fake_request``): ``[sim-latency S]`` (exactly S seconds, ``time_scale`` not applied),
+  ``[sim-output-tokens N]`` (a visible answer of ~N tokens), ``[sim-refuse]``.
 - faults, checked in this order on every admitted request: ``rate_hang`` (sleep ``hang_s``,
-  then 500), ``rate_429`` (``retry-after`` = ``retry_after_s``), ``rate_529``, ``rate_500``,
-  ``rate_malformed`` (structured answers that violate their schema).
+  literal seconds, then 500), ``rate_429`` (``retry-after`` = ``retry_after_s``),
+  ``rate_529``, ``rate_500``, ``rate_malformed`` (structured answers that violate their
+  schema), ``rate_refusal`` (``stop_reason: "refusal"``, no text).
 - own limits: ``rpm_limit`` and ``concurrency_limit`` → 429 with ``retry-after`` and
   ``anthropic-ratelimit-requests-*`` headers (sent on every response while a limit is set).
 
 Latency and fault draws come from one ``random.Random(seed)`` stream in arrival order, so a
 run with the same arrival order sees the same faults; a retried request draws again.
 
+The request log (``GET /requests``) and ``/stats``: see ``simulator_state``.
+
 Layout: this module is the HTTP app and where it runs (``SimulatorServer`` in a thread,
 ``SimulatorActor`` in Ray, ``run_forever`` for the CLI); ``simulator_state`` holds limits,
-draws and stats; ``fake_content`` writes the answers; ``json_instance`` fills schemas.
+draws, delays and stats; ``fake_request`` reads requests, ``fake_thinking`` decides thinking
+and refusals, ``fake_content`` assembles the answers from ``fake_text`` (prose),
+``fake_plan`` (plans), ``fake_claims`` (claims, reconciling) and ``json_instance``.
 """
 
 from __future__ import annotations
@@ -53,8 +66,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from actors.config import SimulatorSettings
-from actors.llm import fake_content
-from actors.llm.simulator_state import LOG_SIZE, ApiError, SimulatorState, retry_headers
+from actors.llm import fake_content, fake_request
+from actors.llm.simulator_state import (
+    LOG_FIELDS,
+    LOG_SIZE,
+    ApiError,
+    SimulatorState,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,89 +104,63 @@ def _check_auth(request: web.Request) -> None:
 
 
 def _validate(body: dict[str, Any], need_max_tokens: bool) -> None:
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise _bad("model: Field required")
-    if need_max_tokens:
-        if "max_tokens" not in body:
-            raise _bad("max_tokens: Field required")
-        if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
-            raise _bad("max_tokens: Input should be an integer greater than or equal to 1")
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise _bad("messages: Field required")
-    if not messages:
-        raise _bad("messages: at least one message is required")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise _bad(f"messages.{i}.role: Input should be 'user' or 'assistant'")
-        content = message.get("content")
-        last_assistant = i == len(messages) - 1 and message["role"] == "assistant"
-        if not content and not last_assistant:
-            raise _bad(
-                f"messages.{i}: all messages must have non-empty content except for the "
-                f"optional final assistant message"
-            )
-        if isinstance(content, list):
-            for j, block in enumerate(content):
-                if (
-                    isinstance(block, dict)
-                    and block.get("type") == "text"
-                    and not block.get("text")
-                ):
-                    raise _bad(f"messages.{i}.content.{j}: text content blocks must be non-empty")
-    if body.get("stream"):
-        raise _bad("stream: streaming is not supported by the simulator")
+    try:
+        fake_request.check_body(body, need_max_tokens)
+    except ValueError as exc:
+        raise _bad(str(exc)) from exc
 
 
 # --- handlers -------------------------------------------------------------------------
 
 
 async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
-    """POST /v1/messages: admit, draw latency and faults, answer."""
+    """POST /v1/messages: admit, draw faults, answer, wait as long as the answer takes."""
     entry: dict[str, Any] = {"seq": sim.next_seq(), "at": time.time(), "status": 500}
-    entry.update(prompt_sha=None, model=None, latency_s=0.0, kind=None, microtask=None)
+    entry.update(dict.fromkeys(LOG_FIELDS), latency_s=0.0)
     started, usage, admitted = time.monotonic(), None, False
     try:
         _check_auth(request)
         body = await _json_body(request)
         _validate(body, need_max_tokens=True)
         try:
-            kind, _, _ = fake_content.answer_shape(body)
+            kind, purpose, options = fake_content.describe(body)
         except ValueError as exc:
             raise _bad(str(exc)) from exc
         entry.update(
             prompt_sha=fake_content.prompt_sha(body),
             model=body["model"],
             kind=kind.value,
+            purpose=purpose.value,
             microtask=fake_content.microtask_id(body),
+            max_tokens=body["max_tokens"],
+            effort=options.effort,
         )
         sim.admit()
         admitted = True
-        fault, latency = sim.draw()
-        hinted = fake_content.latency_hint(body)
-        if hinted is not None:
-            latency = hinted
+        draw = sim.draw()
         cfg = sim.config
-        if fault == "hang":
-            await asyncio.sleep(cfg.hang_s)
-            raise ApiError(500, "api_error", "Internal server error (simulated hang)")
-        if fault == "429":
-            raise ApiError(
-                429,
-                "rate_limit_error",
-                "Simulated rate limit: too many requests, please retry later.",
-                retry_headers(cfg.retry_after_s),
-            )
-        if fault == "529":
-            raise ApiError(529, "overloaded_error", "Overloaded")
-        if fault == "500":
-            raise ApiError(500, "api_error", "Internal server error")
-        payload = fake_content.message(body, cfg.seed, malformed=fault == "malformed")
-        output_tokens = payload["usage"]["output_tokens"]
-        await asyncio.sleep(latency + cfg.per_output_token_s * output_tokens)
-        usage = (payload["usage"]["input_tokens"], output_tokens)
+        if draw.fault == "hang":
+            await asyncio.sleep(cfg.hang_s)  # literal seconds: it must outlast client timeouts
+        error = sim.fault_error(draw.fault)
+        if error is not None:
+            raise error
+        reply = fake_content.message(
+            body, cfg.seed, malformed=draw.fault == "malformed", refuse=draw.fault == "refusal"
+        )
+        entry.update(
+            thinking_tokens=reply.thinking_tokens,
+            output_tokens=reply.output_tokens,
+            stop_reason=reply.stop_reason,
+        )
+        hinted = fake_content.latency_hint(body)
+        delay = (
+            hinted if hinted is not None else sim.delay(draw, body["model"], reply.output_tokens)
+        )
+        entry["delay_s"] = round(delay, 6)
+        await asyncio.sleep(delay)
+        usage = (reply.payload["usage"]["input_tokens"], reply.output_tokens)
         entry["status"] = 200
-        return web.json_response(payload, headers=sim.limit_headers())
+        return web.json_response(reply.payload, headers=sim.limit_headers())
     except ApiError as exc:
         entry["status"] = exc.status
         exc.headers.update(sim.limit_headers())

@@ -2,6 +2,22 @@
 
 One ``SimulatorState`` sits behind one app (``actors.llm.simulator``). Every method runs
 on the app's event loop; nothing here awaits, so each call is atomic for the handlers.
+
+A request's delay (``delay``) once its answer is known, with ``spread`` its draw:
+
+- ``realistic``: ``(first_token_s + output_tokens / tokens_per_s) * exp(0.25 * spread)``
+  with the model's speed from ``actors.llm.catalog`` (thinking tokens are output tokens);
+- ``zero``: 0; ``fixed``: ``median_s``; ``lognormal``: ``median_s * exp(sigma * spread)``;
+
+plus ``per_output_token_s`` per output token in every mode, all times ``time_scale``.
+
+Each request log entry holds ``seq``, ``at``, ``status``, ``latency_s`` (measured) and
+``LOG_FIELDS`` (None until known): ``prompt_sha``, ``model``, ``kind`` (text / json_schema
+/ tool), ``purpose`` (plan / synthesis / reconcile / microtask / assessment / text /
+other), ``microtask``, ``max_tokens``, ``effort`` (in force; None where the model takes
+none), ``thinking_tokens``, ``output_tokens`` (thinking included), ``stop_reason`` and
+``delay_s`` (the wait chosen). ``stats()`` counts ``status_counts``, ``kinds``,
+``purposes`` and ``stop_reasons``.
 """
 
 from __future__ import annotations
@@ -11,14 +27,40 @@ import math
 import random
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from actors.config import SimulatorSettings
+from actors.llm.catalog import info
 
 logger = logging.getLogger(__name__)
 
 LOG_SIZE = 10_000
+# What every /requests entry holds besides seq, at, status and latency_s (None until known).
+LOG_FIELDS = (
+    "prompt_sha",
+    "model",
+    "kind",
+    "purpose",
+    "microtask",
+    "max_tokens",
+    "effort",
+    "thinking_tokens",
+    "output_tokens",
+    "stop_reason",
+    "delay_s",
+)
+FAULTS = ("hang", "429", "529", "500", "malformed", "refusal")  # checked in this order
+_REALISTIC_SIGMA = 0.25  # spread of a real model's speed from one call to the next
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One admitted request's draws: its fault (if any) and its latency spread."""
+
+    fault: str | None
+    spread: float  # a standard normal value
 
 
 class ApiError(Exception):
@@ -63,6 +105,8 @@ class SimulatorState:
             "peak_concurrency": self._in_flight,
             "status_counts": Counter(),
             "kinds": Counter(),
+            "purposes": Counter(),
+            "stop_reasons": Counter(),
             "input_tokens": 0,
             "output_tokens": 0,
             "started_at": time.time(),
@@ -74,6 +118,8 @@ class SimulatorState:
             **self._stats,
             "status_counts": dict(self._stats["status_counts"]),
             "kinds": dict(self._stats["kinds"]),
+            "purposes": dict(self._stats["purposes"]),
+            "stop_reasons": dict(self._stats["stop_reasons"]),
             "in_flight": self._in_flight,
             "config": self.config.model_dump(),
         }
@@ -145,35 +191,66 @@ class SimulatorState:
     def release(self) -> None:
         self._in_flight -= 1
 
-    def draw(self) -> tuple[str | None, float]:
-        """The fault (if any) and the base latency of the next admitted request."""
+    def draw(self) -> Draw:
+        """The fault (if any) and the latency spread of the next admitted request."""
         cfg, rng = self.config, self._draws
         # Always draw the same count so one knob's value does not shift the other draws.
-        rolls = [rng.random() for _ in range(5)]
-        gauss = rng.gauss(0.0, 1.0)
+        rolls = [rng.random() for _ in FAULTS]
+        spread = rng.gauss(0.0, 1.0)
+        rates = (
+            cfg.rate_hang,
+            cfg.rate_429,
+            cfg.rate_529,
+            cfg.rate_500,
+            cfg.rate_malformed,
+            cfg.rate_refusal,
+        )
         fault = next(
-            (
-                name
-                for name, roll, rate in zip(
-                    ("hang", "429", "529", "500", "malformed"),
-                    rolls,
-                    (cfg.rate_hang, cfg.rate_429, cfg.rate_529, cfg.rate_500, cfg.rate_malformed),
-                    strict=True,
-                )
-                if roll < rate
-            ),
+            (name for name, roll, rate in zip(FAULTS, rolls, rates, strict=True) if roll < rate),
             None,
         )
-        if cfg.latency == "zero":
-            return fault, 0.0
-        if cfg.latency == "fixed":
-            return fault, cfg.median_s
-        return fault, cfg.median_s * math.exp(cfg.sigma * gauss)
+        return Draw(fault, spread)
+
+    def fault_error(self, fault: str | None) -> ApiError | None:
+        """The error response a drawn fault ends in (a hang, after its sleep, is a 500)."""
+        if fault == "hang":
+            return ApiError(500, "api_error", "Internal server error (simulated hang)")
+        if fault == "429":
+            return ApiError(
+                429,
+                "rate_limit_error",
+                "Simulated rate limit: too many requests, please retry later.",
+                retry_headers(self.config.retry_after_s),
+            )
+        if fault == "529":
+            return ApiError(529, "overloaded_error", "Overloaded")
+        if fault == "500":
+            return ApiError(500, "api_error", "Internal server error")
+        return None  # no fault, or one that shapes the answer (malformed, refusal)
+
+    def delay(self, draw: Draw, model: str, output_tokens: int) -> float:
+        """Seconds to wait before answering (see the module docstring)."""
+        cfg = self.config
+        if cfg.latency == "realistic":
+            speed = info(model)
+            base = speed.first_token_s + output_tokens / speed.tokens_per_s
+            base *= math.exp(_REALISTIC_SIGMA * draw.spread)
+        elif cfg.latency == "fixed":
+            base = cfg.median_s
+        elif cfg.latency == "lognormal":
+            base = cfg.median_s * math.exp(cfg.sigma * draw.spread)
+        else:
+            base = 0.0
+        return (base + cfg.per_output_token_s * output_tokens) * cfg.time_scale
 
     def record(self, entry: dict[str, Any], usage: tuple[int, int] | None) -> None:
         self._stats["status_counts"][str(entry["status"])] += 1
         if entry.get("kind"):
             self._stats["kinds"][entry["kind"]] += 1
+        if entry.get("purpose"):
+            self._stats["purposes"][entry["purpose"]] += 1
+        if entry.get("stop_reason"):
+            self._stats["stop_reasons"][entry["stop_reason"]] += 1
         if usage:
             self._stats["input_tokens"] += usage[0]
             self._stats["output_tokens"] += usage[1]

@@ -21,8 +21,9 @@ async def test_simulator_actor_serves_the_sdk(ray_session) -> None:
         message = await client.messages.create(
             model="claude-haiku-5-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
         )
-        assert message.content[0].type == "text"
-        assert message.content[0].text.startswith("[simulated] ")
+        thinking, text = message.content  # the 5.x models think first
+        assert thinking.type == "thinking" and text.type == "text"
+        assert text.text.startswith("[simulated] ")
 
         await actor.reconfigure.remote({"rate_529": 1.0})
         with pytest.raises(anthropic.OverloadedError):

@@ -21,6 +21,7 @@ from anthropic.lib._parse._transform import transform_schema
 
 from actors.complexity import assess
 from actors.config import SimulatorSettings
+from actors.llm import fake_claims
 from actors.llm.json_instance import break_instance, build_instance
 from actors.llm.simulator import SimulatorServer
 from actors.models import AgentOutput, ComplexityAssessment, PlanDraft
@@ -33,8 +34,8 @@ def ask(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
-def agent_prompt(title: str) -> str:
-    return f"<request>\n{REQUEST}\n</request>\n\nYour microtask (a1, analysis): {title}"
+def agent_prompt(title: str, microtask: str = "a1") -> str:
+    return f"<request>\n{REQUEST}\n</request>\n\nYour microtask ({microtask}, analysis): {title}"
 
 
 @pytest.fixture
@@ -58,6 +59,15 @@ async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tu
         return response.status, await response.json()
 
 
+def text_of(message: anthropic.types.Message) -> str:
+    """The answer's text, picked by block type (a thinking block may come first)."""
+    return "".join(block.text for block in message.content if block.type == "text")
+
+
+def tool_use(message: anthropic.types.Message) -> anthropic.types.ToolUseBlock:
+    return next(block for block in message.content if block.type == "tool_use")
+
+
 async def wait_idle(sim: SimulatorServer) -> None:
     """Wait (bounded) until the server has no request in flight."""
     for _ in range(200):
@@ -72,25 +82,35 @@ async def wait_idle(sim: SimulatorServer) -> None:
 
 async def test_text_answer_is_marked_simulated(client: anthropic.AsyncAnthropic) -> None:
     raw = await client.messages.with_raw_response.create(
-        model=MODEL, max_tokens=300, messages=ask("Explain Ray actor scheduling")
+        model=MODEL, max_tokens=2000, messages=ask("Explain Ray actor scheduling")
     )
     message = await raw.parse()
     assert raw.headers["x-simulated"] == "true"
     assert raw.headers["request-id"]
     assert message.id.startswith("msg_sim_")
     assert message.model == MODEL and message.role == "assistant"
-    assert message.content[0].type == "text"
-    assert message.content[0].text.startswith("[simulated] ")
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert text_of(message).startswith("[simulated] ")
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
 
 
 async def test_text_answer_respects_max_tokens(client: anthropic.AsyncAnthropic) -> None:
+    # Thinking alone reaches the limit: nothing visible is left.
     message = await client.messages.create(
         model=MODEL, max_tokens=5, messages=ask("Explain Ray actor scheduling")
     )
-    assert message.content[0].type == "text"
-    assert len(message.content[0].text) <= 20
+    assert [block.type for block in message.content] == ["thinking"]
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 5
+    # Without thinking the text itself is cut.
+    message = await client.messages.create(
+        model=MODEL,
+        max_tokens=5,
+        messages=ask("Explain Ray actor scheduling"),
+        thinking={"type": "disabled"},
+    )
+    assert [block.type for block in message.content] == ["text"]
+    assert len(text_of(message)) <= 20
     assert message.stop_reason == "max_tokens"
 
 
@@ -99,14 +119,14 @@ async def test_forced_tool_answer_parses_as_agent_output(
 ) -> None:
     message = await client.messages.create(
         model=MODEL,
-        max_tokens=1000,
+        max_tokens=4000,
         messages=ask(agent_prompt("Analyse the risks of replication")),
         tools=[{"name": "answer", "input_schema": AgentOutput.model_json_schema()}],
         tool_choice={"type": "tool", "name": "answer"},
     )
-    block = message.content[0]
+    block = tool_use(message)
     assert message.stop_reason == "tool_use"
-    assert block.type == "tool_use" and block.name == "answer"
+    assert message.content[0].type == "thinking" and block.name == "answer"
     assert block.id.startswith("toolu_sim_")
     output = AgentOutput.model_validate(block.input)
     assert output.content.startswith("[simulated] Analyse the risks of replication")
@@ -122,12 +142,17 @@ async def test_plan_is_a_valid_dag_within_the_limit(
         f"<request>\n{REQUEST}\n</request>\n\nComplexity: medium. Plan at most {limit} microtasks"
     )
     message = await client.messages.parse(
-        model=MODEL, max_tokens=4000, messages=ask(prompt), output_format=PlanDraft
+        model=MODEL,
+        max_tokens=8192 + 150 * limit,
+        messages=ask(prompt),
+        output_format=PlanDraft,
+        timeout=60,  # the SDK wants streaming above ~21k max_tokens unless a timeout is given
     )
+    assert message.stop_reason == "end_turn"
     plan = message.parsed_output
     assert plan is not None
     ids = [task.id for task in plan.microtasks]
-    assert 1 <= len(ids) <= limit and len(set(ids)) == len(ids)
+    assert 0.8 * limit <= len(ids) <= limit and len(set(ids)) == len(ids)
     graph = {task.id: set(task.depends_on) for task in plan.microtasks}
     assert all(deps <= set(ids) for deps in graph.values())
     order = list(graphlib.TopologicalSorter(graph).static_order())  # raises on a cycle
@@ -158,36 +183,35 @@ async def test_complexity_assessment_uses_the_heuristic(
 
 async def test_same_request_gets_the_same_content(client: anthropic.AsyncAnthropic) -> None:
     async def once() -> tuple[str, object]:
-        text = await client.messages.create(model=MODEL, max_tokens=300, messages=ask(REQUEST))
+        text = await client.messages.create(model=MODEL, max_tokens=2000, messages=ask(REQUEST))
         tool = await client.messages.create(
             model=MODEL,
-            max_tokens=1000,
+            max_tokens=4000,
             messages=ask(agent_prompt("Check the costs")),
             tools=[{"name": "answer", "input_schema": AgentOutput.model_json_schema()}],
             tool_choice={"type": "tool", "name": "answer"},
         )
-        assert text.content[0].type == "text" and tool.content[0].type == "tool_use"
-        return text.content[0].text, tool.content[0].input
+        assert text.stop_reason == "end_turn" and tool.stop_reason == "tool_use"
+        return text_of(text), tool_use(tool).input
 
     assert await once() == await once()
 
 
 async def test_agents_sometimes_disagree_on_a_topic(client: anthropic.AsyncAnthropic) -> None:
-    statements: dict[str, set[str]] = {}
-    for i in range(12):
+    sides: dict[str, set[int]] = {}  # finding -> the sides agents stated
+    for i in range(16):
         message = await client.messages.create(
             model=MODEL,
-            max_tokens=1000,
-            messages=ask(agent_prompt(f"Analyse aspect {i}")),
+            max_tokens=4000,
+            messages=ask(agent_prompt(f"Analyse aspect {i}", f"a{i + 1}")),
             tools=[{"name": "answer", "input_schema": AgentOutput.model_json_schema()}],
             tool_choice={"type": "tool", "name": "answer"},
         )
-        block = message.content[0]
-        assert block.type == "tool_use"
-        for claim in AgentOutput.model_validate(block.input).claims:
-            statements.setdefault(claim.topic, set()).add(claim.statement)
-    assert len(statements) <= 6  # a small shared vocabulary of topics
-    assert any(len(said) > 1 for said in statements.values())
+        for claim in AgentOutput.model_validate(tool_use(message).input).claims:
+            known = fake_claims.identify(claim.statement)
+            assert known is not None  # every claim is a wording of a known finding
+            sides.setdefault(known[0].id, set()).add(known[1])
+    assert any(len(said) > 1 for said in sides.values())
 
 
 async def test_count_tokens(client: anthropic.AsyncAnthropic) -> None:
@@ -242,12 +266,12 @@ async def test_json_schema_output_config_gets_a_valid_instance(
     schema = SCHEMAS[0]
     message = await client.messages.create(
         model=MODEL,
-        max_tokens=1000,
+        max_tokens=2000,
         messages=ask("Fill the form"),
         output_config={"format": {"type": "json_schema", "schema": transform_schema(schema)}},
     )
-    assert message.content[0].type == "text"
-    jsonschema.validate(json.loads(message.content[0].text), schema)
+    assert message.stop_reason == "end_turn"
+    jsonschema.validate(json.loads(text_of(message)), schema)
 
 
 # --- faults and limits ---------------------------------------------------------------------
@@ -292,10 +316,15 @@ async def test_reconfigure_at_runtime(
 
 
 async def test_latency_is_applied(sim: SimulatorServer, client: anthropic.AsyncAnthropic) -> None:
-    sim.reconfigure(latency="fixed", median_s=0.1, per_output_token_s=0.001)
+    sim.reconfigure(latency="fixed", median_s=0.1, per_output_token_s=0.001, time_scale=1.0)
     message = await client.messages.create(model=MODEL, max_tokens=100, messages=ask("hi"))
     floor = 0.1 + 0.001 * message.usage.output_tokens
-    assert sim.recent_requests()[-1]["latency_s"] >= floor
+    entry = sim.recent_requests()[-1]
+    assert entry["delay_s"] == pytest.approx(floor) and entry["latency_s"] >= floor
+    sim.reconfigure(time_scale=0.5)  # scales every mode's delay
+    message = await client.messages.create(model=MODEL, max_tokens=100, messages=ask("hi"))
+    half = 0.5 * (0.1 + 0.001 * message.usage.output_tokens)
+    assert sim.recent_requests()[-1]["delay_s"] == pytest.approx(half)
 
 
 async def test_fault_sequence_is_reproducible_for_a_seed() -> None:
@@ -375,18 +404,19 @@ async def test_malformed_answers_fail_validation(
     sim.reconfigure(rate_malformed=1.0)
     with pytest.raises(pydantic.ValidationError):
         await client.messages.parse(
-            model=MODEL, max_tokens=500, messages=ask(agent_prompt("x")), output_format=AgentOutput
+            model=MODEL, max_tokens=4000, messages=ask(agent_prompt("x")), output_format=AgentOutput
         )
     message = await client.messages.create(
         model=MODEL,
-        max_tokens=500,
+        max_tokens=8000,
         messages=ask(agent_prompt("x")),
         tools=[{"name": "answer", "input_schema": PlanDraft.model_json_schema()}],
         tool_choice={"type": "tool", "name": "answer"},
     )
-    assert message.content[0].type == "tool_use"
+    assert message.stop_reason == "tool_use"  # whole, but wrong
     with pytest.raises(pydantic.ValidationError):
-        PlanDraft.model_validate(message.content[0].input)
+        PlanDraft.model_validate(tool_use(message).input)
+    assert {entry["stop_reason"] for entry in sim.recent_requests()} == {"end_turn", "tool_use"}
 
 
 # --- protocol --------------------------------------------------------------------------------
@@ -444,9 +474,13 @@ async def test_stats_request_log_and_reset(
             assert response.status == 200 and response.headers["x-simulated"] == "true"
     assert [entry["seq"] for entry in log] == [2, 3]
     assert log[1]["kind"] == "text" and log[1]["model"] == MODEL and log[1]["status"] == 200
+    assert log[1]["purpose"] == "text" and log[1]["max_tokens"] == 20
+    assert log[1]["effort"] == "medium" and log[1]["stop_reason"] == "max_tokens"
+    assert 0 < log[1]["thinking_tokens"] <= log[1]["output_tokens"] == 20
     assert sim.recent_requests()[0]["prompt_sha"] == log[1]["prompt_sha"]
     assert stats["requests"] == 3 and stats["status_counts"] == {"200": 3}
     assert stats["kinds"] == {"text": 3} and stats["output_tokens"] > 0
+    assert stats["stop_reasons"] == {"max_tokens": 3} and stats["purposes"] == {"text": 3}
     status, _ = await post(f"{sim.url}/stats/reset", {})
     assert status == 200
     assert sim.stats()["requests"] == 0 and sim.recent_requests() == []

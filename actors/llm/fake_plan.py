@@ -1,0 +1,168 @@
+"""The simulator's plan: a research -> analysis -> validation -> generation DAG.
+
+Asked for "at most N microtasks" (default 8), it plans most of them: all N up to 4,
+else 80-100% of N, never fewer than 4. Each item is what a model writes: a title and one
+or two sentences of instructions, ~100-150 tokens of JSON. Every item depends on a
+window of the previous level; the chain to the final generation item is critical.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+from typing import Any
+
+from actors.llm.fake_request import Prompt
+from actors.llm.fake_text import keywords
+
+# Plan shape: role, id prefix, share of the microtasks.
+_SHARES: tuple[tuple[str, str, float], ...] = (
+    ("research", "r", 0.40),
+    ("analysis", "a", 0.35),
+    ("validation", "v", 0.20),
+    ("generation", "g", 0.05),
+)
+_PLAN_SIZE = re.compile(r"(?:at most|up to|no more than)\s+(\d+)\s+microtasks?", re.IGNORECASE)
+_RESEARCH = (
+    "background of",
+    "current state of",
+    "key facts about",
+    "alternatives to",
+    "constraints on",
+    "prior work on",
+    "stakeholders of",
+    "data sources for",
+)
+_ANALYSIS = (
+    "trade-offs of",
+    "costs and benefits of",
+    "risks of",
+    "dependencies of",
+    "impact of",
+    "options for",
+    "trends in",
+)
+_RESEARCH_TAILS = (
+    "Cite the sources you rely on, say how recent each one is, and note where the evidence "
+    "on {kw} is thin, disputed or out of date.",
+    "Prefer primary sources over summaries, say plainly which figures are estimates, and "
+    "keep what you found on {other} apart from what you found on {kw}.",
+    "Keep to facts that bear on the decision, give numbers where they exist, and flag "
+    "anything about {kw} that another agent should check before it is relied on.",
+)
+_ANALYSIS_TAILS = (
+    "Rank the options, say which assumptions drive the result, and state how confident you "
+    "are in each step of the reasoning.",
+    "Quantify where the research allows it, name the main uncertainty, and say what "
+    "evidence would settle it one way or the other.",
+    "Say what would change the conclusion, how likely that is, and what it would cost to "
+    "find out before committing to a recommendation.",
+)
+
+
+def plan_sizes(n: int) -> list[int]:
+    """Microtasks per level (research, analysis, validation, generation) for ``n`` total."""
+    if n < 4:
+        return {1: [0, 0, 0, 1], 2: [1, 0, 0, 1], 3: [1, 1, 0, 1]}[max(n, 1)]
+    ideal = [share * n for _, _, share in _SHARES]
+    counts = [max(1, math.floor(x)) for x in ideal]
+    while sum(counts) < n:
+        counts[max(range(4), key=lambda i: ideal[i] - counts[i])] += 1
+    while sum(counts) > n:
+        counts[max(range(4), key=lambda i: counts[i])] -= 1
+    return counts
+
+
+def plan_limit(prompt: Prompt) -> int:
+    """N of "at most N microtasks" in the prompt (8 when it does not say)."""
+    match = _PLAN_SIZE.search(prompt.conversation) or _PLAN_SIZE.search(prompt.system)
+    return max(1, int(match.group(1))) if match else 8
+
+
+def plan(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
+    """A ``PlanDraft`` instance for the request in ``prompt``."""
+    limit = plan_limit(prompt)
+    n = limit if limit <= 4 else max(4, round(limit * rng.uniform(0.8, 1.0)))
+    words = keywords(prompt.request)
+    subject = _subject(prompt.request)
+    levels: list[list[dict[str, Any]]] = []
+    for (role, prefix, _), count in zip(_SHARES, plan_sizes(n), strict=True):
+        items = []
+        for i in range(count):
+            kw = words[(i + len(levels)) % len(words)]
+            other = words[(i + len(levels) + 1) % len(words)]
+            fields = _wording(role, kw, other, subject, i, count, rng)
+            items.append({"id": f"{prefix}{i + 1}", "role": role, **fields})
+        if items:
+            levels.append(items)
+    for previous, level in itertools.pairwise(levels):
+        for i, item in enumerate(level):
+            # Windows spread evenly over the previous level so no item is left dangling.
+            size = max(rng.randint(2, 4), math.ceil(len(previous) / len(level)))
+            size = min(len(previous), size)
+            start = i * len(previous) // len(level)
+            item["depends_on"] = [previous[(start + j) % len(previous)]["id"] for j in range(size)]
+    # Generation drafts run side by side: the synthesis step merges them anyway.
+    final = levels[-1][-1]
+    by_id = {item["id"]: item for level in levels for item in level}
+    node: dict[str, Any] | None = final
+    while node is not None:
+        node["critical"], node["priority"] = True, 10
+        node = by_id[node["depends_on"][0]] if node["depends_on"] else None
+    return {"microtasks": [item for level in levels for item in level]}
+
+
+def _subject(request: str) -> str:
+    """The request shortened to a phrase (at most ~80 characters, whole words)."""
+    text = " ".join(request.split()).rstrip(".?!")
+    if len(text) <= 80:
+        return text
+    return text[:80].rsplit(" ", 1)[0]
+
+
+def _wording(
+    role: str, kw: str, other: str, subject: str, i: int, count: int, rng: random.Random
+) -> dict[str, Any]:
+    if role == "research":
+        aspect = f"{_RESEARCH[i % len(_RESEARCH)]} {kw}"
+        title = f"Research the {aspect}"
+        instructions = f"Collect what is known about the {aspect}, as it bears on: {subject}. "
+        instructions += rng.choice(_RESEARCH_TAILS).format(kw=kw, other=other)
+    elif role == "analysis":
+        aspect = f"{_ANALYSIS[i % len(_ANALYSIS)]} {kw}"
+        title = f"Analyse the {aspect}"
+        instructions = (
+            f"Using the research results on {kw} and {other}, work out the {aspect} for "
+            f"this request. "
+        )
+        instructions += rng.choice(_ANALYSIS_TAILS)
+    elif role == "validation":
+        title = f"Validate the findings on {kw}"
+        instructions = (
+            f"Check the analyses of {kw} against the research they cite, looking for "
+            "contradictions, unsupported claims, stale figures and missing evidence. "
+            f"List what holds, correct what does not, and say where {other} was overlooked."
+        )
+    elif i == count - 1:
+        title = f"Write the final answer on {kw}"
+        instructions = (
+            f"Combine the validated results and the drafted sections into one clear answer "
+            f"to: {subject}. Open with a short summary, keep the caveats that matter, and "
+            "end with concrete next steps in order of priority."
+        )
+    else:
+        title = f"Draft the section on {kw}"
+        instructions = (
+            f"Draft the part of the answer about {kw} from the validated results, with "
+            "concrete recommendations, the evidence behind each, and their main caveats. "
+            f"Mention how it interacts with {other} where that matters."
+        )
+    return {
+        "title": title,
+        "instructions": instructions,
+        "depends_on": [],
+        "priority": 1,
+        "critical": False,
+    }
