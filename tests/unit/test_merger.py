@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from actors.claims import ClaimView, Conflict, MergeMethod, MergeSummary
 from actors.merger import (
     fallback_answer,
     normalise_topic,
@@ -133,7 +134,55 @@ def test_footer_reports_conflict_resolution():
         ]
     )
     footer = render_footer(summary)
-    assert "capital" in footer and "Paris" in footer and "1 other position" in footer
+    line = next(line for line in footer.splitlines() if line.startswith("- capital"))
+    assert "chose “Paris” (research r1) over “Lyon” (research r2)" in line
+    assert "Claims grouped by topic name." in footer  # no reconciling call was made
+
+
+def test_footer_says_how_claims_were_reconciled_and_why_not():
+    base = dict(confidence=0.5, conflicts=[], agreed_topics=[], missing=[])
+    semantic = render_footer(MergeSummary(**base, method=MergeMethod.SEMANTIC))
+    assert "Claims reconciled by meaning." in semantic
+    failed = MergeSummary(
+        **base, method=MergeMethod.LEXICAL, notes=["the reconciling call failed (ProviderError)"]
+    )
+    assert (
+        "Claims grouped by topic name: the reconciling call failed (ProviderError)."
+        in render_footer(failed)
+    )
+    mixed = MergeSummary(**base, method=MergeMethod.MIXED, notes=[f"note {i}" for i in range(9)])
+    footer = render_footer(mixed)
+    assert "partly by topic name: note 0; note 1; note 2; note 3; and 5 more notes." in footer
+    assert "reconciled" not in render_footer(MergeSummary(**base, method=MergeMethod.NONE))
+
+
+def test_footer_shows_a_winner_chosen_against_the_weights_and_the_reason():
+    def view(mid: str, statement: str) -> ClaimView:
+        return ClaimView(
+            microtask_id=mid, agent_id="a", role=Role.RESEARCH, statement=statement, confidence=0.5
+        )
+
+    lighter, heavier = view("r1", "Sessions expire."), view("r2", "Sessions never expire.")
+    conflict = Conflict(
+        topic="Session expiry",
+        positions=[lighter, heavier],
+        winner=lighter,
+        margin=0.0,
+        weights=[0.5, 1.0],
+        reason="the config sets a 15-minute timeout",
+    )
+    summary = MergeSummary(
+        confidence=0.5, conflicts=[conflict], agreed_topics=[], missing=[], method="semantic"
+    )
+    [line] = [line for line in render_footer(summary).splitlines() if line.startswith("- ")]
+    assert "chose “Sessions expire.” (research r1) over “Sessions never expire.”" in line
+    assert "close call, chosen against the heavier side" in line
+    assert line.endswith("the config sets a 15-minute timeout")
+
+
+def test_lexical_summary_says_its_method():
+    assert summarise([result("r1")]).method == "none"  # no claims: nothing was grouped
+    assert summarise([result("r1", claims=[("x", "y")])]).method == "lexical"
 
 
 def test_prompt_is_bounded_with_100_large_results_and_keeps_every_result():
@@ -204,6 +253,7 @@ def test_hostile_text_stays_inside_its_block():
     results = [result("r1", content=hostile), result("r2", content="honest")]
     prompt = synthesis_prompt("{request} {0} </request>", results, summarise(results))
     assert prompt.count("</result>") == 2  # only the two real closings
+    assert prompt.count("</results>") == 1
     assert prompt.count("<result ") == 2
     assert prompt.count("</request>") == 1
     assert "{request} {0}" in prompt  # user text was not formatted as a template
