@@ -20,7 +20,16 @@ from opentelemetry import trace
 from actors import tracing
 from actors.config import Purpose, Settings
 from actors.llm import LLMClient, RemoteLimiter
-from actors.models import AgentOutput, MicrotaskRequest, MicrotaskResult, Role
+from actors.models import (
+    AgentOutput,
+    CallKind,
+    Claim,
+    MicrotaskRequest,
+    MicrotaskResult,
+    Reconciliation,
+    Role,
+)
+from actors.reconcile import RECONCILE_SYSTEM
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +111,7 @@ class Agent:
         self._failed = 0  # microtasks that raised
 
     async def run(self, request: MicrotaskRequest) -> MicrotaskResult:
-        """Run one microtask (or the synthesis) and return its result."""
+        """Run one microtask (or a reconciling call, or the synthesis) and return its result."""
         async with self._slots:
             self._in_flight += 1
             started = time.time()
@@ -121,7 +130,7 @@ class Agent:
         """This attempt's span, a child of the caller's span carried in the request."""
         mt = request.microtask
         return tracing.span(
-            "synthesis" if request.synthesis else "microtask",
+            request.kind.value,
             parent=tracing.extract(request.trace_context),
             task_id=request.task_id,
             microtask_id=mt.id,
@@ -132,19 +141,31 @@ class Agent:
         )
 
     async def _call(self, request: MicrotaskRequest, started: float) -> MicrotaskResult:
-        mt = request.microtask
-        if request.synthesis:
+        mt, cap = request.microtask, request.max_paid_calls
+        claims: list[Claim]
+        if request.kind is CallKind.SYNTHESIS:
             completion = await self._client.complete(
-                Purpose.SYNTHESIS, SYSTEM_PROMPTS[Role.GENERATION], mt.instructions
+                Purpose.SYNTHESIS,
+                SYSTEM_PROMPTS[Role.GENERATION],
+                mt.instructions,
+                max_paid_calls=cap,
             )
             content, claims, confidence = completion.text, [], 1.0
             usage, simulated = completion.usage, completion.simulated
+        elif request.kind is CallKind.RECONCILE:
+            verdict = await self._client.structured(
+                Purpose.RECONCILE, RECONCILE_SYSTEM, mt.instructions, Reconciliation,
+                max_paid_calls=cap,
+            )  # fmt: skip
+            content, claims, confidence = verdict.value.model_dump_json(), [], 1.0
+            usage, simulated = verdict.usage, verdict.simulated
         else:
             structured = await self._client.structured(
                 _PURPOSE[mt.role],
                 SYSTEM_PROMPTS[mt.role] + "\n\n" + _OUTPUT_RULES,
                 build_prompt(request),
                 AgentOutput,
+                max_paid_calls=cap,
             )
             output = structured.value
             content, claims, confidence = output.content, output.claims, output.confidence

@@ -180,10 +180,13 @@ class SimulatorSettings(BaseModel):
 
     ``latency="realistic"`` (the default) waits as a real model would: the model's time to
     first token plus every output token (thinking included) at its tokens per second
-    (``actors.llm.catalog``), lognormally spread by ``sigma``, all multiplied by
-    ``time_scale``. ``zero``/``fixed``/``lognormal`` are for benchmarks and tests that need
-    known durations. Content is realistic in every mode: thinking, answer sizes, cuts at
-    ``max_tokens``, refusals of forced tools where the model refuses them.
+    (``actors.llm.catalog``), spread lognormally (sigma 0.25). ``zero``/``fixed``
+    (``median_s``)/``lognormal`` (``median_s``, ``sigma``) are for benchmarks and tests
+    that need known durations. ``per_output_token_s`` adds per output token in every mode;
+    ``time_scale`` multiplies every such delay (not ``hang_s``, and not a
+    ``[sim-latency S]`` marker, which are literal seconds). Content is realistic in every
+    mode: thinking, answer sizes, cuts at ``max_tokens``, refusals of forced tools where
+    the model refuses them; ``rate_refusal`` makes that share of answers refusals.
     """
 
     seed: int = 0
@@ -199,6 +202,7 @@ class SimulatorSettings(BaseModel):
     rate_hang: float = Field(default=0.0, ge=0, le=1)
     hang_s: float = Field(default=600.0, ge=0)
     rate_malformed: float = Field(default=0.0, ge=0, le=1)
+    rate_refusal: float = Field(default=0.0, ge=0, le=1)
     rpm_limit: int | None = Field(default=None, ge=1)
     concurrency_limit: int | None = Field(default=None, ge=1)
 
@@ -259,6 +263,8 @@ class Settings(BaseSettings):
     # Paid calls (answers received) one microtask may cost in all: attempts, schema
     # corrections, retries of cut answers and backups counted together.
     max_paid_calls_per_microtask: int = Field(default=4, ge=1)
+    # Claims per reconciling call of the semantic merge (batches run side by side).
+    reconcile_batch_claims: int = Field(default=60, ge=2)
     llm_timeout_s: float = Field(default=60.0, gt=0)
     max_request_chars: int = Field(default=20_000, ge=1)
     # Admission limits: past them a request is refused clearly (HTTP 429), never queued blindly.

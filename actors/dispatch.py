@@ -18,7 +18,13 @@ running. Copies are paid calls, so at most ``backup_max_share`` of a task's
 microtasks get one. The first result wins and the other copy is cancelled.
 
 A microtask that fails for good does not stop its siblings: its dependents run
-with what there is, and the merger says what is missing.
+with what there is, and the merger says what is missing. A refusal or an answer
+cut at ``max_tokens`` twice (the client already retried it with a larger budget)
+fails for good at once: asking another agent the same thing would be paid for
+again and end the same way. Every answer paid for counts — attempts, schema
+corrections, retries of cut answers and backups — against
+``max_paid_calls_per_microtask``; errors carry the usage of the answers they
+paid for, so failed calls count against the task budget too.
 
 ``ray.wait`` would block the orchestrator's event loop, so this uses its asyncio
 form: ``asyncio.wait`` over the pending calls with a timeout at the next deadline.
@@ -38,7 +44,8 @@ from typing import Any
 from actors import tracing
 from actors.config import Settings
 from actors.dag import DagScheduler
-from actors.models import EventKind, Microtask, MicrotaskRequest, MicrotaskResult, Role
+from actors.errors import ModelRefusalError, TruncatedAnswerError
+from actors.models import EventKind, Microtask, MicrotaskRequest, MicrotaskResult, Role, Usage
 from actors.report import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -47,12 +54,15 @@ OnResult = Callable[[MicrotaskResult], Coroutine[Any, Any, None]]
 CallPool = Callable[[Role, MicrotaskRequest, float], Coroutine[Any, Any, MicrotaskResult]]
 IdleAgents = Callable[[Role], Coroutine[Any, Any, int]]
 _BACKUP_CHECK_S = 0.1  # how often stragglers are looked for once backups are possible
+# Paid answers one attempt may use: an answer and one retry (of a cut or malformed answer).
+# Reserved at launch, so attempts running side by side (backups) never pass the cap together.
+_PAID_PER_ATTEMPT = 2
 
 
 class _Attempt:
     """One call of one microtask to its pool."""
 
-    __slots__ = ("backup", "deadline", "microtask", "number", "submitted")
+    __slots__ = ("backup", "deadline", "microtask", "number", "paid_cap", "submitted")
 
     def __init__(self, microtask: Microtask, number: int, backup: bool, submitted: float) -> None:
         self.microtask = microtask
@@ -60,6 +70,7 @@ class _Attempt:
         self.backup = backup
         self.submitted = submitted  # time.monotonic() when the call goes out
         self.deadline = float("inf")  # set by the dispatcher; inf once cancelled
+        self.paid_cap = 0  # paid answers reserved for this attempt out of the microtask's cap
 
 
 class Dispatcher:
@@ -86,6 +97,7 @@ class Dispatcher:
         self._inflight: dict[asyncio.Task[MicrotaskResult], _Attempt] = {}
         self._waiting: list[Microtask] = []  # ready, but over the task's agent cap
         self._durations: list[float] = []  # of finished attempts, for the backup p90
+        self._reserved: dict[str, int] = {}  # microtask id -> paid answers held by attempts
         # The complexity level bounds how many agents one task may occupy at once.
         self._cap = settings.levels[record.complexity].max_agents
 
@@ -149,10 +161,13 @@ class Dispatcher:
             attempt=number,
             affinity_key=mt.branch,
             timeout_s=self._settings.microtask_timeout_s,
+            max_paid_calls=min(_PAID_PER_ATTEMPT, self._paid_calls_left(mt)),
             trace_context=tracing.inject(),  # the task span: each attempt's span is its child
         )
         call = asyncio.create_task(self._call_pool(mt.role, request, delay))
         attempt = _Attempt(mt, number, backup, time.monotonic() + delay)
+        attempt.paid_cap = request.max_paid_calls or 0
+        self._reserved[mt.id] = self._reserved.get(mt.id, 0) + attempt.paid_cap
         # The pool enforces the run deadline from the moment an agent takes the
         # microtask (time queued for a free agent does not count). This backstop
         # catches a call that never comes back at all, e.g. from a dead pool.
@@ -162,6 +177,7 @@ class Dispatcher:
     async def _settle(self, call: asyncio.Task[MicrotaskResult], attempt: _Attempt) -> None:
         """Record one finished attempt: a result, a retry, or a final failure."""
         record, mt = self._record, attempt.microtask
+        self._release(attempt)
         if mt.id in record.results or mt.id in record.failures:
             return  # another copy already decided this microtask
         error: BaseException | None
@@ -174,13 +190,14 @@ class Dispatcher:
             if self._on_result is not None:
                 await self._on_result(result)
             record.results[mt.id] = result
-            record.usage += result.usage
+            self._count(mt, result.usage)
             # Whole attempt time, queue included, on both sides of the backup comparison.
             self._durations.append(time.monotonic() - attempt.submitted)
             self._scheduler.done(mt.id)
             for other, twin in list(self._inflight.items()):
                 if twin.microtask.id == mt.id:  # the slower copy of a backup pair
                     other.cancel()
+                    self._release(twin)  # what the cancelled copy paid for is not known here
                     del self._inflight[other]
             await record.emit(
                 EventKind.FINISHED,
@@ -190,6 +207,9 @@ class Dispatcher:
                 duration_s=result.duration_s,
             )
             return
+        paid = getattr(error, "usage", None)
+        if isinstance(paid, Usage):
+            self._count(mt, paid)
         if any(a.microtask.id == mt.id for a in self._inflight.values()):
             return  # its twin is still running; let that one decide
         reason = f"{type(error).__name__}: {error}"
@@ -200,7 +220,17 @@ class Dispatcher:
             attempt.number,
             reason,
         )
-        if record.attempts[mt.id] < self._settings.max_attempts:
+        final = isinstance(error, ModelRefusalError | TruncatedAnswerError)
+        if isinstance(error, ModelRefusalError):
+            reason = f"the model refused microtask {mt.id} ({mt.title}): {error}"
+        elif isinstance(error, TruncatedAnswerError):
+            record.cut.append(f"{mt.id}: cut at max_tokens twice; failed ({mt.title})")
+        elif self._paid_calls_left(mt) <= 0:
+            final = True
+            reason += (
+                f" (its cap of {self._settings.max_paid_calls_per_microtask} paid calls is spent)"
+            )
+        if not final and record.attempts[mt.id] < self._settings.max_attempts:
             record.retries += 1
             base = self._settings.retry_backoff_s * 2 ** (record.attempts[mt.id] - 1)
             self._launch(mt, delay=self._rng.uniform(0, base))
@@ -211,6 +241,21 @@ class Dispatcher:
             record.failures[mt.id] = reason
             self._scheduler.failed(mt.id)
             await record.emit(EventKind.FAILED, microtask=mt, attempt=attempt.number, detail=reason)
+
+    def _count(self, mt: Microtask, usage: Usage) -> None:
+        """Add the answers one attempt paid for to the task and to the microtask's cap."""
+        self._record.usage += usage
+        self._record.paid_calls[mt.id] = self._record.paid_calls.get(mt.id, 0) + usage.requests
+
+    def _paid_calls_left(self, mt: Microtask) -> int:
+        """Paid answers ``mt`` may still start: its cap less what was paid and is reserved."""
+        cap = self._settings.max_paid_calls_per_microtask
+        return cap - self._record.paid_calls.get(mt.id, 0) - self._reserved.get(mt.id, 0)
+
+    def _release(self, attempt: _Attempt) -> None:
+        mt_id = attempt.microtask.id
+        self._reserved[mt_id] = self._reserved.get(mt_id, 0) - attempt.paid_cap
+        attempt.paid_cap = 0
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -246,6 +291,7 @@ class Dispatcher:
                 and mt.id not in covered
                 and now - attempt.submitted > threshold
                 and record.attempts[mt.id] < settings.max_attempts
+                and self._paid_calls_left(mt) > 0
             ):
                 covered.add(mt.id)
                 stragglers.setdefault(mt.role, []).append(attempt)

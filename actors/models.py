@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class Role(StrEnum):
@@ -166,6 +166,9 @@ class Plan(BaseModel):
     microtasks: list[Microtask]
     source: str = Field(description="'model', 'repaired', 'template:<name>' or 'direct'")
     notes: list[str] = Field(default_factory=list, description="what repair changed and why")
+    cut: list[str] = Field(
+        default_factory=list, description="planning answers cut at max_tokens, and what was kept"
+    )
 
 
 class Usage(BaseModel):
@@ -268,7 +271,7 @@ class RunReport(BaseModel):
     max_parallel: int
     wall_s: float
     work_s: float
-    parallelism: float = Field(description="work_s / wall_s: microtasks running at once, on average")
+    parallelism: float = Field(description="work_s / wall_s: microtasks at once, on average")
     speedup: float = Field(description="deprecated alias of parallelism (not a speedup)")
     succeeded: int
     failed: int
@@ -291,6 +294,17 @@ class RunReport(BaseModel):
         default_factory=list, description="answers cut at max_tokens, and what was kept of them"
     )
     timeline: list[TimelineEntry] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parallelism_from_speedup(cls, data: Any) -> Any:
+        """Reports stored before the rename carry only ``speedup``; it meant parallelism."""
+        if isinstance(data, dict):
+            if "parallelism" not in data and "speedup" in data:
+                data = {**data, "parallelism": data["speedup"]}
+            elif "speedup" not in data and "parallelism" in data:
+                data = {**data, "speedup": data["parallelism"]}
+        return data
 
 
 class AgentInfo(BaseModel):

@@ -22,10 +22,17 @@ from actors import dag, merger, tracing
 from actors.config import LIMITER_NAME, NAMESPACE, Settings, pool_actor_name
 from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
-from actors.errors import CapacityError, TaskCancelledError, UnknownTaskError, UserInputError
+from actors.errors import (
+    CapacityError,
+    TaskCancelledError,
+    TruncatedAnswerError,
+    UnknownTaskError,
+    UserInputError,
+)
 from actors.intake import clean_request
 from actors.llm import LLMClient, RemoteLimiter
 from actors.models import (
+    CallKind,
     Complexity,
     EventKind,
     Microtask,
@@ -33,11 +40,14 @@ from actors.models import (
     MicrotaskResult,
     PoolSnapshot,
     ProgressEvent,
+    Reconciliation,
     Role,
     RunReport,
     TaskState,
+    Usage,
 )
 from actors.ray_metrics import OrchestratorMetrics
+from actors.reconcile import reconcile
 from actors.report import TaskRecord, build_report
 from actors.stats import Stats, StatsSnapshot
 from actors.store import Store
@@ -373,6 +383,8 @@ class Orchestrator:
         plan, usage = await self._decomposer.plan(record.text, assessment)
         record.usage += usage
         record.plan_source = plan.source
+        record.notes.extend(f"plan: {note}" for note in plan.notes)
+        record.cut.extend(plan.cut)
         record.set_plan(plan.microtasks)
 
     def _level_for(self, size: int) -> Complexity:
@@ -417,34 +429,73 @@ class Orchestrator:
         return idle
 
     async def _merge(self, record: TaskRecord) -> None:
-        """Synthesis by a generation agent; a stitched answer if that fails."""
+        """Claims reconciled, then the synthesis by a generation agent (stitched if it fails)."""
         results = record.ordered_results()
-        summary = merger.summarise(results, missing=record.missing_titles())
-        record.summary = summary
         if record.plan_source == "direct":
+            record.summary = merger.summarise(results, missing=record.missing_titles())
             record.answer = results[0].content if results else ""
             if not results:
-                record.answer = merger.fallback_answer(record.text, results, summary)
+                record.answer = merger.fallback_answer(record.text, results, record.summary)
             return
+        with tracing.span("reconcile", task_id=record.task_id):
+            summary = await reconcile(
+                results,
+                record.missing_titles(),
+                lambda prompt: self._reconcile_batch(record, prompt),
+                batch_claims=self._settings.reconcile_batch_claims,
+            )
+        record.summary = summary
+        record.notes.extend(summary.notes)
         prompt = merger.synthesis_prompt(record.text, results, summary)
         synthesis = Microtask(
             id="synthesis", role=Role.GENERATION, title="Synthesis", instructions=prompt
         )
-        request = MicrotaskRequest(
-            task_id=record.task_id,
-            microtask=synthesis,
-            request_text=record.text,
-            synthesis=True,
-            trace_context=tracing.inject(),
-        )
+        request = self._side_request(record, synthesis, CallKind.SYNTHESIS)
         try:
             result = await self._call_pool(Role.GENERATION, request, 0.0)
         except (asyncio.CancelledError, TaskCancelledError):
             raise
         except Exception as exc:
+            record.usage += _paid_usage(exc)
+            if isinstance(exc, TruncatedAnswerError):
+                record.cut.append("synthesis: cut at max_tokens twice; answer stitched from parts")
             record.note(f"synthesis failed ({type(exc).__name__}); answer stitched from parts")
             record.answer = merger.fallback_answer(record.text, results, summary)
             return
         record.usage += result.usage
         record.simulated = record.simulated or result.simulated
         record.answer = result.content + "\n\n" + merger.render_footer(summary)
+
+    async def _reconcile_batch(self, record: TaskRecord, prompt: str) -> Reconciliation:
+        """One batch of claims reconciled by a validation agent (structured output)."""
+        batch = Microtask(
+            id="reconcile", role=Role.VALIDATION, title="Reconcile claims", instructions=prompt
+        )
+        request = self._side_request(record, batch, CallKind.RECONCILE)
+        try:
+            result = await self._call_pool(Role.VALIDATION, request, 0.0)
+        except Exception as exc:
+            record.usage += _paid_usage(exc)
+            raise
+        record.usage += result.usage
+        record.simulated = record.simulated or result.simulated
+        return Reconciliation.model_validate_json(result.content)
+
+    def _side_request(
+        self, record: TaskRecord, microtask: Microtask, kind: CallKind
+    ) -> MicrotaskRequest:
+        """A request for a call outside the plan (reconciling, synthesis)."""
+        return MicrotaskRequest(
+            task_id=record.task_id,
+            microtask=microtask,
+            request_text=record.text,
+            kind=kind,
+            max_paid_calls=2,  # an answer and one retry with a larger budget
+            trace_context=tracing.inject(),
+        )
+
+
+def _paid_usage(error: BaseException) -> Usage:
+    """The answers a failed call paid for (errors of model calls carry them)."""
+    usage = getattr(error, "usage", None)
+    return usage if isinstance(usage, Usage) else Usage()

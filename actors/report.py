@@ -41,6 +41,7 @@ class TaskRecord:
     results: dict[str, MicrotaskResult] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # microtask id -> last error
     attempts: dict[str, int] = field(default_factory=dict)  # microtask id -> attempts made
+    paid_calls: dict[str, int] = field(default_factory=dict)  # microtask id -> answers paid
     retries: int = 0
     backups: int = 0
     usage: Usage = field(default_factory=Usage)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 import anthropic
+import pydantic_core
 from anthropic.types import Message
 from pydantic import BaseModel, ValidationError
 
@@ -31,10 +32,13 @@ from actors.config import Purpose, Settings
 from actors.errors import (
     ConfigurationError,
     ModelBehaviorError,
+    ModelRefusalError,
     ProviderError,
     ProviderTimeoutError,
+    TruncatedAnswerError,
     UserInputError,
 )
+from actors.llm import catalog
 from actors.llm.limiter import Limiter, Outcome, RateLimiter
 from actors.llm.pricing import cost_usd
 from actors.models import Usage
@@ -48,6 +52,9 @@ StructuredMode = Literal["json_schema", "tool"]
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 _SIMULATED_ID_PREFIX = "msg_sim_"
+# A cut answer is retried once with twice the budget, never above this (the largest output
+# the current models allow in one call).
+_MAX_OUTPUT_TOKENS = 64_000
 
 
 class Completion(BaseModel):
@@ -62,12 +69,17 @@ class Completion(BaseModel):
 
 @dataclass(frozen=True)
 class Structured(Generic[T]):
-    """A validated structured answer (a dataclass so any ``T`` pickles across Ray)."""
+    """A validated structured answer (a dataclass so any ``T`` pickles across Ray).
+
+    ``cut`` is True when the answer stopped at ``max_tokens`` and ``value`` holds only its
+    complete parts (asked for with ``partial=True``).
+    """
 
     value: T
     usage: Usage
     model: str
     simulated: bool
+    cut: bool = False
 
 
 class _Malformed(Exception):
@@ -79,13 +91,24 @@ class _Malformed(Exception):
         self.raw = raw
 
 
+class _Cut(Exception):
+    """The answer stopped at ``max_tokens`` and nothing usable could be kept of it."""
+
+
 class LLMClient:
     """Text and structured calls for one process (agent, orchestrator, ...).
 
     ``limiter`` defaults to a private ``RateLimiter``; in a cluster pass a
-    ``RemoteLimiter`` so every process shares one budget. ``structured_mode``
-    ``"json_schema"`` sends ``output_config.format`` (what ``messages.parse``
-    does; the newest models reject forced tool use), ``"tool"`` forces a tool call.
+    ``RemoteLimiter`` so every process shares one budget. ``structured_mode`` is a
+    preference: ``"json_schema"`` sends ``output_config.format`` (what ``messages.parse``
+    does), ``"tool"`` forces a tool call — except on models that refuse forced tools
+    (``catalog.info(model).forced_tools``), which always get the JSON schema.
+
+    Every call gets ``max_tokens`` from ``Settings.max_tokens_for(purpose)`` (the cap on
+    thinking and answer together) and, where the model takes it, ``output_config.effort``
+    from ``Settings.effort``. An answer cut at ``max_tokens`` is retried once with twice
+    the budget and then fails with ``TruncatedAnswerError``; ``structured(partial=True)``
+    instead keeps the complete part of a cut answer. A refusal fails at once.
     """
 
     def __init__(
@@ -122,16 +145,16 @@ class LLMClient:
         *,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
+        max_paid_calls: int | None = None,
     ) -> Completion:
         """A text answer to ``prompt``, retried through the limiter on provider failures."""
-        text, message, usage, simulated = await self._run(
-            purpose, system, prompt, max_tokens, timeout_s, {}, _text_of
-        )
+        call = _Call(purpose, self._settings.models[purpose], "text", max_paid_calls)
+        text, message = await self._run(call, system, prompt, max_tokens, timeout_s, {}, _text_of)
         return Completion(
             text=text,
-            usage=usage,
+            usage=call.usage,
             model=message.model,
-            simulated=simulated,
+            simulated=call.simulated,
             stop_reason=message.stop_reason,
         )
 
@@ -144,13 +167,19 @@ class LLMClient:
         *,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
+        partial: bool = False,
+        max_paid_calls: int | None = None,
     ) -> Structured[T]:
         """An answer validated into ``output``; a wrong shape is retried with a correction.
 
+        ``partial=True``: an answer cut at ``max_tokens`` is kept when its complete parts
+        validate (the last item of a list being written is dropped), and ``cut`` says so.
         Raises ``ModelBehaviorError`` naming the failing fields once the attempts run out.
         """
+        model = self._settings.models[purpose]
+        mode = self._mode if catalog.info(model).forced_tools else "json_schema"
         extra: dict[str, Any]
-        if self._mode == "tool":
+        if mode == "tool":
             name = _tool_name(output)
             tool = {
                 "name": name,
@@ -163,12 +192,19 @@ class LLMClient:
             extra = {"output_config": {"format": {"type": "json_schema", "schema": schema}}}
 
         def parse(message: Message) -> T:
-            return _validate(message, output, self._mode)
+            return _validate(message, output, mode)
 
-        value, message, usage, simulated = await self._run(
-            purpose, system, prompt, max_tokens, timeout_s, extra, parse, output.__name__
+        def salvage(message: Message) -> T:
+            return _salvage(message, output, mode)
+
+        call = _Call(purpose, model, output.__name__, max_paid_calls)
+        value, message = await self._run(
+            call, system, prompt, max_tokens, timeout_s, extra, parse, salvage if partial else None
         )
-        return Structured(value=value, usage=usage, model=message.model, simulated=simulated)
+        cut = message.stop_reason == "max_tokens"
+        return Structured(
+            value=value, usage=call.usage, model=message.model, simulated=call.simulated, cut=cut
+        )
 
     async def count_tokens(self, purpose: Purpose, system: str, prompt: str) -> int:
         """Input tokens of this request by the provider's count (no limiter: it is free).
@@ -200,33 +236,37 @@ class LLMClient:
 
     async def _run(
         self,
-        purpose: Purpose,
+        call: _Call,
         system: str,
         prompt: str,
         max_tokens: int | None,
         timeout_s: float | None,
         extra: dict[str, Any],
         parse: Callable[[Message], R],
-        shape: str = "text",
-    ) -> tuple[R, Message, Usage, bool]:
+        salvage: Callable[[Message], R] | None = None,
+    ) -> tuple[R, Message]:
         system, prompt = self._checked(system, prompt)
-        model = self._settings.models[purpose]
-        max_tokens = max_tokens or self._settings.max_tokens
-        timeout = timeout_s or self._settings.llm_timeout_s
+        model, info = call.model, catalog.info(call.model)
+        budget = max_tokens or self._settings.max_tokens_for(call.purpose)
+        extra = _with_effort(extra, self._settings.effort[call.purpose].value, info.effort)
         attempts = self._settings.limiter.max_attempts
-        usage = Usage()
         note = ""  # corrective note after a malformed answer
+        enlarged = False  # a cut answer gets one retry with twice the budget
         failure: tuple[str, int | None, bool] = ("no attempt made", None, False)
         malformed: _Malformed | None = None
-        with tracing.span("llm.call", model=model, purpose=purpose) as span:
+        with tracing.span("llm.call", model=model, purpose=call.purpose) as span:
             for attempt in range(1, attempts + 1):
-                lease = await self._limiter.acquire(_estimate(system, prompt + note), max_tokens)
+                call.check_paid_cap()
+                timeout = timeout_s or max(
+                    self._settings.llm_timeout_s, info.first_token_s + budget / info.tokens_per_s
+                )
+                lease = await self._limiter.acquire(_estimate(system, prompt + note), budget)
                 outcome, message = Outcome.CONNECTION, None
                 headers: Mapping[str, str] = {}
                 try:
                     raw = await self._client.messages.with_raw_response.create(
                         model=model,
-                        max_tokens=max_tokens,
+                        max_tokens=budget,
                         system=system,
                         messages=[{"role": "user", "content": prompt + note}],
                         timeout=timeout,
@@ -247,22 +287,14 @@ class LLMClient:
                     await self._release_quietly(lease)  # cancelled: give the slot back
                     raise
 
-                spent = Usage()
+                spent, value, verdict = Usage(), None, ""
                 if message is not None:
-                    spent = Usage(
-                        requests=1,
-                        input_tokens=message.usage.input_tokens,
-                        output_tokens=message.usage.output_tokens,
-                        cost_usd=cost_usd(
-                            message.model, message.usage.input_tokens, message.usage.output_tokens
-                        ),
-                    )
-                    usage = usage + spent
+                    spent = call.paid(message, _is_simulated(headers, message))
                     try:
-                        value = parse(message)
+                        value, outcome, verdict = self._judge(message, parse, salvage)
                     except _Malformed as exc:
-                        outcome, malformed = Outcome.MALFORMED, exc
-                        note = _correction(exc.problems, message.stop_reason)
+                        outcome, malformed, verdict = Outcome.MALFORMED, exc, "malformed"
+                        note = _correction(exc.problems)
                 wait = await self._limiter.release(
                     lease,
                     outcome,
@@ -271,27 +303,71 @@ class LLMClient:
                     headers=headers,
                     attempt=attempt,
                 )
-                span.set_attributes(_call_attributes(usage, outcome, attempt))
-                if outcome is Outcome.OK and message is not None:
-                    return value, message, usage, _is_simulated(headers, message)
+                span.set_attributes(_call_attributes(call.usage, outcome, attempt, verdict))
+                if message is not None and verdict == "ok":
+                    return value, message  # type: ignore[return-value]
+                if verdict == "refusal":
+                    raise ModelRefusalError(
+                        f"{model} refused to answer ({call.shape}): stop_reason refusal",
+                        raw=_text_of(message) if message is not None else "",
+                        usage=call.usage,
+                    )
+                if verdict == "cut":
+                    if enlarged or budget >= _MAX_OUTPUT_TOKENS:
+                        raise TruncatedAnswerError(
+                            f"{model}'s {call.shape} answer was cut at max_tokens twice "
+                            f"({call.budgets_text(budget)} tokens, thinking included)",
+                            raw=_text_of(message) if message is not None else "",
+                            usage=call.usage,
+                        )
+                    enlarged, first = True, budget
+                    budget = min(2 * budget, _MAX_OUTPUT_TOKENS)
+                    call.budgets.append(first)
+                    logger.info(
+                        "%s %s answer cut at max_tokens=%d; retrying once with %d",
+                        call.purpose, call.shape, first, budget,
+                    )  # fmt: skip
+                    continue
                 if outcome is Outcome.REJECTED:
-                    raise self._rejected(failure, attempt)
+                    raise self._rejected(failure, attempt, call.usage)
                 if attempt < attempts:
                     logger.info(
                         "%s call attempt %d/%d: %s; retrying in %.2f s",
-                        purpose, attempt, attempts, outcome, wait,
+                        call.purpose, attempt, attempts, outcome, wait,
                     )  # fmt: skip
                     await asyncio.sleep(wait)
 
             if malformed is not None and outcome is Outcome.MALFORMED:
                 raise ModelBehaviorError(
-                    f"{model} answered {shape} in the wrong shape {_times(attempts)}; "
+                    f"{model} answered {call.shape} in the wrong shape {_times(attempts)}; "
                     f"last problems: {malformed.problems}",
                     raw=malformed.raw,
+                    usage=call.usage,
                 )
             message_text, status, timed_out = failure
             error = ProviderTimeoutError if timed_out else ProviderError
-            raise error(f"{model} failed {_times(attempts)}: {message_text}", status, attempts)
+            raise error(
+                f"{model} failed {_times(attempts)}: {message_text}", status, attempts, call.usage
+            )
+
+    @staticmethod
+    def _judge(
+        message: Message, parse: Callable[[Message], R], salvage: Callable[[Message], R] | None
+    ) -> tuple[R | None, Outcome, str]:
+        """(value, limiter outcome, verdict): verdict "ok", "cut" or "refusal".
+
+        Raises ``_Malformed`` for a complete answer in the wrong shape.
+        """
+        if message.stop_reason == "refusal":
+            return None, Outcome.OK, "refusal"  # a valid answer as far as the limiter goes
+        if message.stop_reason == "max_tokens":
+            if salvage is None:
+                return None, Outcome.OK, "cut"
+            try:
+                return salvage(message), Outcome.OK, "ok"
+            except _Cut:
+                return None, Outcome.OK, "cut"
+        return parse(message), Outcome.OK, "ok"
 
     def _checked(self, system: str, prompt: str) -> tuple[str, str]:
         """Refuse unusable input before any call; NUL bytes are stripped (they carry no text)."""
@@ -304,13 +380,15 @@ class LLMClient:
             )
         return system, prompt
 
-    def _rejected(self, failure: tuple[str, int | None, bool], attempt: int) -> Exception:
+    def _rejected(
+        self, failure: tuple[str, int | None, bool], attempt: int, usage: Usage
+    ) -> Exception:
         text, status, _ = failure
         if status in (401, 403):
             return ConfigurationError(f"the provider refused the credentials ({status}): {text}")
         if status == 413:
             return UserInputError(f"request too large for the provider: {text}")
-        return ProviderError(f"the provider rejected the request: {text}", status, attempt)
+        return ProviderError(f"the provider rejected the request: {text}", status, attempt, usage)
 
     def _redact(self, text: str) -> str:
         """Errors cross processes and reach users: never let the key ride along."""
@@ -323,14 +401,63 @@ class LLMClient:
             logger.debug("could not release lease after cancellation", exc_info=True)
 
 
-def _call_attributes(usage: Usage, outcome: Outcome, attempt: int) -> dict[str, Any]:
+class _Call:
+    """One logical call's bookkeeping across its attempts: paid answers, budgets, the cap."""
+
+    __slots__ = ("budgets", "max_paid", "model", "purpose", "shape", "simulated", "usage")
+
+    def __init__(self, purpose: Purpose, model: str, shape: str, max_paid: int | None) -> None:
+        self.purpose = purpose
+        self.model = model
+        self.shape = shape  # "text" or the output type's name, for messages
+        self.max_paid = max_paid  # answers this call may pay for (None: no cap)
+        self.usage = Usage()  # every answer received, whatever became of it
+        self.simulated = False
+        self.budgets: list[int] = []  # max_tokens of earlier cut attempts
+
+    def paid(self, message: Message, simulated: bool) -> Usage:
+        """Count one answer received (paid for, usable or not) and return its usage."""
+        spent = Usage(
+            requests=1,
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            cost_usd=cost_usd(
+                message.model, message.usage.input_tokens, message.usage.output_tokens
+            ),
+        )
+        self.usage = self.usage + spent
+        self.simulated = self.simulated or simulated
+        return spent
+
+    def check_paid_cap(self) -> None:
+        """Refuse another attempt once the caller's cap on paid answers is reached."""
+        if self.max_paid is not None and self.usage.requests >= self.max_paid:
+            raise ModelBehaviorError(
+                f"{self.model}: no usable {self.shape} answer within the cap of "
+                f"{self.max_paid} paid calls (PARALLEL_AGENTS_MAX_PAID_CALLS_PER_MICROTASK)",
+                usage=self.usage,
+            )
+
+    def budgets_text(self, last: int) -> str:
+        return " then ".join(str(b) for b in [*self.budgets, last])
+
+
+def _call_attributes(usage: Usage, outcome: Outcome, attempt: int, verdict: str) -> dict[str, Any]:
     """What an ``llm.call`` span records, as of its latest attempt."""
     return {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
-        "status": outcome.value,
+        "status": verdict if verdict in ("cut", "refusal") else outcome.value,
         "retries": attempt - 1,
     }
+
+
+def _with_effort(extra: dict[str, Any], effort: str, accepted: bool) -> dict[str, Any]:
+    """``extra`` with ``output_config.effort`` added where the model takes it."""
+    if not accepted:
+        return extra
+    config = {**extra.get("output_config", {}), "effort": effort}
+    return {**extra, "output_config": config}
 
 
 def _times(count: int) -> str:
@@ -366,6 +493,7 @@ def _is_simulated(headers: Mapping[str, str], message: Message) -> bool:
 
 
 def _text_of(message: Message) -> str:
+    """The answer's text: text blocks only (thinking blocks are never shown or sent back)."""
     return "".join(block.text for block in message.content if block.type == "text")
 
 
@@ -396,14 +524,41 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(parts)[:800]
 
 
-def _correction(problems: str, stop_reason: str | None) -> str:
-    cut = (
-        " It was cut off at max_tokens: answer more briefly." if stop_reason == "max_tokens" else ""
-    )
+def _correction(problems: str) -> str:
     return (
-        f"\n\n(Your previous answer did not match the required schema: {problems}.{cut} "
+        f"\n\n(Your previous answer did not match the required schema: {problems}. "
         "Answer again, exactly in the required format.)"
     )
+
+
+def _salvage(message: Message, output: type[T], mode: str) -> T:
+    """The complete part of an answer cut at ``max_tokens``, or ``_Cut`` when none validates.
+
+    The JSON is parsed with ``pydantic_core.from_json(allow_partial=True)`` (incomplete
+    strings are dropped). Only the value being written when the cut came can be incomplete:
+    the last item of the last list still open is dropped unless the text shows it closed.
+    """
+    if mode == "tool":
+        inputs = [block.input for block in message.content if block.type == "tool_use"]
+        data: Any = inputs[0] if inputs else None
+        closed = False  # the API gives only the parsed input: assume its last item is cut
+    else:
+        text = _text_of(message)
+        try:
+            data = pydantic_core.from_json(text, allow_partial=True) if text.strip() else None
+        except ValueError:
+            data = None
+        closed = text.rstrip().rstrip(",").rstrip().endswith(("}", "]"))
+    if not isinstance(data, dict):
+        raise _Cut()
+    if data and not closed:
+        last_key = list(data)[-1]
+        if isinstance(data[last_key], list) and data[last_key]:
+            data = {**data, last_key: data[last_key][:-1]}
+    try:
+        return output.model_validate(data)
+    except ValidationError:
+        raise _Cut() from None
 
 
 @functools.cache

@@ -99,6 +99,70 @@ def test_complex_request_runs_a_dag_respecting_dependencies(system):
     assert {e.role for e in report.timeline} == set(Role)
 
 
+def test_security_request_on_the_default_models_is_planned_run_and_written_whole(system):
+    """Issue 12's acceptance: the model's plan, nothing cut, every microtask done."""
+    url = ray.get(system.simulator.url.remote())
+    seen = len(_requests(url))
+    report = _run(system, SECURITY)
+    calls = _requests(url)[seen:]
+    assert report.plan_source in ("model", "repaired"), report.plan_source
+    assert report.microtasks >= 20 and report.failed == 0 and report.cut == []
+    serial = [c for c in calls if c["purpose"] in ("assessment", "plan", "synthesis")]
+    assert {c["purpose"] for c in serial} == {"assessment", "plan", "synthesis"}
+    assert all(c["stop_reason"] == "end_turn" for c in serial), serial
+    assert all(c["thinking_tokens"] > 0 for c in serial if c["model"] == "claude-opus-5-5")
+    assert report.merge == "semantic"
+    assert "Simulated synthesis" in report.result and "write-up step failed" not in report.result
+    assert report.parallelism == report.speedup > 1
+
+
+def test_a_microtask_cut_twice_or_refused_fails_clearly_and_is_named_missing(system):
+    plan = [
+        _mt("fine"),
+        _mt("endless", Role.ANALYSIS),
+        _mt("refused", Role.ANALYSIS),
+        _mt("summary", Role.GENERATION, ("fine", "endless", "refused")),
+    ]
+    plan[1].instructions += " [sim-output-tokens 40000]"
+    plan[2].instructions += " [sim-refuse]"
+    report = _run(system, "cut and refused microtasks", plan)
+    assert report.state is TaskState.DONE and report.failed == 2
+    assert {"endless: step endless", "refused: step refused"} == set(report.missing)
+    assert any(c.startswith("endless: cut at max_tokens twice") for c in report.cut)
+    assert _entry(report, "endless").attempts == 1 and _entry(report, "refused").attempts == 1
+    assert "Missing parts (2)" in report.result
+    assert _entry(report, "summary").status == "done"
+
+
+def test_a_plan_cut_at_max_tokens_keeps_its_complete_microtasks_and_runs(system):
+    import asyncio
+
+    from actors.decomposer import Decomposer
+    from actors.llm import LLMClient
+
+    url = ray.get(system.simulator.url.remote())
+    settings = _settings().with_overrides(
+        plan_tokens_per_microtask=20, output_tokens={"planning": 3000}
+    )
+
+    async def plan():
+        decomposer = Decomposer(LLMClient(settings, base_url=url), settings)
+        verdict, _ = await decomposer.assess(SECURITY)
+        return await decomposer.plan(SECURITY, verdict)
+
+    cut_plan, _ = asyncio.run(plan())
+    assert cut_plan.cut and cut_plan.source in ("model", "repaired")
+    report = _run(system, SECURITY, cut_plan.microtasks)
+    assert report.failed == 0 and report.microtasks == len(cut_plan.microtasks)
+
+
+def _requests(url: str) -> list[dict]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/requests", timeout=10) as answer:
+        return json.loads(answer.read())["requests"]
+
+
 def test_fast_branch_is_not_held_back_by_slow_sibling(system):
     plan = [
         _mt("fast1", latency=0.05),

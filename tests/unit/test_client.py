@@ -234,3 +234,109 @@ async def test_count_tokens(sim: SimulatorServer) -> None:
     long = await client.count_tokens(Purpose.RESEARCH, "Be brief.", "Hi " * 500)
     await client.close()
     assert 0 < short < long
+
+
+# --- the current models: thinking, effort, budgets, cuts, refusals ----------------------
+
+
+async def test_effort_and_budget_per_purpose_reach_the_request(sim: SimulatorServer) -> None:
+    settings = Settings(limiter=limiter_settings())
+    client = client_for(sim)
+    await client.structured(Purpose.RESEARCH, "Research.", "Tides?", AgentOutput)
+    await client.complete(Purpose.SYNTHESIS, "Write.", "Sum up the tides.")
+    await client.close()
+    research, synthesis = sim.recent_requests()
+    assert research["effort"] == settings.effort[Purpose.RESEARCH] == "low"
+    assert synthesis["effort"] == settings.effort[Purpose.SYNTHESIS] == "high"
+    assert research["max_tokens"] == settings.max_tokens_for(Purpose.RESEARCH)
+    assert synthesis["max_tokens"] == settings.max_tokens_for(Purpose.SYNTHESIS) >= 16_000
+
+
+async def test_a_forced_tool_is_never_sent_to_a_model_that_refuses_it(
+    sim: SimulatorServer,
+) -> None:
+    client = client_for(sim, structured_mode="tool")
+    plan = await client.structured(Purpose.PLANNING, "Plan.", "Plan at most 3 microtasks.", Verdict)
+    await client.structured(Purpose.ANALYSIS, "Judge.", "Is the sky blue?", Verdict)
+    await client.close()
+    assert plan.model == "claude-opus-5-5"
+    kinds = [(r["model"], r["kind"]) for r in sim.recent_requests()]
+    assert kinds == [("claude-opus-5-5", "json_schema"), ("claude-sonnet-5-5", "tool")]
+    assert sim.stats()["status_counts"] == {"200": 2}  # no 400 was ever provoked
+
+
+async def test_thinking_tokens_are_counted_in_usage_and_cost(sim: SimulatorServer) -> None:
+    client = client_for(sim)
+    answer = await client.complete(Purpose.SYNTHESIS, "Write.", "Explain the tides at length.")
+    await client.close()
+    (entry,) = sim.recent_requests()
+    visible = len(answer.text) / 4
+    assert entry["thinking_tokens"] > 0
+    assert answer.usage.output_tokens >= entry["thinking_tokens"] + visible * 0.9
+    assert answer.usage.cost_usd == pytest.approx(
+        cost_usd(answer.model, answer.usage.input_tokens, answer.usage.output_tokens)
+    )
+    assert "thinking" not in answer.text.lower()[:20]  # only text blocks reach the caller
+
+
+async def test_an_answer_cut_twice_fails_clearly_and_costs_two_calls(
+    sim: SimulatorServer,
+) -> None:
+    from actors.errors import TruncatedAnswerError
+
+    client = client_for(sim)
+    with pytest.raises(TruncatedAnswerError) as caught:
+        await client.structured(
+            Purpose.RESEARCH, "Research.", "Tides? [sim-output-tokens 3000]", AgentOutput,
+            max_tokens=600,
+        )  # fmt: skip
+    await client.close()
+    assert "cut at max_tokens twice (600 then 1200 tokens" in str(caught.value)
+    assert caught.value.usage.requests == 2 and caught.value.usage.cost_usd > 0
+    assert [r["max_tokens"] for r in sim.recent_requests()] == [600, 1200]
+
+
+async def test_a_cut_answer_is_retried_once_with_twice_the_budget(sim: SimulatorServer) -> None:
+    client = client_for(sim)
+    answer = await client.structured(
+        Purpose.RESEARCH, "Research.", "Tides? [sim-output-tokens 700]", AgentOutput,
+        max_tokens=800,
+    )  # fmt: skip
+    await client.close()
+    assert answer.usage.requests == 2 and not answer.cut
+    assert [r["stop_reason"] for r in sim.recent_requests()] == ["max_tokens", "end_turn"]
+
+
+async def test_a_cut_plan_keeps_its_complete_microtasks(sim: SimulatorServer) -> None:
+    from actors.models import PlanDraft
+
+    client = client_for(sim)
+    prompt = "<request>\nAudit every service\n</request>\n\nPlan at most 40 microtasks."
+    answer = await client.structured(
+        Purpose.PLANNING, "Plan.", prompt, PlanDraft, max_tokens=4000, partial=True
+    )
+    await client.close()
+    assert answer.cut and answer.usage.requests == 1
+    assert 3 <= len(answer.value.microtasks) < 40
+    assert all(mt.instructions and mt.role for mt in answer.value.microtasks)
+
+
+async def test_a_refusal_fails_at_once_and_says_so(sim: SimulatorServer) -> None:
+    from actors.errors import ModelRefusalError
+
+    client = client_for(sim)
+    with pytest.raises(ModelRefusalError, match="refused") as caught:
+        await client.structured(Purpose.RESEARCH, "Research.", "Do it [sim-refuse]", AgentOutput)
+    await client.close()
+    assert caught.value.usage.requests == 1 and sim.stats()["requests"] == 1
+
+
+async def test_the_paid_call_cap_stops_schema_corrections(sim: SimulatorServer) -> None:
+    sim.reconfigure(rate_malformed=1.0)
+    client = client_for(sim, RateLimiter(limiter_settings(max_attempts=6)))
+    with pytest.raises(ModelBehaviorError, match="cap of 2 paid calls") as caught:
+        await client.structured(
+            Purpose.ANALYSIS, "Judge.", "Is the sky blue?", Verdict, max_paid_calls=2
+        )
+    await client.close()
+    assert caught.value.usage.requests == 2 and sim.stats()["requests"] == 2

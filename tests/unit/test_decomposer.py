@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors import dag
-from actors.config import Settings, SimulatorSettings
+from actors.config import Purpose, Settings, SimulatorSettings
 from actors.decomposer import Decomposer
 from actors.llm import LLMClient
 from actors.llm.simulator import SimulatorServer
@@ -68,3 +68,30 @@ async def test_request_demanding_10000_agents_gets_a_bounded_plan(simulator):
     verdict, _ = await decomposer.assess(text)
     plan, _ = await decomposer.plan(text, verdict)
     assert len(plan.microtasks) <= Settings().levels[Complexity.MASSIVE].max_microtasks
+
+
+async def test_a_plan_cut_at_max_tokens_keeps_its_complete_microtasks(simulator):
+    # Room for the thinking and a dozen microtasks of a 50-microtask plan: the answer is cut.
+    settings = Settings().with_overrides(
+        plan_tokens_per_microtask=20, output_tokens={"planning": 3000}
+    )
+    decomposer = Decomposer(LLMClient(settings, base_url=simulator.url), settings)
+    verdict, _ = await decomposer.assess(SECURITY)
+    plan, usage = await decomposer.plan(SECURITY, verdict)
+    assert plan.source in ("model", "repaired")  # not a template
+    assert plan.cut and "kept its" in plan.cut[0]
+    assert dag.validate(plan.microtasks) == []
+    assert len(plan.microtasks) >= 2
+    assert usage.requests >= 1
+    entries = [e for e in simulator.recent_requests() if e.get("purpose") == "plan"]
+    assert entries[-1]["stop_reason"] in ("max_tokens", "end_turn")
+
+
+async def test_plans_ask_for_short_instructions_and_budget_by_the_level(simulator):
+    decomposer = _decomposer(simulator)
+    verdict, _ = await decomposer.assess(SECURITY)
+    await decomposer.plan(SECURITY, verdict)
+    limit = Settings().levels[verdict.level].max_microtasks
+    plan_call = [e for e in simulator.recent_requests() if e.get("purpose") == "plan"][-1]
+    assert plan_call["max_tokens"] == Settings().max_tokens_for(Purpose.PLANNING, limit)
+    assert plan_call["stop_reason"] == "end_turn"  # the default budget holds a whole plan

@@ -181,3 +181,41 @@ async def test_nothing_straggles_when_latencies_are_near_constant():
     await Dispatcher(record, settings, pool, random.Random(1), idle_agents=plenty).run()
 
     assert record.backups == 0 and len(record.results) == 9
+
+
+class PayingFailures:
+    """A pool whose every attempt pays for the answers it may and then fails with ``error``."""
+
+    def __init__(self, error: type[Exception]) -> None:
+        self.error = error
+        self.caps: list[int | None] = []
+
+    async def __call__(self, role: Role, request: MicrotaskRequest, delay: float):
+        await asyncio.sleep(delay)
+        self.caps.append(request.max_paid_calls)
+        paid = request.max_paid_calls or 0
+        raise self.error("the answer was no use", usage=Usage(requests=paid, cost_usd=0.1 * paid))
+
+
+async def test_failed_calls_are_paid_and_a_microtask_never_passes_its_cap():
+    from actors.errors import ModelBehaviorError
+
+    pool = PayingFailures(ModelBehaviorError)
+    record = _record([_mt("m")])
+    await Dispatcher(record, _settings(max_attempts=5), pool, random.Random(0)).run()
+    cap = Settings().max_paid_calls_per_microtask
+    assert sum(c or 0 for c in pool.caps) == record.paid_calls["m"] == cap
+    assert record.usage.requests == cap  # every paid answer counts against the budget
+    assert "m" in record.failures and "paid calls is spent" in record.failures["m"]
+
+
+async def test_refusals_and_answers_cut_twice_are_not_asked_again():
+    from actors.errors import ModelRefusalError, TruncatedAnswerError
+
+    for error in (ModelRefusalError, TruncatedAnswerError):
+        pool = PayingFailures(error)
+        record = _record([_mt("m"), _mt("after", "m")])
+        await Dispatcher(record, _settings(max_attempts=3), pool, random.Random(0)).run()
+        assert len(pool.caps) == 2 and "m" in record.failures  # "m" once, then its dependent
+        assert record.retries == 0
+    assert record.cut and record.cut[0].startswith("m: cut at max_tokens twice")
