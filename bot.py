@@ -61,7 +61,7 @@ COMMANDS = {
     "start": "what this bot does",
     "help": "commands and how requests work",
     "status": "system status and parallel metrics",
-    "parallel_test": "run a canned complex request and report the speedup",
+    "parallel_test": "run a canned complex request and report its parallelism",
     "parallel_status": "pools, queue and active tasks",
     "cancel": "cancel your running request",
 }

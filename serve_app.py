@@ -10,6 +10,10 @@ the app is bound to a non-loopback host; ``deploy`` refuses to start such an app
 without a token. Every figure comes from the running system's actors, found by
 name, so any number of replicas show the same cluster-wide view.
 
+``/health`` asks every part it reports on: each actor answers a call, and the model
+endpoint (the real provider, or the embedded simulator) answers a free token count for
+each distinct configured model (``ModelCheck``, cached for a short while).
+
 Run it with ``parallel-agents start`` (or ``deploy(Settings())`` from a driver).
 
 No ``from __future__ import annotations`` here: FastAPI must see real types in
@@ -18,10 +22,14 @@ the route signatures to read request bodies.
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import anthropic
 import ray
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -43,6 +51,8 @@ from actors.models import ProgressEvent, Role
 APP_NAME = "parallel-agents"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _CALL_TIMEOUT_S = 10.0
+# The model probe must answer well inside the 5 s that ``parallel-agents start`` waits.
+_PROBE_TIMEOUT_S = 3.0
 
 app = FastAPI(title="parallel-agents", description="Many Claude agents in parallel, on Ray.")
 
@@ -53,6 +63,160 @@ MAX_TEXT_CHARS = 1_000_000
 
 class TaskIn(BaseModel):
     text: str = Field(description="the request, as a user would type it", max_length=MAX_TEXT_CHARS)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One health check's outcome: healthy or not, and what a person should read."""
+
+    ok: bool
+    text: str
+
+
+class ModelCheck:
+    """Asks the model endpoint whether it would serve each distinct configured model.
+
+    One ``POST /v1/messages/count_tokens`` per model: free, and it proves the endpoint is
+    reachable, the key is accepted and the model id exists, all at once. Per model rather
+    than once per endpoint, because a retired or misspelt id for one purpose fails only
+    that purpose's calls. A verdict is kept ``ok_ttl_s`` when good and ``fail_ttl_s`` when
+    not (a recovery shows soon), so ``/health`` under load asks at most once per model per
+    interval; concurrent checks share one request.
+
+    >>> check = ModelCheck(settings)
+    >>> await check.verdicts("http://127.0.0.1:8765")  # doctest: +SKIP
+    {'claude-haiku-5-5': Verdict(ok=True, text='ok'), ...}
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        ok_ttl_s: float = 30.0,
+        fail_ttl_s: float = 5.0,
+        timeout_s: float = _PROBE_TIMEOUT_S,
+    ) -> None:
+        key = settings.anthropic_api_key
+        self._secret = key.get_secret_value() if key is not None else ""
+        self._models = sorted(set(settings.models.values()))
+        self._clock = clock
+        self._ok_ttl_s = ok_ttl_s
+        self._fail_ttl_s = fail_ttl_s
+        self._timeout_s = timeout_s
+        self._base_url: str | None = None  # the endpoint self._client talks to
+        self._client: anthropic.AsyncAnthropic | None = None  # built on first use
+        # (endpoint, model) -> (verdict, good until); and the probes in flight
+        self._seen: dict[tuple[str | None, str], tuple[Verdict, float]] = {}
+        self._pending: dict[tuple[str | None, str], asyncio.Future[Verdict]] = {}
+
+    async def verdicts(self, base_url: str | None) -> dict[str, Verdict]:
+        """Each model's verdict from the endpoint at ``base_url`` (None: the SDK's default)."""
+        client = await self._client_for(base_url)
+        found = await asyncio.gather(
+            *(self._verdict(client, (base_url, model)) for model in self._models)
+        )
+        return dict(zip(self._models, found, strict=True))
+
+    async def _client_for(self, base_url: str | None) -> anthropic.AsyncAnthropic:
+        if self._client is None or base_url != self._base_url:
+            old, self._base_url = self._client, base_url
+            self._seen = {key: seen for key, seen in self._seen.items() if key[0] == base_url}
+            self._client = anthropic.AsyncAnthropic(
+                api_key=self._secret or "simulator",
+                base_url=base_url,
+                max_retries=0,
+                timeout=self._timeout_s,
+            )
+            if old is not None:  # the simulator moved (restarted on another port)
+                await old.close()
+        return self._client
+
+    async def _verdict(
+        self, client: anthropic.AsyncAnthropic, key: tuple[str | None, str]
+    ) -> Verdict:
+        seen = self._seen.get(key)
+        if seen is not None and self._clock() < seen[1]:
+            return seen[0]
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = asyncio.ensure_future(self._probe(client, key))
+        # shield: one caller giving up must not cancel the probe the others wait for
+        return await asyncio.shield(pending)
+
+    async def _probe(
+        self, client: anthropic.AsyncAnthropic, key: tuple[str | None, str]
+    ) -> Verdict:
+        try:
+            verdict = await self._ask(client, key[1])
+        finally:
+            del self._pending[key]
+        ttl = self._ok_ttl_s if verdict.ok else self._fail_ttl_s
+        self._seen[key] = (verdict, self._clock() + ttl)
+        return verdict
+
+    async def _ask(self, client: anthropic.AsyncAnthropic, model: str) -> Verdict:
+        where = str(client.base_url).rstrip("/")
+        try:
+            await client.messages.count_tokens(
+                model=model, messages=[{"role": "user", "content": "health check"}]
+            )
+            return Verdict(True, "ok")
+        except anthropic.NotFoundError as exc:
+            return await self._not_found(client, model, where, exc)
+        except anthropic.RateLimitError as exc:  # it answered, knows the key; just throttled
+            return Verdict(True, f"ok (answers, but rate-limited: {self._status(exc)})")
+        except anthropic.APIStatusError as exc:
+            return Verdict(False, f"{where} refused {model}: {self._status(exc)}")
+        except anthropic.APITimeoutError:
+            return Verdict(False, f"{where} did not answer within {self._timeout_s:g} s")
+        except anthropic.APIConnectionError as exc:
+            return Verdict(False, f"{where} is unreachable: {self._redact(_cause(exc))}")
+
+    async def _not_found(
+        self, client: anthropic.AsyncAnthropic, model: str, where: str, exc: anthropic.NotFoundError
+    ) -> Verdict:
+        # Anthropic's 404 for an unknown model names it ("model: claude-x"). A 404 that does
+        # not may be an endpoint without token counting: the Models API tells which.
+        if model not in _error_parts(exc)[1]:
+            try:
+                await client.models.retrieve(model)
+            except anthropic.APIError:
+                pass
+            else:
+                return Verdict(
+                    True, f"ok ({where} has no token counting; /v1/models/{model} answered)"
+                )
+        return Verdict(False, f"{where} does not serve {model}: {self._status(exc)}")
+
+    def _status(self, exc: anthropic.APIStatusError) -> str:
+        """``HTTP 401 authentication_error: invalid x-api-key`` (bounded, key redacted)."""
+        kind, message = _error_parts(exc)
+        text = f"{kind}: {message}" if kind else message
+        return self._redact(f"HTTP {exc.status_code} {text}")[:300]
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def _error_parts(exc: anthropic.APIStatusError) -> tuple[str, str]:
+    """(type, message) from Anthropic's error shape; ("", the SDK's text) from any other."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return "", exc.message
+    return str(error.get("type") or ""), str(error.get("message") or exc.message)
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason (``connection refused (...)``), not the SDK's "Connection error."."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    if isinstance(exc, OSError) and exc.errno and exc.errno > 0:
+        return f"{os.strerror(exc.errno).lower()} ({exc})"
+    return str(exc) or type(exc).__name__
 
 
 def check_bind(settings: Settings) -> None:
@@ -73,6 +237,7 @@ class Gateway:
         check_bind(settings)
         self._settings = settings
         self._public = settings.http_host not in LOOPBACK_HOSTS
+        self._model_check = ModelCheck(settings)
 
     # --- helpers -----------------------------------------------------------------
 
@@ -94,6 +259,27 @@ class Gateway:
             raise HTTPException(429, str(exc), {"Retry-After": "5"}) from None
         except (TimeoutError, ray.exceptions.RayActorError) as exc:
             raise HTTPException(503, f"{name} did not answer: {type(exc).__name__}") from None
+
+    async def _answers(self, name: str, method: str) -> Verdict:
+        try:
+            await self._call(name, method)
+        except HTTPException as exc:
+            return Verdict(False, str(exc.detail))
+        return Verdict(True, "ok")
+
+    async def _model_checks(self) -> dict[str, Verdict]:
+        """The model endpoint's verdict per model; with no key, the simulator is the endpoint."""
+        if not self._settings.simulated:
+            verdicts = await self._model_check.verdicts(self._settings.anthropic_base_url)
+            return {f"llm:anthropic:{model}": v for model, v in verdicts.items()}
+        try:
+            url = await self._call(SIMULATOR_NAME, "url")
+        except HTTPException as exc:
+            return {"llm:simulator": Verdict(False, str(exc.detail))}
+        verdicts = await self._model_check.verdicts(str(url))
+        found = {"llm:simulator": Verdict(True, "ok")}
+        found.update({f"llm:simulator:{model}": v for model, v in verdicts.items()})
+        return found
 
     async def _snapshots(self) -> tuple[Any, list[Any], Any]:
         stats, pools, limiter = await asyncio.gather(
@@ -119,25 +305,21 @@ class Gateway:
 
     @app.get("/health")
     async def health(self) -> JSONResponse:
-        """200 when Ray, every pool, the orchestrator and the LLM backend answer; else 503."""
-        checks: dict[str, str] = {"ray": "ok"}
-        names = {"orchestrator": ORCHESTRATOR_NAME, "limiter": LIMITER_NAME}
-        names.update({f"pool:{role.value}": pool_actor_name(role) for role in Role})
-        if self._settings.simulated:
-            names["llm:simulator"] = SIMULATOR_NAME
-        for label, name in names.items():
-            method = "snapshot" if label.startswith("pool") or label == "limiter" else "ping"
-            if name == SIMULATOR_NAME:
-                method = "url"
-            try:
-                await self._call(name, method)
-                checks[label] = "ok"
-            except HTTPException as exc:
-                checks[label] = str(exc.detail)
-        if not self._settings.simulated:
-            checks["llm:anthropic"] = "configured"
-        healthy = all(v in ("ok", "configured") for v in checks.values())
-        return JSONResponse({"healthy": healthy, "checks": checks}, 200 if healthy else 503)
+        """200 when Ray, every pool, the orchestrator and the model endpoint answer; else 503.
+
+        ``checks`` names each part; the model endpoint has one entry per configured model,
+        ``llm:anthropic:<model>`` (or ``llm:simulator:<model>``), saying how it failed.
+        """
+        calls = {"orchestrator": (ORCHESTRATOR_NAME, "ping"), "limiter": (LIMITER_NAME, "snapshot")}
+        calls.update({f"pool:{role.value}": (pool_actor_name(role), "snapshot") for role in Role})
+        answers, models = await asyncio.gather(
+            asyncio.gather(*(self._answers(name, method) for name, method in calls.values())),
+            self._model_checks(),
+        )
+        checks = {"ray": Verdict(True, "ok"), **dict(zip(calls, answers, strict=True)), **models}
+        healthy = all(verdict.ok for verdict in checks.values())
+        body = {"healthy": healthy, "checks": {label: v.text for label, v in checks.items()}}
+        return JSONResponse(body, 200 if healthy else 503)
 
     @app.get("/status")
     async def status(self) -> dict[str, Any]:

@@ -232,7 +232,8 @@ def summary_line(report: RunReport) -> str:
     return (
         f"{report.state.value}: {report.complexity.value}, {report.microtasks} microtasks on "
         f"{report.agents} agents (peak {report.max_parallel} at once), "
-        f"wall {report.wall_s:.1f} s, work {report.work_s:.1f} s, speedup {report.speedup:.1f}x, "
+        f"wall {report.wall_s:.1f} s, work {report.work_s:.1f} s, "
+        f"parallelism {report.parallelism:.1f} (work / wall), "
         f"{report.retries} retries, {report.failed} failed, "
         f"{report.input_tokens + report.output_tokens:,} tokens, ${report.cost_usd:.4f}{label}"
     )

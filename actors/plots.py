@@ -1,4 +1,4 @@
-"""Figures of a run and of the pools: the Gantt timeline, pool utilisation, speedup.
+"""Figures of a run and of the pools: the Gantt timeline, pool utilisation, parallelism.
 
 Used by ``parallel-agents run --timeline FILE.png`` and the notebooks. Figures are
 built with ``matplotlib.figure.Figure`` directly, not ``pyplot``: nothing is
@@ -146,27 +146,29 @@ def utilization_figure(samples: Sequence[tuple[float, Sequence[PoolSnapshot]]]) 
 
 
 def experiment_row(experiment: str, value: object, report: RunReport) -> dict[str, Any]:
-    """One row for ``speedup_figure``: which parameter, its value, and the run's figures.
+    """One row for ``parallelism_figure``: which parameter, its value, and the run's figures.
 
-    Efficiency is speedup per agent used (1.0 = every agent busy for the whole run).
+    Parallelism is ``work_s / wall_s`` (microtasks running at once, on average), not a
+    speedup: nothing here ran a sequential baseline (``parallel-agents bench`` does).
+    Efficiency is parallelism per agent used (1.0 = every agent busy for the whole run).
     """
     return {
         "experiment": experiment,
         "value": value,
         "wall_s": report.wall_s,
         "work_s": report.work_s,
-        "speedup": report.speedup,
+        "parallelism": report.parallelism,
         "agents": report.agents,
-        "efficiency": report.speedup / report.agents if report.agents else 0.0,
+        "efficiency": report.parallelism / report.agents if report.agents else 0.0,
         "microtasks": report.microtasks,
     }
 
 
-def speedup_figure(rows: Sequence[dict[str, Any]]) -> Figure:
-    """Speedup (bars) and efficiency (line, right axis) against each varied parameter.
+def parallelism_figure(rows: Sequence[dict[str, Any]]) -> Figure:
+    """Parallelism (bars) and efficiency (line, right axis) against each varied parameter.
 
     ``rows`` are dicts with ``experiment`` (the parameter varied), ``value``,
-    ``speedup`` and ``efficiency`` (see ``experiment_row``); one panel per experiment,
+    ``parallelism`` and ``efficiency`` (see ``experiment_row``); one panel per experiment,
     values in the order given.
     """
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -176,13 +178,13 @@ def speedup_figure(rows: Sequence[dict[str, Any]]) -> Figure:
     axes = fig.subplots(1, max(1, len(groups)), squeeze=False)[0]
     for ax, (name, group) in zip(axes, groups.items(), strict=False):
         labels = [str(r["value"]) for r in group]
-        ax.bar(labels, [r["speedup"] for r in group], color="#0072B2", alpha=0.85)
-        ax.set_ylabel("speedup (work / wall)")
+        ax.bar(labels, [r["parallelism"] for r in group], color="#0072B2", alpha=0.85)
+        ax.set_ylabel("parallelism (work / wall)")
         ax.set_xlabel(name)
-        ax.set_ylim(0, max(1.0, *(r["speedup"] for r in group)) * 1.15)
+        ax.set_ylim(0, max(1.0, *(r["parallelism"] for r in group)) * 1.15)
         eff = ax.twinx()
         eff.plot(labels, [100 * r["efficiency"] for r in group], "o-", color="#D55E00")
-        eff.set_ylabel("efficiency % (speedup / agents)", color="#D55E00")
+        eff.set_ylabel("efficiency % (parallelism / agents)", color="#D55E00")
         eff.set_ylim(0, 105)
         ax.set_title(f"varying {name}", fontsize=10)
     return fig
@@ -240,7 +242,7 @@ def _title(report: RunReport) -> str:
     counts = (
         f"{len(ran(report))}/{report.microtasks} microtasks on {report.agents} agents · "
         f"wall {report.wall_s:.1f} s · work {report.work_s:.1f} s · "
-        f"speedup {report.speedup:.1f}× · peak {report.max_parallel} at once"
+        f"parallelism {report.parallelism:.1f} · peak {report.max_parallel} at once"
     )
     source = "SIMULATED model (no API key)" if report.simulated else "Claude API"
     task = f"Task {report.task_id} ({report.complexity.value}, {report.state.value})"

@@ -99,7 +99,7 @@ def answer_text(report: RunReport) -> str:
 
 
 def parallel_test_report(report: RunReport) -> str:
-    """The /parallel_test summary: how much parallel work was done and what it saved."""
+    """The /parallel_test summary: how much work ran in parallel, and how wide."""
     label = " (simulated Claude: no ANTHROPIC_API_KEY)" if report.simulated else ""
     return "\n".join(
         [
@@ -110,7 +110,8 @@ def parallel_test_report(report: RunReport) -> str:
             f"agents: {report.agents} (peak {report.max_parallel} microtasks at once)",
             f"wall time: {report.wall_s:.1f} s",
             f"sum of microtask times: {report.work_s:.1f} s",
-            f"speedup: {report.speedup:.1f}x",
+            f"parallelism: {report.parallelism:.1f} (microtasks running at once on average: "
+            "sum of microtask times / wall time)",
             f"tokens: {report.input_tokens + report.output_tokens:,}, cost ${report.cost_usd:.4f}",
         ]
     )

@@ -3,7 +3,25 @@
 Everything that differs by model is looked up here: the client (which structured-output
 form to ask for, whether ``output_config.effort`` applies), the price of a call
 (``actors.llm.pricing``) and the simulator (thinking, forced-tool refusals, latency).
-Sources: the official model pages and migration guides, summarised in shared/NOTES.md.
+
+Prices (USD per million tokens) and cache minimums, checked against the official pages:
+
+- https://platform.claude.com/docs/en/about-claude/pricing — the model pricing table
+  (input, 5-minute and 1-hour cache writes, cache hits, output) and the prompt-caching
+  multipliers: writes 1.25x / 2x input everywhere; reads 0.1x input except Fable 5.1
+  (0.025x: $0.25 on $10), Opus 5.5 and Sonnet 5.5 (0.05x; Sonnet 5.5's was cut from
+  $0.20 to $0.10 on 2026-10-07). Thinking tokens are billed as output.
+- https://platform.claude.com/docs/en/models/opus-5-5/overview, ``.../fable-5-1/overview``,
+  ``.../sonnet-5-5/overview``, ``.../haiku-5-5/overview``, ``.../opus-5/overview``,
+  ``.../sonnet-5/overview`` — each model's own price list.
+- https://platform.claude.com/docs/en/build-with-claude/prompt-caching — the minimum
+  cacheable prompt (as of 2026-10): 512 tokens (Opus 5.5, Sonnet 5.5, Opus 5, Fable 5.1),
+  1,024 (Sonnet 5, Sonnet 4.5), 4,096 (Opus 4.5, Haiku 4.5). No figure for Haiku 5.5 was
+  found; it keeps Haiku 4.5's 4,096 until one is.
+
+Haiku 5.5 is priced by prompt length: the table holds its rate for prompts up to 100,000
+tokens (input + cache reads + cache writes); longer prompts pay 5x on every token of the
+request, which ``cost_usd`` does not model yet.
 
 >>> info("claude-opus-5-5").forced_tools
 False
@@ -61,8 +79,8 @@ def _priced(
     tokens_per_s: float,
     cache_read_share: float = 0.1,
 ) -> ModelInfo:
-    # Cache writes cost 1.25x (5-minute) or 2x (1-hour) the input price; reads 0.1x
-    # (Opus 5.5: 0.05x).
+    # Cache writes cost 1.25x (5-minute) or 2x (1-hour) the input price on every model; reads
+    # 0.1x, except where the pricing page says less (cache_read_share).
     return ModelInfo(
         name=name,
         input_price=input_price,
@@ -85,26 +103,29 @@ MODELS: dict[str, ModelInfo] = {
     for m in (
         _priced(
             "claude-opus-5-5", 4.00, 20.00, thinking="always", forced_tools=False,
-            default_effort="medium", cache_read_share=0.05, first_token_s=1.5, tokens_per_s=55,
+            default_effort="medium", cache_read_share=0.05, min_cache_tokens=512,
+            first_token_s=1.5, tokens_per_s=55,
         ),
         _priced(
-            "claude-fable-5-1", 4.00, 20.00, thinking="always", forced_tools=False,
-            default_effort="medium", first_token_s=1.5, tokens_per_s=55,
+            "claude-fable-5-1", 10.00, 50.00, thinking="always", forced_tools=False,
+            default_effort="high", cache_read_share=0.025, min_cache_tokens=512,
+            first_token_s=1.5, tokens_per_s=55,
         ),
         _priced(
             "claude-sonnet-5-5", 2.00, 10.00, thinking="default", default_effort="high",
-            first_token_s=1.0, tokens_per_s=75,
+            cache_read_share=0.05, min_cache_tokens=512, first_token_s=1.0, tokens_per_s=75,
         ),
         _priced(
             "claude-haiku-5-5", 0.10, 0.50, thinking="default", default_effort="medium",
             first_token_s=0.5, tokens_per_s=150,
         ),
         _priced(
-            "claude-opus-5", 5.00, 25.00, thinking="default", first_token_s=1.5, tokens_per_s=50,
+            "claude-opus-5", 5.00, 25.00, thinking="default", min_cache_tokens=512,
+            first_token_s=1.5, tokens_per_s=50,
         ),
         _priced(
-            "claude-sonnet-5", 2.00, 10.00, thinking="default", first_token_s=1.0,
-            tokens_per_s=70,
+            "claude-sonnet-5", 2.00, 10.00, thinking="default", min_cache_tokens=1024,
+            first_token_s=1.0, tokens_per_s=70,
         ),
         _priced(
             "claude-opus-4-5", 5.00, 25.00, thinking="off", first_token_s=1.5, tokens_per_s=45,

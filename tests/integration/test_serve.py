@@ -1,27 +1,36 @@
-"""The Serve app over real HTTP: every route, auth refusals, cancel, SSE, Prometheus text."""
+"""The Serve app over real HTTP: every route, auth refusals, cancel, SSE, Prometheus text,
+and /health against a real provider endpoint that answers, refuses or is not there."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
+import socket
 import subprocess
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
 import pytest
 import ray
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 import serve_app
-from actors.config import Settings
+from actors.config import Settings, _default_models
 from actors.errors import ConfigurationError
 from actors.models import Microtask, Role
 from actors.system import start_system, stop_system
 
 ROLES = {"research", "analysis", "generation", "validation"}
+MODELS = sorted(set(_default_models().values()))
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +77,129 @@ def test_health_reports_every_part(http):
     assert body["healthy"] is True
     assert {"ray", "orchestrator", "limiter", "llm:simulator"} <= body["checks"].keys()
     assert {f"pool:{role}" for role in ROLES} <= body["checks"].keys()
+    # the simulator is asked the way a real provider would be: per model, a token count
+    assert all(body["checks"][f"llm:simulator:{model}"] == "ok" for model in MODELS)
+
+
+@contextlib.contextmanager
+def _fake_provider() -> Iterator[tuple[str, Counter[str]]]:
+    """An Anthropic-shaped endpoint on loopback: ``/ok`` counts tokens, ``/deny`` answers
+    401 and ``/broken`` 500, in Anthropic's error shape. Yields its root and the hits."""
+    hits: Counter[str] = Counter()
+
+    async def count_tokens(request: web.Request) -> web.Response:
+        mode = request.match_info["mode"]
+        hits[mode] += 1
+        if mode == "ok":
+            return web.json_response({"input_tokens": 3})
+        status, kind, message = {
+            "deny": (401, "authentication_error", "invalid x-api-key"),
+            "broken": (500, "api_error", "Internal server error"),
+        }[mode]
+        error = {"type": "error", "error": {"type": kind, "message": message}}
+        return web.json_response(error, status=status)
+
+    async def start() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post("/{mode}/v1/messages/count_tokens", count_tokens)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", hits
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def provider(http):
+    """Gateways whose settings name a real provider (a key and a base URL, so no simulator),
+    one per state of that provider, each at ``/provider-<state>``; yields the hit counter."""
+    with _fake_provider() as (root, hits):
+        endpoints = {
+            "ok": f"{root}/ok",
+            "deny": f"{root}/deny",
+            "broken": f"{root}/broken",
+            "gone": f"http://127.0.0.1:{_closed_port()}",
+        }
+        # run_many deploys the four side by side (serve.run one by one takes ~4 s each)
+        serve.run_many(
+            [
+                serve.RunTarget(
+                    serve_app.Gateway.options(name=f"gateway-{state}").bind(
+                        Settings().with_overrides(
+                            anthropic_api_key="sk-test", anthropic_base_url=url
+                        )
+                    ),
+                    name=f"provider-{state}",
+                    route_prefix=f"/provider-{state}",
+                )
+                for state, url in endpoints.items()
+            ]
+        )
+        try:
+            yield endpoints, hits
+        finally:
+            for state in endpoints:
+                serve.delete(f"provider-{state}")
+
+
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _provider_checks(body: dict) -> dict[str, str]:
+    return {k: v for k, v in body["checks"].items() if k.startswith("llm:anthropic:")}
+
+
+def test_health_is_200_when_the_provider_answers_and_asks_it_once_a_while(http, provider):
+    _, hits = provider
+    answer = http.get("/provider-ok/health")
+    assert answer.status_code == 200, answer.text
+    checks = _provider_checks(answer.json())
+    assert checks == {f"llm:anthropic:{model}": "ok" for model in MODELS}
+    asked = hits["ok"]
+    assert asked == len(MODELS)  # one token count per distinct model
+    for _ in range(5):
+        assert http.get("/provider-ok/health").status_code == 200
+    assert hits["ok"] == asked  # the verdict is cached, not asked per request
+
+
+@pytest.mark.parametrize(
+    ("state", "status"), [("deny", "HTTP 401 authentication_error"), ("broken", "HTTP 500")]
+)
+def test_health_is_503_naming_the_provider_that_refuses(http, provider, state, status):
+    endpoints, _ = provider
+    answer = http.get(f"/provider-{state}/health")
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["healthy"] is False
+    assert body["checks"]["orchestrator"] == "ok"  # the rest of the system is fine
+    checks = _provider_checks(body)
+    assert set(checks) == {f"llm:anthropic:{model}" for model in MODELS}
+    for label, text in checks.items():
+        model = label.rsplit(":", 1)[1]
+        assert f"{endpoints[state]} refused {model}: {status}" in text
+
+
+def test_health_is_503_when_the_provider_is_unreachable(http, provider):
+    endpoints, _ = provider
+    answer = http.get("/provider-gone/health")
+    assert answer.status_code == 503
+    for text in _provider_checks(answer.json()).values():
+        assert f"{endpoints['gone']} is unreachable: connection refused" in text
 
 
 def test_status_has_the_dashboard_fields_while_and_after_a_task_runs(http, system):

@@ -1,4 +1,4 @@
-"""The figures a person reads after a run: Gantt timeline, pool utilisation, speedup."""
+"""The figures a person reads after a run: Gantt timeline, pool utilisation, parallelism."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from actors.models import (
 from actors.plots import (
     ROLE_COLORS,
     experiment_row,
+    parallelism_figure,
     save_timeline,
-    speedup_figure,
     timeline_figure,
     utilization_figure,
 )
@@ -67,6 +67,7 @@ def _report(simulated: bool = True, nodes: tuple[str, ...] = ("n" * 56,)) -> Run
         max_parallel=2,
         wall_s=5.2,
         work_s=7.0,
+        parallelism=7.0 / 5.2,
         speedup=7.0 / 5.2,
         succeeded=6,
         failed=1,
@@ -141,6 +142,8 @@ def test_title_says_simulated_and_the_figures():
     ax, _ = _bars(timeline_figure(_report(simulated=True)))
     assert "SIMULATED" in ax.get_title(loc="left")
     assert "7/8 microtasks" in ax.get_title(loc="left")
+    assert "parallelism 1.3" in ax.get_title(loc="left")
+    assert "speedup" not in ax.get_title(loc="left")
     ax, _ = _bars(timeline_figure(_report(simulated=False)))
     assert "SIMULATED" not in ax.get_title(loc="left")
 
@@ -200,15 +203,17 @@ def test_utilization_has_one_line_per_pool_in_its_colour(tmp_path):
     fig.savefig(tmp_path / "use.png")
 
 
-def test_speedup_has_one_panel_per_varied_parameter(tmp_path):
+def test_parallelism_has_one_panel_per_varied_parameter(tmp_path):
     report = _report()
     rows = [
         experiment_row("research agents", n, report.model_copy(update={"agents": n}))
         for n in (1, 2, 4)
     ] + [experiment_row("strategy", s, report) for s in ("round_robin", "least_loaded")]
-    assert rows[1]["efficiency"] == pytest.approx(report.speedup / 2)
-    fig = speedup_figure(rows)
+    assert rows[1]["parallelism"] == pytest.approx(7.0 / 5.2)
+    assert rows[1]["efficiency"] == pytest.approx(report.parallelism / 2)
+    fig = parallelism_figure(rows)
     panels = [ax for ax in fig.axes if ax.get_xlabel()]
     assert [ax.get_xlabel() for ax in panels] == ["research agents", "strategy"]
     assert [len(ax.patches) for ax in panels] == [3, 2]
-    fig.savefig(tmp_path / "speedup.png")
+    assert all(ax.get_ylabel() == "parallelism (work / wall)" for ax in panels)
+    fig.savefig(tmp_path / "parallelism.png")

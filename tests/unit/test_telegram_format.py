@@ -44,6 +44,7 @@ def _report(**changes: object) -> RunReport:
         max_parallel=5,
         wall_s=4.0,
         work_s=14.0,
+        parallelism=3.5,
         speedup=3.5,
         succeeded=24,
         failed=0,
@@ -110,8 +111,10 @@ def test_edit_throttle_limits_rate_and_skips_same_text():
 
 def test_parallel_test_report_has_the_figures():
     text = parallel_test_report(_report())
-    for expected in ("microtasks: 24", "agents: 6", "wall time: 4.0 s", "14.0 s", "speedup: 3.5x"):
+    for expected in ("microtasks: 24", "agents: 6", "wall time: 4.0 s", "14.0 s"):
         assert expected in text
+    assert "parallelism: 3.5 (microtasks running at once on average" in text
+    assert "speedup" not in text  # work / wall is how wide the run was, not a speedup
     assert "simulated" in text
 
 
