@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from factories import result  # tests/unit/factories.py
 
 from actors.claims import ClaimView, Conflict, MergeMethod, MergeSummary
 from actors.merger import (
@@ -14,28 +15,7 @@ from actors.merger import (
     summarise,
     synthesis_prompt,
 )
-from actors.models import Claim, MicrotaskResult, Role
-
-
-def result(
-    mid: str,
-    role: Role = Role.RESEARCH,
-    confidence: float = 0.8,
-    claims: list[tuple[str, str]] = (),
-    content: str = "",
-) -> MicrotaskResult:
-    return MicrotaskResult(
-        task_id="t1",
-        microtask_id=mid,
-        role=role,
-        agent_id=f"{role.value}-00",
-        node_id="node",
-        content=content or f"content of {mid}",
-        claims=[Claim(topic=t, statement=s) for t, s in claims],
-        confidence=confidence,
-        started_at=0.0,
-        finished_at=1.0,
-    )
+from actors.models import Role
 
 
 def test_normalise_topic_ignores_case_punctuation_spacing_and_stop_words():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
+from factories import result  # tests/unit/factories.py
 
 from actors.claims import summarise
 from actors.errors import ProviderError
 from actors.models import (
-    Claim,
     ClaimGroup,
     MicrotaskResult,
     ReconciledPosition,
@@ -24,26 +24,6 @@ CLAIM_LINE = re.compile(
     r'<claim id="(c\d+)" topic="([^"]*)" confidence="([0-9.]+)" role="(\w+)">(.*)</claim>$',
     re.MULTILINE,
 )
-
-
-def result(
-    mid: str,
-    role: Role = Role.RESEARCH,
-    confidence: float = 0.8,
-    claims: Sequence[tuple[str, str]] = (),
-) -> MicrotaskResult:
-    return MicrotaskResult(
-        task_id="t1",
-        microtask_id=mid,
-        role=role,
-        agent_id=f"{role.value}-00",
-        node_id="node",
-        content=f"content of {mid}",
-        claims=[Claim(topic=t, statement=s) for t, s in claims],
-        confidence=confidence,
-        started_at=0.0,
-        finished_at=1.0,
-    )
 
 
 def claims_in(prompt: str) -> dict[str, str]:

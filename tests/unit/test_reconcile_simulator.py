@@ -7,9 +7,10 @@ agents word them; ``ask`` is a real structured call through the SDK (no Ray).
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from factories import result  # tests/unit/factories.py
 
 from actors.claims import summarise
 from actors.config import LimiterSettings, Purpose, Settings, SimulatorSettings
@@ -17,7 +18,7 @@ from actors.errors import ProviderError
 from actors.llm import LLMClient, fake_claims
 from actors.llm.fake_claims import Finding, findings, identify, true_side
 from actors.llm.simulator import SimulatorServer
-from actors.models import Claim, MicrotaskResult, Reconciliation, Role
+from actors.models import Reconciliation, Role
 from actors.reconcile import RECONCILE_SYSTEM, reconcile
 
 WORDS = ["kubernetes", "migration"]
@@ -53,23 +54,6 @@ class Validator:
         return answer.value
 
 
-def result(
-    mid: str, claims: Sequence[tuple[str, str]], role: Role = Role.RESEARCH, confidence=0.8
-) -> MicrotaskResult:
-    return MicrotaskResult(
-        task_id="t1",
-        microtask_id=mid,
-        role=role,
-        agent_id=f"{role.value}-00",
-        node_id="node",
-        content=f"content of {mid}",
-        claims=[Claim(topic=t, statement=s) for t, s in claims],
-        confidence=confidence,
-        started_at=0.0,
-        finished_at=1.0,
-    )
-
-
 def finding(n: int = 0) -> Finding:
     return findings(WORDS)[n]
 
@@ -80,7 +64,7 @@ async def test_one_finding_in_five_wordings_under_three_names_is_no_conflict(
     cost = finding()
     side = true_side(cost, SEED)
     results = [
-        result(f"r{i}", [(cost.topics[i % 3], wording)])
+        result(f"r{i}", claims=[(cost.topics[i % 3], wording)])
         for i, wording in enumerate(cost.wordings(side))
     ]
     assert summarise(results).conflicts  # topic names alone call paraphrases a conflict
@@ -97,9 +81,9 @@ async def test_a_contradiction_under_two_names_is_one_conflict_naming_both_sides
 ) -> None:
     maturity = finding(2)
     results = [
-        result("r1", [(maturity.topics[0], maturity.wordings(0)[1])], confidence=0.9),
-        result("v1", [(maturity.topics[2], maturity.wordings(1)[3])], Role.VALIDATION, 0.7),
-        result("a1", [(finding(1).topics[1], finding(1).wordings(0)[2])], Role.ANALYSIS),
+        result("r1", confidence=0.9, claims=[(maturity.topics[0], maturity.wordings(0)[1])]),
+        result("v1", Role.VALIDATION, 0.7, claims=[(maturity.topics[2], maturity.wordings(1)[3])]),
+        result("a1", Role.ANALYSIS, claims=[(finding(1).topics[1], finding(1).wordings(0)[2])]),
     ]
     assert summarise(results).conflicts == []  # under different names it goes unseen
     summary = await reconcile(results, [], Validator(client))
@@ -120,8 +104,8 @@ async def test_a_failing_reconciling_call_falls_back_to_topic_names(
 ) -> None:
     cost = finding()
     results = [
-        result("r1", [(cost.topics[0], cost.wordings(0)[0])]),
-        result("r2", [(cost.topics[0], cost.wordings(1)[0])]),
+        result("r1", claims=[(cost.topics[0], cost.wordings(0)[0])]),
+        result("r2", claims=[(cost.topics[0], cost.wordings(1)[0])]),
     ]
     sim.reconfigure(rate_500=1.0)
     summary = await reconcile(results, [], Validator(client))
@@ -142,7 +126,7 @@ async def test_150_simulated_claims_in_three_batches_each_claim_in_one_group(
     said = said[:150]
     assert all(identify(statement) for _, _, statement in said)
     mids = list(dict.fromkeys(mid for mid, _, _ in said))
-    results = [result(m, [(t, s) for mid, t, s in said if mid == m]) for m in mids]
+    results = [result(m, claims=[(t, s) for mid, t, s in said if mid == m]) for m in mids]
     validator = Validator(client)
     summary = await reconcile(results, [], validator, batch_claims=60)
     assert summary.method == "semantic"
@@ -163,7 +147,9 @@ async def test_150_simulated_claims_in_three_batches_each_claim_in_one_group(
 
 async def test_one_failing_batch_makes_the_merge_mixed(client: LLMClient) -> None:
     cost = finding()
-    results = [result(f"r{i}", [(cost.topics[i % 3], cost.wordings(0)[i % 5])]) for i in range(150)]
+    results = [
+        result(f"r{i}", claims=[(cost.topics[i % 3], cost.wordings(0)[i % 5])]) for i in range(150)
+    ]
     validator = Validator(client)
 
     async def ask(prompt: str) -> Reconciliation:

@@ -8,7 +8,6 @@ import graphlib
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -36,19 +35,6 @@ def ask(text: str) -> list[dict[str, Any]]:
 
 def agent_prompt(title: str, microtask: str = "a1") -> str:
     return f"<request>\n{REQUEST}\n</request>\n\nYour microtask ({microtask}, analysis): {title}"
-
-
-@pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(SimulatorSettings(latency="zero")) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(sim: SimulatorServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    client = anthropic.AsyncAnthropic(api_key="sim", base_url=sim.url, max_retries=0)
-    yield client
-    await client.close()
 
 
 async def post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:

@@ -4,7 +4,6 @@ latency that grows with the answer. Through the real SDK over loopback (no Ray).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anthropic
@@ -56,20 +55,6 @@ def forced(model: type[Any]) -> dict[str, Any]:
 
 def text_of(message: anthropic.types.Message) -> str:
     return "".join(block.text for block in message.content if block.type == "text")
-
-
-@pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(SimulatorSettings(latency="zero")) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(sim: SimulatorServer) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    # An explicit timeout: without one the SDK insists on streaming for large max_tokens.
-    client = anthropic.AsyncAnthropic(api_key="sim", base_url=sim.url, max_retries=0, timeout=60)
-    yield client
-    await client.close()
 
 
 # --- thinking ----------------------------------------------------------------------------
