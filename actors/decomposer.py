@@ -15,6 +15,7 @@ is asked once for the rest, given what it already planned.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from actors import complexity, dag, templates
 from actors.config import Purpose, Settings
@@ -95,13 +96,32 @@ class Decomposer:
             usage = usage + exc.usage
             microtasks, notes = [], [f"planning call failed: {exc}"]
         if len(microtasks) < min(2, limit):
-            name = templates.choose_template(text)
-            notes.append(f"model plan unusable; template {name!r} used")
-            microtasks = templates.build_template(name, text, limit)
-            source = f"template:{name}"
+            return self.template_plan(text, level, "model plan unusable", notes, cut), usage
         microtasks = dag.mark_critical(dag.assign_branches(microtasks))
         plan = Plan(complexity=level, microtasks=microtasks, source=source, notes=notes, cut=cut)
         return plan, usage
+
+    def template_plan(
+        self,
+        text: str,
+        level: Complexity,
+        why: str,
+        notes: Sequence[str] = (),
+        cut: Sequence[str] = (),
+    ) -> Plan:
+        """The domain template's plan for ``text``, used because of ``why`` (noted)."""
+        name = templates.choose_template(text)
+        limit = self._settings.levels[level].max_microtasks
+        microtasks = dag.mark_critical(
+            dag.assign_branches(templates.build_template(name, text, limit))
+        )
+        return Plan(
+            complexity=level,
+            microtasks=microtasks,
+            source=f"template:{name}",
+            notes=[*notes, f"{why}; template {name!r} used"],
+            cut=list(cut),
+        )
 
     async def _draft(
         self, prompt: str, limit: int, cut: list[str]

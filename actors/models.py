@@ -233,7 +233,10 @@ class MicrotaskResult(BaseModel):
 class ProgressEvent(BaseModel):
     """One step of a task that callers can follow live."""
 
-    seq: int
+    seq: int = Field(
+        description="the orchestrator's incarnation * 1,000,000 + the event's index; "
+        "ask for the events after this one with ``after=next_after``"
+    )
     kind: EventKind
     task_id: str
     at: float = Field(default_factory=time.time)
@@ -245,6 +248,11 @@ class ProgressEvent(BaseModel):
     total: int = 0
     duration_s: float | None = None
     detail: str = ""
+
+    @property
+    def next_after(self) -> int:
+        """The cursor (``after``) that asks ``Orchestrator.events`` for what follows this."""
+        return self.seq + 1
 
 
 class TimelineEntry(BaseModel):
@@ -279,6 +287,7 @@ class RunReport(BaseModel):
     backups: int
     input_tokens: int
     output_tokens: int
+    paid_calls: int = Field(default=0, description="model answers paid for, failed ones included")
     cost_usd: float
     simulated: bool
     result: str

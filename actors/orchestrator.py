@@ -1,8 +1,8 @@
 """The orchestrator actor: request → plan → dispatch → merge → report, for many tasks at once.
 
 It owns each task's lifecycle: intake check, complexity verdict and plan
-(``decomposer``), the DAG run (``dispatch``), the synthesis by a generation
-agent (``merger``) and the report. Callers follow a task through ``events``
+(``decomposer``), the DAG run (``dispatch``), reconciling and the synthesis
+(``merge_step``) and the report. Callers follow a task through ``events``
 (long polling), ``status`` and ``wait``; ``cancel`` keeps what finished.
 """
 
@@ -18,44 +18,40 @@ from collections import OrderedDict
 
 import ray
 
-from actors import dag, merger, tracing
-from actors.config import LIMITER_NAME, NAMESPACE, Settings, pool_actor_name
+from actors import complexity, dag, home_lock, lifecycle, tracing
+from actors.admission import DAY_S, Admission
+from actors.config import NAMESPACE, Settings, pool_actor_name
 from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
 from actors.errors import (
-    CapacityError,
-    TaskCancelledError,
-    TruncatedAnswerError,
     UnknownTaskError,
     UserInputError,
 )
 from actors.intake import clean_request
 from actors.llm import LLMClient, RemoteLimiter
+from actors.merge_step import MergeStep
 from actors.models import (
-    CallKind,
     Complexity,
+    ComplexityAssessment,
     EventKind,
     Microtask,
     MicrotaskRequest,
     MicrotaskResult,
     PoolSnapshot,
     ProgressEvent,
-    Reconciliation,
     Role,
     RunReport,
     TaskState,
     Usage,
 )
 from actors.ray_metrics import OrchestratorMetrics
-from actors.reconcile import reconcile
-from actors.report import TaskRecord, build_report
+from actors.report import SEQ_SPAN, TaskRecord, end_event
 from actors.stats import Stats, StatsSnapshot
 from actors.store import Store
 
 log = logging.getLogger(__name__)
 
 _KEEP_FINISHED = 1_000  # finished tasks kept in memory for status queries
-_DAY_S = 86_400.0
 # Reads and idempotent calls are retried by Ray across an orchestrator restart, so a
 # caller waiting on a task simply gets its answer from the resumed orchestrator.
 _retried = ray.method(max_task_retries=-1)
@@ -65,35 +61,53 @@ _retried = ray.method(max_task_retries=-1)
 class Orchestrator:
     """Runs many tasks at once, each a DAG of microtasks on the four pools."""
 
-    def __init__(self, settings: Settings, base_url: str | None) -> None:
+    def __init__(
+        self, settings: Settings, base_url: str | None, resume_since: float | None = None
+    ) -> None:
         # The limiter and pools are looked up by name rather than passed in, so a
         # restarted orchestrator finds them again from plain constructor arguments.
         self._settings = settings
+        # One orchestrator per home; a restart waits for its old process to let go.
+        home_lock.hold(settings.home, home_lock.ORCHESTRATOR_LOCK, wait_s=home_lock.EXIT_WAIT_S)
+        self._resume_since = resume_since  # set for a private run: resume only its own tasks
         tracing.configure(settings, "orchestrator")
         self._pools = {
             role: ray.get_actor(pool_actor_name(role), namespace=NAMESPACE) for role in Role
         }
-        limiter = ray.get_actor(LIMITER_NAME, namespace=NAMESPACE)
-        client = LLMClient(settings, limiter=RemoteLimiter(limiter), base_url=base_url)
+        limiter = RemoteLimiter(settings=settings.limiter)  # by name, again after a restart
+        client = LLMClient(settings, limiter=limiter, base_url=base_url)
         self._decomposer = Decomposer(client, settings)
+        self._merger = MergeStep(settings, self._call_pool)
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._rng = random.Random()
         self._store = Store(settings.home / "store.sqlite3")
+        # Each start gets a new number from the store; event seqs carry it (``events``).
+        self._seq_base = self._store.next_incarnation(time.time()) * SEQ_SPAN
         self._stats = Stats(totals=self._store.totals())
+        # Limits and the day's spending, in memory: the store is read once, here.
+        self._admission = Admission(settings, self._store.spending_since(time.time() - DAY_S))
+        # Idempotency keys being recorded right now: (user, key) -> the first task's id.
+        self._keying: dict[tuple[str | None, str], asyncio.Future[str]] = {}
         self._ray_metrics = OrchestratorMetrics()
         self._resumed: asyncio.Task[None] | None = None  # reloading unfinished tasks
 
     # --- public API -------------------------------------------------------------
 
     async def submit(
-        self, text: str | bytes, plan: list[Microtask] | None = None, user: str | None = None
+        self,
+        text: str | bytes,
+        plan: list[Microtask] | None = None,
+        user: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Accept a request and start it; returns the task id at once.
 
         ``plan`` skips the planner and runs the given microtasks (benchmarks and
         experiments use it so every contestant runs the same DAG). ``user`` (e.g.
-        ``telegram:42``) is counted against the per-user limit on running tasks.
+        ``telegram:42``) owns the task and is counted against the per-user limit.
+        A repeated ``idempotency_key`` of the same user (e.g. a Telegram update id)
+        returns the first task's id and starts nothing, across restarts too.
         Raises ``UserInputError`` for unusable text, ``CapacityError`` past a limit.
         """
         await self._ensure_resumed()
@@ -102,15 +116,61 @@ class Orchestrator:
             problems = dag.validate(plan)
             if problems:
                 raise UserInputError("the given plan is invalid: " + "; ".join(problems[:5]))
-        await self._admit(user)
-        task_id = uuid.uuid4().hex[:12]
+        key = None if idempotency_key is None else (user, idempotency_key)
+        if key is not None and (first := await self._task_with_key(*key)) is not None:
+            return first
         record = TaskRecord(
-            task_id=task_id, text=clean, given_plan=plan, user=user, observer=self._observe
+            task_id=uuid.uuid4().hex[:12],
+            text=clean,
+            given_plan=plan,
+            user=user,
+            observer=self._observe,
         )
-        await asyncio.to_thread(self._store.task_started, task_id, record.started_at, clean)
+        # Checked and counted in one step, with no await in between: concurrent submits
+        # cannot all pass through one free slot.
+        self._admission.admit(record)
+        keyed: asyncio.Future[str] | None = None
+        if key is not None:
+            keyed = self._keying[key] = asyncio.get_running_loop().create_future()
+        try:
+            task_id = await asyncio.to_thread(
+                self._store.task_started,
+                record.task_id,
+                record.started_at,
+                clean,
+                user,
+                idempotency_key,
+            )
+        except BaseException:
+            self._admission.withdraw(record)
+            if keyed is not None:
+                keyed.cancel()  # a submit waiting on this key looks again
+            raise
+        finally:
+            if key is not None:
+                self._keying.pop(key, None)
+        if keyed is not None:
+            keyed.set_result(task_id)
+        if task_id != record.task_id:  # the key was recorded first by another orchestrator
+            self._admission.withdraw(record)
+            return task_id
         self._start(record)
         log.info("task %s accepted (%d chars)", task_id, len(clean))
         return task_id
+
+    async def _task_with_key(self, user: str | None, idempotency_key: str) -> str | None:
+        """The task ``user`` first submitted with ``idempotency_key``, if there is one."""
+        key = (user, idempotency_key)
+        while True:
+            if (keying := self._keying.get(key)) is not None:
+                await asyncio.wait([keying])  # a submit with this key is being recorded
+                if not keying.cancelled():
+                    return keying.result()
+                continue  # that submit failed: nothing was recorded
+            stored = await asyncio.to_thread(self._store.task_for_key, user, idempotency_key)
+            if stored is not None or key not in self._keying:
+                return stored
+            # else a submit with this key began while the store was read: wait for it
 
     async def run(self, text: str | bytes, plan: list[Microtask] | None = None) -> RunReport:
         """Submit and wait for the report."""
@@ -132,32 +192,38 @@ class Orchestrator:
 
     @_retried
     async def events(self, task_id: str, after: int = 0, timeout_s: float = 10.0) -> list:
-        """Progress events with ``seq >= after``; waits up to ``timeout_s`` for new ones.
+        """Progress events from cursor ``after`` on; waits up to ``timeout_s`` for new ones.
 
-        After a restart the resumed task's events start again at 0; a caller that
-        is ahead of them gets them from the start rather than waiting forever.
+        Start with ``after=0`` and go on with the last event's ``seq + 1``. Seqs carry
+        the orchestrator's incarnation, so a cursor from before a restart gets the resumed
+        task's events from the start, once. A task known only from the store (finished
+        before a restart, or long ago) answers with one ``DONE`` event; a call past the
+        end waits out its timeout, so a follower never spins.
         """
         await self._ensure_resumed()
-        if task_id not in self._tasks and self._store.report(task_id):
-            return []  # finished before a restart: nothing more will happen
-        record = self._record(task_id)
-        if after > len(record.events):
-            after = 0
-        if timeout_s > 0:
-            await record.wait_for_events(after, timeout_s)
-        return record.events[after:]
+        if task_id not in self._tasks:
+            stored = await asyncio.to_thread(self._store.report, task_id)
+            if stored is not None:
+                end = end_event(stored, self._seq_base)
+                if after <= end.seq:
+                    return [end]
+                await asyncio.sleep(timeout_s)
+                return []
+        return await self._record(task_id).follow(after, timeout_s)
 
     @_retried
     async def cancel(self, task_id: str) -> bool:
-        """Cancel a running task; what finished is kept in its report."""
+        """Cancel a running task; what finished is kept in its report.
+
+        Returns once the task has ended: True if this call cancelled it, False if it
+        had finished or was already finishing (a no-op).
+        """
         await self._ensure_resumed()
-        record = self._record(task_id)
-        runner = self._runners.get(task_id)
-        if record.finished.is_set() or runner is None:
-            return False
-        runner.cancel()
-        await record.finished.wait()
-        return True
+        if task_id not in self._tasks:
+            stored = await asyncio.to_thread(self._store.report, task_id)
+            if stored is not None:
+                return False  # finished long ago or before a restart
+        return await lifecycle.cancel(self._record(task_id), self._runners.get(task_id))
 
     @_retried
     async def status(self, task_id: str) -> dict:
@@ -166,6 +232,7 @@ class Orchestrator:
         if task_id not in self._tasks and (stored := self._store.report(task_id)):
             return {
                 "task_id": task_id,
+                "user": self._store.user_of(task_id),
                 "state": stored.state.value,
                 "complexity": stored.complexity.value,
                 "done": stored.succeeded + stored.failed,
@@ -176,20 +243,23 @@ class Orchestrator:
         return self._record(task_id).status()
 
     @_retried
-    async def tasks(self) -> list[dict]:
-        """A line of status for every task kept in memory, newest last."""
-        return [record.status(brief=True) for record in self._tasks.values()]
+    async def tasks(self, user: str | None = None) -> list[dict]:
+        """A line of status for every task kept in memory (only ``user``'s when given),
+        newest last; each names its ``user``."""
+        records = self._tasks.values()
+        return [r.status(brief=True) for r in records if user is None or r.user == user]
 
     @_retried
     async def active(self) -> list[dict]:
-        """Tasks still running, with their progress."""
+        """Tasks still running, with their progress and ``user``."""
         await self._ensure_resumed()
         return [r.status(brief=True) for r in self._tasks.values() if not r.finished.is_set()]
 
     @_retried
-    async def history(self, limit: int = 50) -> list[dict]:
-        """Finished and running tasks from the durable store, newest first."""
-        return await asyncio.to_thread(self._store.recent, limit)
+    async def history(self, limit: int = 50, user: str | None = None) -> list[dict]:
+        """Finished and running tasks from the durable store (only ``user``'s when given),
+        newest first; each names its ``user``, requests shortened."""
+        return await asyncio.to_thread(self._store.recent, limit, user)
 
     @_retried
     async def stats(self) -> StatsSnapshot:
@@ -215,31 +285,13 @@ class Orchestrator:
 
     # --- admission and resume ------------------------------------------------------
 
-    async def _admit(self, user: str | None) -> None:
-        """Refuse, clearly, a task that would pass a limit on running tasks or on cost."""
-        settings = self._settings
-        running = [r for r in self._tasks.values() if not r.finished.is_set()]
-        if len(running) >= settings.max_running_tasks:
-            raise CapacityError(
-                f"{len(running)} tasks are running, the limit is {settings.max_running_tasks}; "
-                "try again when some have finished"
-            )
-        mine = sum(1 for r in running if user is not None and r.user == user)
-        if user is not None and mine >= settings.max_tasks_per_user:
-            raise CapacityError(
-                f"you have {mine} tasks running, the limit is {settings.max_tasks_per_user} "
-                "per user; wait for one to finish"
-            )
-        spent = await asyncio.to_thread(self._store.cost_since, time.time() - _DAY_S)
-        if spent >= settings.daily_budget_usd:
-            raise CapacityError(
-                f"the daily budget of ${settings.daily_budget_usd:.2f} is spent "
-                f"(${spent:.2f} in the last 24 h); the limit is PARALLEL_AGENTS_DAILY_BUDGET_USD"
-            )
-
     def _start(self, record: TaskRecord) -> None:
+        """Run an admitted task; whatever ends its runner, admission hears of it."""
         self._tasks[record.task_id] = record
-        self._runners[record.task_id] = asyncio.create_task(self._run(record))
+        runner = asyncio.create_task(self._run(record))
+        # A callback, not a line in _run: it runs even if the runner itself is cancelled.
+        runner.add_done_callback(lambda _: self._admission.settle(record))
+        self._runners[record.task_id] = runner
         self._forget_old()
 
     async def _ensure_resumed(self) -> None:
@@ -252,9 +304,12 @@ class Orchestrator:
         for task in await asyncio.to_thread(self._store.unfinished):
             if task.task_id in self._tasks:
                 continue
+            if self._resume_since is not None and task.created_at < self._resume_since:
+                continue  # another run's task: its own orchestrator (or the next start) resumes it
             record = TaskRecord(
                 task_id=task.task_id,
                 text=task.request,
+                user=task.user,
                 started_at=task.created_at,
                 observer=self._observe,
             )
@@ -267,6 +322,9 @@ class Orchestrator:
                     record.attempts[microtask_id] = result.attempt
                     record.usage += result.usage
             record.note(f"resumed after a restart with {len(task.results)} microtasks done")
+            # Accepted before the restart, so never refused now; but it counts against the
+            # limits on running tasks and, with what it spent, against the daily budget.
+            self._admission.register(record)
             self._start(record)
             log.info(
                 "task %s resumed: %d of %d microtasks were done",
@@ -294,93 +352,89 @@ class Orchestrator:
             self._runners.pop(tid, None)
 
     async def _run(self, record: TaskRecord) -> None:
+        record.seq_base = self._seq_base
         try:
-            # The task span ends before the report is published, so a caller whose
-            # ``run`` returned finds the whole trace exported.
-            with tracing.span("task", task_id=record.task_id) as span:
-                if record.microtasks:
-                    pass  # resumed with the plan it had before a restart
-                elif record.given_plan is not None:
-                    record.plan_source = "given"
-                    record.complexity = self._level_for(len(record.given_plan))
-                    record.set_plan(dag.assign_branches(record.given_plan))
-                else:
-                    with tracing.span("plan", task_id=record.task_id):
-                        await self._plan(record)
-                if not record.results:
-                    await asyncio.to_thread(
-                        self._store.plan_made,
-                        record.task_id,
-                        record.complexity,
-                        record.plan_source,
-                        record.microtasks,
-                    )
-                span.set_attributes(
-                    {
-                        "complexity": record.complexity.value,
-                        "microtasks": len(record.microtasks),
-                        "plan_source": record.plan_source,
-                    }
-                )
-                await record.emit(EventKind.PLANNED, detail=record.plan_source)
-                record.state = TaskState.RUNNING
-                limit = self._settings.levels[record.complexity].time_limit_s
-                try:
-                    await asyncio.wait_for(self._execute(record), limit)
-                except TimeoutError:
-                    record.note(f"time limit of {limit:.0f} s reached; merging what finished")
-                record.state = TaskState.MERGING
-                await record.emit(EventKind.MERGING)
-                with tracing.span("merge", task_id=record.task_id):
-                    await self._merge(record)
-                record.state = TaskState.DONE
-        except asyncio.CancelledError:
-            record.state = TaskState.CANCELLED
-            record.note("cancelled by the caller")
-            record.answer = record.answer or merger.fallback_answer(
-                record.text, record.ordered_results(), merger.summarise(record.ordered_results())
-            )
-            await record.emit(EventKind.CANCELLED)
-        except Exception as exc:  # say what happened, keep what was done
-            log.exception("task %s failed", record.task_id)
-            record.state = TaskState.FAILED
-            record.note(f"{type(exc).__name__}: {exc}")
-            record.answer = merger.fallback_answer(
-                record.text, record.ordered_results(), merger.summarise(record.ordered_results())
-            )
-            await record.emit(EventKind.FAILED, detail=str(exc))
+            await lifecycle.run(record, self._work(record), self._record_report)
         finally:
-            finished_at = time.time()
-            record.report = build_report(record, finished_at)
-            self._stats.task_finished(record.report, finished_at)
-            self._ray_metrics.task_finished(record.report)
-            try:
-                await asyncio.to_thread(
-                    self._store.task_finished,
-                    record.report,
-                    record.text,
-                    record.started_at,
-                    finished_at,
-                )
-            except Exception:  # the caller still gets the report; only history misses it
-                log.exception("task %s: could not write its report to the store", record.task_id)
-            await record.emit(EventKind.DONE, detail=record.state.value)
-            record.finished.set()
             self._runners.pop(record.task_id, None)
-            log.info("task %s %s in %.1f s", record.task_id, record.state, record.report.wall_s)
+        assert record.report is not None
+        log.info("task %s %s in %.1f s", record.task_id, record.state, record.report.wall_s)
+
+    async def _work(self, record: TaskRecord) -> None:
+        """Plan, dispatch, merge: each phase within its own deadline."""
+        # The task span ends before the report is published, so a caller whose
+        # ``run`` returned finds the whole trace exported.
+        with tracing.span("task", task_id=record.task_id) as span:
+            if record.microtasks:
+                pass  # resumed with the plan it had before a restart
+            elif record.given_plan is not None:
+                record.plan_source = "given"
+                record.complexity = self._level_for(len(record.given_plan))
+                record.set_plan(dag.assign_branches(record.given_plan))
+            else:
+                with tracing.span("plan", task_id=record.task_id):
+                    await self._plan(record)
+            if not record.results:
+                await asyncio.to_thread(
+                    self._store.plan_made,
+                    record.task_id,
+                    record.complexity,
+                    record.plan_source,
+                    record.microtasks,
+                )
+            span.set_attributes(
+                {
+                    "complexity": record.complexity.value,
+                    "microtasks": len(record.microtasks),
+                    "plan_source": record.plan_source,
+                }
+            )
+            await record.emit(EventKind.PLANNED, detail=record.plan_source)
+            record.state = TaskState.RUNNING
+            limit = self._settings.levels[record.complexity].time_limit_s
+            try:
+                await asyncio.wait_for(self._execute(record), limit)
+            except TimeoutError:
+                record.note(f"time limit of {limit:.0f} s reached; merging what finished")
+            record.state = TaskState.MERGING
+            await record.emit(EventKind.MERGING)
+            with tracing.span("merge", task_id=record.task_id):
+                await self._merger.run(record)
+
+    async def _record_report(self, record: TaskRecord, finished_at: float) -> None:
+        """Count a finished task and store its report before anyone is told it ended."""
+        assert record.report is not None
+        self._stats.task_finished(record.report, finished_at)
+        self._ray_metrics.task_finished(record.report)
+        await asyncio.to_thread(
+            self._store.task_finished, record.report, record.text, record.started_at, finished_at
+        )
 
     async def _plan(self, record: TaskRecord) -> None:
-        assessment, usage = await self._decomposer.assess(record.text)
-        record.usage += usage
-        record.complexity = assessment.level
-        if not assessment.parallelizable:
-            record.plan_source = "direct"
-            answer = Microtask(
-                id="answer", role=Role.GENERATION, title="Answer", instructions=record.text
-            )
-            record.set_plan([answer])
-            return
-        plan, usage = await self._decomposer.plan(record.text, assessment)
+        """The verdict and the plan within ``planning_timeout_s``; a template past it."""
+        limit = self._settings.planning_timeout_s
+        assessment: ComplexityAssessment | None = None
+        try:
+            async with asyncio.timeout(limit):
+                assessment, usage = await self._decomposer.assess(record.text)
+                record.usage += usage
+                record.complexity = assessment.level
+                if not assessment.parallelizable:
+                    record.plan_source = "direct"
+                    answer = Microtask(
+                        id="answer", role=Role.GENERATION, title="Answer", instructions=record.text
+                    )
+                    record.set_plan([answer])
+                    return
+                plan, usage = await self._decomposer.plan(record.text, assessment)
+        except TimeoutError:
+            # As when the planning call fails: the heuristic verdict if the model gave
+            # none, then the domain template; no further model call.
+            level = (assessment or complexity.assess(record.text)).level
+            why = f"planning timed out after {limit:g} s"
+            plan = self._decomposer.template_plan(record.text, level, why)
+            record.complexity = level
+            usage = Usage()
         record.usage += usage
         record.plan_source = plan.source
         record.notes.extend(f"plan: {note}" for note in plan.notes)
@@ -427,75 +481,3 @@ class Orchestrator:
     async def _idle_agents(self, role: Role) -> int:
         idle: int = await self._pools[role].idle_agents.remote()
         return idle
-
-    async def _merge(self, record: TaskRecord) -> None:
-        """Claims reconciled, then the synthesis by a generation agent (stitched if it fails)."""
-        results = record.ordered_results()
-        if record.plan_source == "direct":
-            record.summary = merger.summarise(results, missing=record.missing_titles())
-            record.answer = results[0].content if results else ""
-            if not results:
-                record.answer = merger.fallback_answer(record.text, results, record.summary)
-            return
-        with tracing.span("reconcile", task_id=record.task_id):
-            summary = await reconcile(
-                results,
-                record.missing_titles(),
-                lambda prompt: self._reconcile_batch(record, prompt),
-                batch_claims=self._settings.reconcile_batch_claims,
-            )
-        record.summary = summary
-        record.notes.extend(summary.notes)
-        prompt = merger.synthesis_prompt(record.text, results, summary)
-        synthesis = Microtask(
-            id="synthesis", role=Role.GENERATION, title="Synthesis", instructions=prompt
-        )
-        request = self._side_request(record, synthesis, CallKind.SYNTHESIS)
-        try:
-            result = await self._call_pool(Role.GENERATION, request, 0.0)
-        except (asyncio.CancelledError, TaskCancelledError):
-            raise
-        except Exception as exc:
-            record.usage += _paid_usage(exc)
-            if isinstance(exc, TruncatedAnswerError):
-                record.cut.append("synthesis: cut at max_tokens twice; answer stitched from parts")
-            record.note(f"synthesis failed ({type(exc).__name__}); answer stitched from parts")
-            record.answer = merger.fallback_answer(record.text, results, summary)
-            return
-        record.usage += result.usage
-        record.simulated = record.simulated or result.simulated
-        record.answer = result.content + "\n\n" + merger.render_footer(summary)
-
-    async def _reconcile_batch(self, record: TaskRecord, prompt: str) -> Reconciliation:
-        """One batch of claims reconciled by a validation agent (structured output)."""
-        batch = Microtask(
-            id="reconcile", role=Role.VALIDATION, title="Reconcile claims", instructions=prompt
-        )
-        request = self._side_request(record, batch, CallKind.RECONCILE)
-        try:
-            result = await self._call_pool(Role.VALIDATION, request, 0.0)
-        except Exception as exc:
-            record.usage += _paid_usage(exc)
-            raise
-        record.usage += result.usage
-        record.simulated = record.simulated or result.simulated
-        return Reconciliation.model_validate_json(result.content)
-
-    def _side_request(
-        self, record: TaskRecord, microtask: Microtask, kind: CallKind
-    ) -> MicrotaskRequest:
-        """A request for a call outside the plan (reconciling, synthesis)."""
-        return MicrotaskRequest(
-            task_id=record.task_id,
-            microtask=microtask,
-            request_text=record.text,
-            kind=kind,
-            max_paid_calls=2,  # an answer and one retry with a larger budget
-            trace_context=tracing.inject(),
-        )
-
-
-def _paid_usage(error: BaseException) -> Usage:
-    """The answers a failed call paid for (errors of model calls carry them)."""
-    usage = getattr(error, "usage", None)
-    return usage if isinstance(usage, Usage) else Usage()

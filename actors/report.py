@@ -24,6 +24,40 @@ from actors.models import (
     Usage,
 )
 
+# Event seqs are ``incarnation * SEQ_SPAN + index``: a follower's cursor (``after``) says
+# which orchestrator process it came from, so it survives a restart without replaying.
+SEQ_SPAN = 1_000_000
+
+
+def start_index(after: int, seq_base: int) -> int | None:
+    """Where a follower with cursor ``after`` goes on in events whose seqs start at ``seq_base``.
+
+    A cursor of an earlier incarnation (or 0) starts from the beginning: a restart began the
+    events anew. ``None``: the cursor is past anything this incarnation will send (it
+    followed a stored task's end, whose seq is the incarnation's last).
+    """
+    if after < seq_base:
+        return 0
+    if after >= seq_base + SEQ_SPAN:
+        return None
+    return after - seq_base
+
+
+def end_event(report: RunReport, seq_base: int) -> ProgressEvent:
+    """The terminal event of a task known only from its stored report.
+
+    Its seq is the incarnation's last, so every cursor a follower of that task could hold
+    gets it, and the cursor after it waits instead of getting it again.
+    """
+    return ProgressEvent(
+        seq=seq_base + SEQ_SPAN - 1,
+        kind=EventKind.DONE,
+        task_id=report.task_id,
+        done=report.succeeded + report.failed,
+        total=report.microtasks,
+        detail=report.state.value,
+    )
+
 
 @dataclass
 class TaskRecord:
@@ -32,7 +66,7 @@ class TaskRecord:
     task_id: str
     text: str
     given_plan: list[Microtask] | None = None  # caller-supplied plan, skips the planner
-    user: str | None = None  # who asked, for the per-user limit
+    user: str | None = None  # who asked: the per-user limit, and who may read or cancel it
     started_at: float = field(default_factory=time.time)  # wall clock, like agents' times
     state: TaskState = TaskState.PLANNING
     complexity: Complexity = Complexity.SIMPLE
@@ -45,6 +79,9 @@ class TaskRecord:
     retries: int = 0
     backups: int = 0
     usage: Usage = field(default_factory=Usage)
+    # Estimated cost of the model calls in flight, held against the task budget until each
+    # settles and its actual usage replaces it (``actors.admission.reserve``/``release``).
+    reserved_usd: float = 0.0
     simulated: bool = False
     answer: str = ""
     summary: MergeSummary | None = None
@@ -55,6 +92,9 @@ class TaskRecord:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     report: RunReport | None = None
     observer: Callable[[ProgressEvent], None] | None = None  # e.g. the orchestrator's stats
+    seq_base: int = 0  # incarnation * SEQ_SPAN of the orchestrator running the task
+    # Set once the work has ended: the report is being written and a cancel is a no-op.
+    finishing: bool = False
 
     def set_plan(self, microtasks: list[Microtask]) -> None:
         self.microtasks = microtasks
@@ -74,7 +114,7 @@ class TaskRecord:
     ) -> None:
         """Append a progress event and wake everyone following this task."""
         event = ProgressEvent(
-            seq=len(self.events),
+            seq=self.seq_base + len(self.events),
             kind=kind,
             task_id=self.task_id,
             microtask_id=microtask.id if microtask else None,
@@ -92,16 +132,22 @@ class TaskRecord:
         async with self.changed:
             self.changed.notify_all()
 
-    async def wait_for_events(self, after: int, timeout_s: float) -> None:
-        """Return when there are events past ``after``, the task ends, or time runs out."""
-        with contextlib.suppress(TimeoutError):
-            async with self.changed:
-                await asyncio.wait_for(
-                    self.changed.wait_for(
-                        lambda: len(self.events) > after or self.finished.is_set()
-                    ),
-                    timeout_s,
-                )
+    async def follow(self, after: int, timeout_s: float) -> list[ProgressEvent]:
+        """The events from cursor ``after`` on, waiting up to ``timeout_s`` for one.
+
+        A follower past the last event (``DONE`` included) waits out its timeout rather
+        than getting an empty list at once, so nobody can spin on a finished task.
+        """
+        start = start_index(after, self.seq_base)
+        if start is None:
+            start = SEQ_SPAN  # never reached: wait, then nothing
+        if timeout_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with self.changed:
+                    await asyncio.wait_for(
+                        self.changed.wait_for(lambda: len(self.events) > start), timeout_s
+                    )
+        return self.events[start:]
 
     def ordered_results(self) -> list[MicrotaskResult]:
         """Results in plan order."""
@@ -114,6 +160,7 @@ class TaskRecord:
         """What ``GET /tasks/{id}`` shows."""
         out: dict[str, Any] = {
             "task_id": self.task_id,
+            "user": self.user,
             "state": self.state.value,
             "complexity": self.complexity.value,
             "done": len(self.results) + len(self.failures),
@@ -187,6 +234,7 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         backups=record.backups,
         input_tokens=record.usage.input_tokens,
         output_tokens=record.usage.output_tokens,
+        paid_calls=record.usage.requests,
         cost_usd=round(record.usage.cost_usd, 6),
         simulated=record.simulated or any(r.simulated for r in results),
         result=answer,

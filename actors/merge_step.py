@@ -1,0 +1,123 @@
+"""The last phase of a task: claims reconciled by meaning, then one answer written.
+
+``MergeStep.run`` fills ``record.summary`` and ``record.answer``. A validation agent
+reconciles the claims (``actors.reconcile``, batches side by side); a generation agent
+writes the synthesis. Both go through the pools like microtasks, within
+``synthesis_timeout_s`` (reconciling may take half of it, so a hung reconciler — whose
+batches fall back to topic names — still leaves the writer time), and each call first
+holds its estimated cost against the task budget (``admission.held``). When the writer
+fails, times out, is cut twice or the budget is spent, the answer is stitched from the
+parts (``merger.fallback_answer``): finished work is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from actors import admission, merger, tracing
+from actors.config import Settings
+from actors.dispatch import CallPool
+from actors.errors import MicrotaskTimeoutError, TaskCancelledError, TruncatedAnswerError
+from actors.models import CallKind, Microtask, MicrotaskRequest, Reconciliation, Role, Usage
+from actors.reconcile import reconcile
+from actors.report import TaskRecord
+
+
+class MergeStep:
+    """Reconcile and write for the orchestrator; ``call_pool`` is its way to the pools."""
+
+    def __init__(self, settings: Settings, call_pool: CallPool) -> None:
+        self._settings = settings
+        self._call_pool = call_pool
+
+    async def run(self, record: TaskRecord) -> None:
+        """Set ``record.summary`` and ``record.answer`` from the task's results."""
+        results = record.ordered_results()
+        if record.plan_source == "direct":
+            record.summary = merger.summarise(results, missing=record.missing_titles())
+            record.answer = results[0].content if results else ""
+            if not results:
+                record.answer = merger.fallback_answer(record.text, results, record.summary)
+            return
+        budget = self._settings.synthesis_timeout_s
+        started = asyncio.get_running_loop().time()
+        with tracing.span("reconcile", task_id=record.task_id):
+            summary = await reconcile(
+                results,
+                record.missing_titles(),
+                lambda prompt: self._reconcile_batch(record, prompt, started + budget / 2),
+                batch_claims=self._settings.reconcile_batch_claims,
+            )
+        record.summary = summary
+        record.notes.extend(summary.notes)
+        prompt = merger.synthesis_prompt(record.text, results, summary)
+        synthesis = Microtask(
+            id="synthesis", role=Role.GENERATION, title="Synthesis", instructions=prompt
+        )
+        request = self._side_request(record, synthesis, CallKind.SYNTHESIS, started + budget)
+        try:
+            with admission.held(record, self._settings, request):
+                try:
+                    async with asyncio.timeout_at(started + budget):
+                        result = await self._call_pool(Role.GENERATION, request, 0.0)
+                except Exception as exc:
+                    record.usage += paid_usage(exc)
+                    raise
+                record.usage += result.usage
+        except (asyncio.CancelledError, TaskCancelledError):
+            raise
+        except (TimeoutError, MicrotaskTimeoutError):
+            record.note(f"synthesis timed out after {budget:g} s; answer stitched from parts")
+            record.answer = merger.fallback_answer(record.text, results, summary)
+            return
+        except Exception as exc:
+            if isinstance(exc, TruncatedAnswerError):
+                record.cut.append("synthesis: cut at max_tokens twice; answer stitched from parts")
+            record.note(f"synthesis failed ({type(exc).__name__}); answer stitched from parts")
+            record.answer = merger.fallback_answer(record.text, results, summary)
+            return
+        record.simulated = record.simulated or result.simulated
+        record.answer = result.content + "\n\n" + merger.render_footer(summary)
+
+    async def _reconcile_batch(
+        self, record: TaskRecord, prompt: str, deadline: float
+    ) -> Reconciliation:
+        """One batch of claims reconciled by a validation agent (structured output),
+        answered by ``deadline`` (event-loop time) or ``TimeoutError``."""
+        batch = Microtask(
+            id="reconcile", role=Role.VALIDATION, title="Reconcile claims", instructions=prompt
+        )
+        request = self._side_request(record, batch, CallKind.RECONCILE, deadline)
+        with admission.held(record, self._settings, request):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    result = await self._call_pool(Role.VALIDATION, request, 0.0)
+            except TimeoutError:
+                raise TimeoutError(f"no answer within {request.timeout_s:.0f} s") from None
+            except Exception as exc:
+                record.usage += paid_usage(exc)
+                raise
+            record.usage += result.usage
+        record.simulated = record.simulated or result.simulated
+        return Reconciliation.model_validate_json(result.content)
+
+    def _side_request(
+        self, record: TaskRecord, microtask: Microtask, kind: CallKind, deadline: float
+    ) -> MicrotaskRequest:
+        """A request for a call outside the plan, due by ``deadline`` (event-loop time); the
+        pool gets the same bound, so it frees the agent even when the orchestrator is gone."""
+        return MicrotaskRequest(
+            task_id=record.task_id,
+            microtask=microtask,
+            request_text=record.text,
+            kind=kind,
+            max_paid_calls=2,  # an answer and one retry with a larger budget
+            timeout_s=max(0.001, deadline - asyncio.get_running_loop().time()),
+            trace_context=tracing.inject(),
+        )
+
+
+def paid_usage(error: BaseException) -> Usage:
+    """The answers a failed call paid for (errors of model calls carry them)."""
+    usage = getattr(error, "usage", None)
+    return usage if isinstance(usage, Usage) else Usage()
