@@ -26,6 +26,12 @@ corrections, retries of cut answers and backups — against
 ``max_paid_calls_per_microtask``; errors carry the usage of the answers they
 paid for, so failed calls count against the task budget too.
 
+Money is held before it is spent: every attempt — first, retry or backup — reserves its
+estimated cost (``actors.admission.reserve``) and gives it back when it settles, its
+actual usage counted instead. A first attempt that the budget cannot hold yet waits
+for calls in flight to settle; once nothing is in flight the task stops and merges what
+finished. A retry or a backup the budget cannot hold is not made.
+
 ``ray.wait`` would block the orchestrator's event loop, so this uses its asyncio
 form: ``asyncio.wait`` over the pending calls with a timeout at the next deadline.
 """
@@ -41,10 +47,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from actors import tracing
+from actors import admission, tracing
 from actors.config import Settings
 from actors.dag import DagScheduler
-from actors.errors import ModelRefusalError, TruncatedAnswerError
+from actors.errors import ModelRefusalError, TaskBudgetError, TruncatedAnswerError
 from actors.models import EventKind, Microtask, MicrotaskRequest, MicrotaskResult, Role, Usage
 from actors.report import TaskRecord
 
@@ -62,7 +68,15 @@ _PAID_PER_ATTEMPT = 2
 class _Attempt:
     """One call of one microtask to its pool."""
 
-    __slots__ = ("backup", "deadline", "microtask", "number", "paid_cap", "submitted")
+    __slots__ = (
+        "backup",
+        "deadline",
+        "microtask",
+        "number",
+        "paid_cap",
+        "reserved_usd",
+        "submitted",
+    )
 
     def __init__(self, microtask: Microtask, number: int, backup: bool, submitted: float) -> None:
         self.microtask = microtask
@@ -71,6 +85,7 @@ class _Attempt:
         self.submitted = submitted  # time.monotonic() when the call goes out
         self.deadline = float("inf")  # set by the dispatcher; inf once cancelled
         self.paid_cap = 0  # paid answers reserved for this attempt out of the microtask's cap
+        self.reserved_usd = 0.0  # estimated cost held against the task budget until it settles
 
 
 class Dispatcher:
@@ -98,6 +113,7 @@ class Dispatcher:
         self._waiting: list[Microtask] = []  # ready, but over the task's agent cap
         self._durations: list[float] = []  # of finished attempts, for the backup p90
         self._reserved: dict[str, int] = {}  # microtask id -> paid answers held by attempts
+        self._refused = ""  # why the task budget last refused an attempt ("" never)
         # The complexity level bounds how many agents one task may occupy at once.
         self._cap = settings.levels[record.complexity].max_agents
 
@@ -106,13 +122,15 @@ class Dispatcher:
         try:
             while self._scheduler.is_active():
                 self._take_ready()
-                if self._over_budget():
-                    break
                 while self._waiting and len(self._inflight) < self._cap:
-                    mt = self._waiting.pop(0)
-                    self._launch(mt)
+                    mt = self._waiting[0]
+                    if not self._launch(mt):
+                        break  # the budget is held by calls in flight: wait for them to settle
+                    self._waiting.pop(0)
                     await self._record.emit(EventKind.STARTED, microtask=mt, attempt=1)
                 if not self._inflight:
+                    if self._waiting:  # nothing in flight will free any budget now
+                        self._note_budget()
                     break
                 done, _ = await asyncio.wait(
                     self._inflight, timeout=self._next_wakeup(), return_when=asyncio.FIRST_COMPLETED
@@ -125,8 +143,9 @@ class Dispatcher:
                 if self._settings.backups:
                     await self._start_backups()
         finally:
-            for call in self._inflight:
+            for call, attempt in self._inflight.items():
                 call.cancel()
+                self._release(attempt)  # holds must not outlive the dispatch (merge checks)
             for asking in self._idle_asking.values():
                 asking.cancel()
 
@@ -139,20 +158,21 @@ class Dispatcher:
                 else:
                     self._waiting.append(mt)
 
-    def _over_budget(self) -> bool:
-        budget = self._settings.task_budget_usd
-        if self._record.usage.cost_usd < budget:
-            return False
-        self._record.note(
-            f"stopped at the task budget of ${budget:.2f} (PARALLEL_AGENTS_TASK_BUDGET_USD); "
-            "the answer merges what finished"
+    def _note_budget(self) -> None:
+        """Say once that the task budget stopped work, and why."""
+        note = (
+            f"stopped at the task budget of ${self._settings.task_budget_usd:.2f} "
+            "(PARALLEL_AGENTS_TASK_BUDGET_USD); the answer merges what finished"
         )
-        return True
+        if note not in self._record.notes:
+            self._record.note(note)
+            log.warning("task %s: %s", self._record.task_id, self._refused)
 
-    def _launch(self, mt: Microtask, backup: bool = False, delay: float = 0.0) -> None:
+    def _launch(self, mt: Microtask, backup: bool = False, delay: float = 0.0) -> bool:
+        """Start one attempt of ``mt``; False, with nothing started, when the task budget
+        cannot hold the attempt's estimated cost on top of what is spent and held."""
         record = self._record
         number = record.attempts.get(mt.id, 0) + 1
-        record.attempts[mt.id] = number
         request = MicrotaskRequest(
             task_id=record.task_id,
             microtask=mt,
@@ -164,8 +184,15 @@ class Dispatcher:
             max_paid_calls=min(_PAID_PER_ATTEMPT, self._paid_calls_left(mt)),
             trace_context=tracing.inject(),  # the task span: each attempt's span is its child
         )
+        try:
+            held = admission.reserve(record, self._settings, request)
+        except TaskBudgetError as exc:
+            self._refused = str(exc)
+            return False
+        record.attempts[mt.id] = number
         call = asyncio.create_task(self._call_pool(mt.role, request, delay))
         attempt = _Attempt(mt, number, backup, time.monotonic() + delay)
+        attempt.reserved_usd = held
         attempt.paid_cap = request.max_paid_calls or 0
         self._reserved[mt.id] = self._reserved.get(mt.id, 0) + attempt.paid_cap
         # The pool enforces the run deadline from the moment an agent takes the
@@ -173,6 +200,7 @@ class Dispatcher:
         # catches a call that never comes back at all, e.g. from a dead pool.
         attempt.deadline = attempt.submitted + 2 * self._settings.microtask_timeout_s + 30
         self._inflight[call] = attempt
+        return True
 
     async def _settle(self, call: asyncio.Task[MicrotaskResult], attempt: _Attempt) -> None:
         """Record one finished attempt: a result, a retry, or a final failure."""
@@ -187,10 +215,10 @@ class Dispatcher:
             error = call.exception()
         if error is None:
             result = call.result()
+            self._count(mt, result.usage)  # at once: the hold just released must not go missing
             if self._on_result is not None:
                 await self._on_result(result)
             record.results[mt.id] = result
-            self._count(mt, result.usage)
             # Whole attempt time, queue included, on both sides of the backup comparison.
             self._durations.append(time.monotonic() - attempt.submitted)
             self._scheduler.done(mt.id)
@@ -231,16 +259,18 @@ class Dispatcher:
                 f" (its cap of {self._settings.max_paid_calls_per_microtask} paid calls is spent)"
             )
         if not final and record.attempts[mt.id] < self._settings.max_attempts:
-            record.retries += 1
             base = self._settings.retry_backoff_s * 2 ** (record.attempts[mt.id] - 1)
-            self._launch(mt, delay=self._rng.uniform(0, base))
-            await record.emit(
-                EventKind.RETRIED, microtask=mt, attempt=attempt.number + 1, detail=reason
-            )
-        else:
-            record.failures[mt.id] = reason
-            self._scheduler.failed(mt.id)
-            await record.emit(EventKind.FAILED, microtask=mt, attempt=attempt.number, detail=reason)
+            if self._launch(mt, delay=self._rng.uniform(0, base)):
+                record.retries += 1
+                await record.emit(
+                    EventKind.RETRIED, microtask=mt, attempt=attempt.number + 1, detail=reason
+                )
+                return
+            reason += f" (not retried: {self._refused})"
+            self._note_budget()
+        record.failures[mt.id] = reason
+        self._scheduler.failed(mt.id)
+        await record.emit(EventKind.FAILED, microtask=mt, attempt=attempt.number, detail=reason)
 
     def _count(self, mt: Microtask, usage: Usage) -> None:
         """Add the answers one attempt paid for to the task and to the microtask's cap."""
@@ -253,9 +283,12 @@ class Dispatcher:
         return cap - self._record.paid_calls.get(mt.id, 0) - self._reserved.get(mt.id, 0)
 
     def _release(self, attempt: _Attempt) -> None:
+        """Give back what the attempt held: paid answers of its microtask's cap, budget."""
         mt_id = attempt.microtask.id
         self._reserved[mt_id] = self._reserved.get(mt_id, 0) - attempt.paid_cap
         attempt.paid_cap = 0
+        admission.release(self._record, attempt.reserved_usd)
+        attempt.reserved_usd = 0.0
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -301,11 +334,12 @@ class Dispatcher:
                 room = min(room, self._idle_now(role))
             for attempt in attempts[: max(0, room)]:
                 mt = attempt.microtask
+                if not self._launch(mt, backup=True):
+                    return  # a copy is optional: the budget goes to work not yet done
                 record.backups += 1
                 allowed -= 1
                 if role in self._idle_known:
                     self._idle_known[role] -= 1
-                self._launch(mt, backup=True)
                 await record.emit(
                     EventKind.BACKUP,
                     microtask=mt,

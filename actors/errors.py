@@ -5,6 +5,8 @@
     ParallelAgentsError
     ├── UserInputError            the caller's request is unusable (empty, too big, binary)
     ├── CapacityError             a limit on running tasks or on cost refuses the request now
+    │                             (``retry_after_s``: when asking again may succeed)
+    ├── TaskBudgetError           a task's own budget cannot cover another model call
     ├── ConfigurationError        settings that cannot work together
     ├── ModelBehaviorError        the model answered, but not in the asked-for shape
     │   ├── TruncatedAnswerError  ... because the answer was cut at max_tokens, even
@@ -39,7 +41,25 @@ class UserInputError(ParallelAgentsError, ValueError):
 
 
 class CapacityError(ParallelAgentsError):
-    """Refused for now: too many running tasks (overall or for this user) or over budget."""
+    """Refused for now: too many running tasks (overall or for this user) or over budget.
+
+    ``retry_after_s`` is the wait after which asking again may succeed (HTTP ``Retry-After``);
+    None when nothing is known.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.retry_after_s))
+
+
+class TaskBudgetError(ParallelAgentsError):
+    """A task's spending plus the calls it has in flight leave no room for another call.
+
+    Raised inside a task (never to a submitter): the task merges what it has instead.
+    """
 
 
 class ConfigurationError(ParallelAgentsError):

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actors.config import private_file
 from actors.errors import ConfigurationError
 from actors.models import Complexity, Microtask, MicrotaskResult, RunReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -58,7 +59,27 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (task_id, microtask_id)
     );
     """,
+    # One row per orchestrator start: its number is carried by event cursors.
+    2: """
+    CREATE TABLE incarnations (
+        incarnation  INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at   REAL NOT NULL
+    );
+    """,
+    # Who submitted each task (reads and cancels are scoped to them), and the idempotency
+    # key of each submission so a repeated submit finds the first task, across restarts.
+    3: """
+    ALTER TABLE tasks ADD COLUMN user TEXT;
+    CREATE INDEX tasks_user ON tasks (user, created_at);
+    CREATE TABLE submissions (
+        user     TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        task_id  TEXT NOT NULL REFERENCES tasks (task_id),
+        PRIMARY KEY (user, key)
+    );
+    """,
 }
+_LISTED_CHARS = 200  # of a request, in listings (history); the store keeps all of it
 
 
 @dataclass
@@ -66,12 +87,13 @@ class Unfinished:
     """An accepted task that has no final report yet: what a restart must resume."""
 
     task_id: str
-    request: str
+    request: str  # the whole request, as accepted
     created_at: float
     complexity: Complexity | None  # None: planning had not finished
     plan_source: str
     microtasks: list[Microtask]
     results: dict[str, MicrotaskResult]
+    user: str | None = None  # who submitted it
 
 
 class Store:
@@ -79,7 +101,8 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_file(self.path)  # every request's text: this user's only (SQLite's -wal too)
         self._lock = threading.Lock()  # sqlite3 connections are not thread-safe
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -120,26 +143,67 @@ class Store:
             else:
                 db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
-    def task_started(self, task_id: str, created_at: float, request: str) -> None:
-        """Record an accepted task (before any work is done for it)."""
+    def task_started(
+        self,
+        task_id: str,
+        created_at: float,
+        request: str,
+        user: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Record an accepted task (before any work is done for it); returns its id.
+
+        With an ``idempotency_key`` that ``user`` already used, nothing is recorded and
+        the id of the first task with that key is returned instead.
+        """
         with self._tx() as db:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT task_id FROM submissions WHERE user = ? AND key = ?",
+                    (user or "", idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return str(row["task_id"])
             db.execute(
-                "INSERT OR IGNORE INTO tasks (task_id, created_at, state, request) "
-                "VALUES (?, ?, 'planning', ?)",
-                (task_id, created_at, request[:2000]),
+                "INSERT OR IGNORE INTO tasks (task_id, created_at, state, request, user) "
+                "VALUES (?, ?, 'planning', ?, ?)",
+                (task_id, created_at, request, user),
             )
+            if idempotency_key is not None:
+                db.execute(
+                    "INSERT INTO submissions VALUES (?, ?, ?)",
+                    (user or "", idempotency_key, task_id),
+                )
+        return task_id
+
+    def task_for_key(self, user: str | None, idempotency_key: str) -> str | None:
+        """The task first submitted by ``user`` with ``idempotency_key``, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT task_id FROM submissions WHERE user = ? AND key = ?",
+                (user or "", idempotency_key),
+            ).fetchone()
+        return None if row is None else str(row["task_id"])
+
+    def user_of(self, task_id: str) -> str | None:
+        """Who submitted ``task_id`` (None: nobody named, or no such task)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT user FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        return None if row is None else row["user"]
 
     def task_finished(
         self, report: RunReport, request: str, created_at: float, finished_at: float
     ) -> None:
-        """Record a finished task with its whole report."""
+        """Record a finished task with its whole report (who submitted it is kept)."""
         row = (
             report.task_id,
             created_at,
             finished_at,
             report.state.value,
             report.complexity.value,
-            request[:2000],
+            request,
             report.microtasks,
             report.failed,
             report.retries,
@@ -152,10 +216,17 @@ class Store:
         )
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO tasks (task_id, created_at, finished_at, state, "
+                "INSERT INTO tasks (task_id, created_at, finished_at, state, "
                 "complexity, request, microtasks, failed, retries, backups, wall_s, "
                 "input_tokens, output_tokens, cost_usd, report) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (task_id) DO UPDATE SET finished_at = excluded.finished_at, "
+                "state = excluded.state, complexity = excluded.complexity, "
+                "request = excluded.request, microtasks = excluded.microtasks, "
+                "failed = excluded.failed, retries = excluded.retries, "
+                "backups = excluded.backups, wall_s = excluded.wall_s, "
+                "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
+                "cost_usd = excluded.cost_usd, report = excluded.report",
                 row,
             )
 
@@ -182,8 +253,8 @@ class Store:
         """Every accepted task without a final report, oldest first, with what it has."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT t.task_id, t.request, t.created_at, p.complexity, p.source, p.microtasks"
-                " FROM tasks t LEFT JOIN plans p USING (task_id)"
+                "SELECT t.task_id, t.request, t.created_at, t.user, p.complexity, p.source,"
+                " p.microtasks FROM tasks t LEFT JOIN plans p USING (task_id)"
                 " WHERE t.finished_at IS NULL ORDER BY t.created_at"
             ).fetchall()
             done = self._db.execute(
@@ -205,25 +276,32 @@ class Store:
                 if row["microtasks"]
                 else [],
                 results=results.get(row["task_id"], {}),
+                user=row["user"],
             )
             for row in rows
         ]
 
-    def cost_since(self, since: float) -> float:
-        """Dollars spent on tasks created since ``since`` (finished or not)."""
+    def next_incarnation(self, started_at: float) -> int:
+        """A number for a starting orchestrator, larger than every earlier one's."""
+        with self._tx() as db:
+            cursor = db.execute("INSERT INTO incarnations (started_at) VALUES (?)", (started_at,))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def spending_since(self, since: float) -> list[tuple[float, float]]:
+        """``(finished_at, cost_usd)`` of every task finished since ``since``, oldest first.
+
+        Read once when the orchestrator starts; from then on it keeps the day's total in
+        memory (``actors.admission``). Unfinished tasks are not here: they are resumed and
+        counted as running tasks.
+        """
         with self._lock:
-            finished = self._db.execute(
-                "SELECT COALESCE(SUM(cost_usd), 0) FROM tasks WHERE created_at >= ?", (since,)
-            ).fetchone()[0]
-            running = self._db.execute(
-                "SELECT r.result FROM results r JOIN tasks t USING (task_id)"
-                " WHERE t.finished_at IS NULL AND t.created_at >= ?",
+            rows = self._db.execute(
+                "SELECT finished_at, cost_usd FROM tasks"
+                " WHERE finished_at >= ? AND cost_usd > 0 ORDER BY finished_at",
                 (since,),
             ).fetchall()
-        partial = sum(
-            MicrotaskResult.model_validate_json(row["result"]).usage.cost_usd for row in running
-        )
-        return float(finished) + partial
+        return [(float(row["finished_at"]), float(row["cost_usd"])) for row in rows]
 
     def report(self, task_id: str) -> RunReport | None:
         """The stored report of a finished task, if any."""
@@ -235,13 +313,15 @@ class Store:
             return None
         return RunReport.model_validate_json(row["report"])
 
-    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest tasks first, without their full reports."""
+    def recent(self, limit: int = 50, user: str | None = None) -> list[dict[str, Any]]:
+        """The newest tasks first (only ``user``'s when given), requests shortened."""
+        where, args = ("WHERE user = ? ", (user,)) if user is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
-                "SELECT task_id, created_at, finished_at, state, complexity, request, microtasks,"
-                " failed, retries, wall_s, cost_usd FROM tasks ORDER BY created_at DESC LIMIT ?",
-                (max(1, min(limit, 1000)),),
+                "SELECT task_id, user, created_at, finished_at, state, complexity,"
+                f" substr(request, 1, {_LISTED_CHARS}) AS request, microtasks, failed, retries,"
+                f" wall_s, cost_usd FROM tasks {where}ORDER BY created_at DESC LIMIT ?",
+                (*args, max(1, min(limit, 1000))),
             ).fetchall()
         return [dict(row) for row in rows]
 

@@ -6,6 +6,9 @@ import asyncio
 import random
 import time
 
+import pytest
+
+from actors.admission import call_estimate_usd
 from actors.config import Settings
 from actors.dispatch import Dispatcher
 from actors.models import (
@@ -219,3 +222,94 @@ async def test_refusals_and_answers_cut_twice_are_not_asked_again():
         assert len(pool.caps) == 2 and "m" in record.failures  # "m" once, then its dependent
         assert record.retries == 0
     assert record.cut and record.cut[0].startswith("m: cut at max_tokens twice")
+
+
+# --- the task budget holds each attempt's estimated cost before it goes out -------------
+
+
+def _estimate(record: TaskRecord, mt: Microtask) -> float:
+    """What the dispatcher holds for one attempt of ``mt`` (no context: no dependencies)."""
+    request = MicrotaskRequest(task_id=record.task_id, microtask=mt, request_text=record.text)
+    return call_estimate_usd(Settings(), request)
+
+
+class CountingPool(FakePool):
+    """A FakePool that remembers the most calls it ever had running at once."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.running = self.peak = 0
+
+    async def __call__(self, role: Role, request: MicrotaskRequest, delay: float):
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            return await super().__call__(role, request, delay)
+        finally:
+            self.running -= 1
+
+
+async def test_calls_in_flight_hold_the_budget_so_only_what_fits_runs_at_once():
+    plan = [_mt(f"m{i}") for i in range(6)]
+    record = _record(plan)  # massive: 50 agents allowed, so only the budget limits
+    settings = _settings(task_budget_usd=2.5 * _estimate(record, plan[0]))
+    pool = CountingPool(delays={f"m{i}": 0.05 for i in range(6)})  # answers cost nothing
+    await Dispatcher(record, settings, pool, random.Random(0)).run()
+    assert pool.peak == 2  # two holds fit in 2.5 estimates, a third would not
+    assert len(record.results) == 6  # each settled hold made room for the next
+    assert record.reserved_usd == 0
+
+
+async def test_a_retry_is_not_made_when_spent_and_held_leave_no_room():
+    from actors.errors import ModelBehaviorError
+
+    record = _record([_mt("m")])
+    estimate = _estimate(record, record.microtasks[0])
+
+    class PaysMostOfItsHold:
+        calls = 0
+
+        async def __call__(self, role: Role, request: MicrotaskRequest, delay: float):
+            self.calls += 1
+            raise ModelBehaviorError("no use", usage=Usage(requests=1, cost_usd=0.9 * estimate))
+
+    pool = PaysMostOfItsHold()
+    settings = _settings(max_attempts=3, task_budget_usd=1.5 * estimate)
+    await Dispatcher(record, settings, pool, random.Random(0)).run()
+    # 0.9 spent + 1.0 for a retry passes 1.5: the spent-only check let two more through.
+    assert pool.calls == 1 and record.retries == 0 and record.attempts["m"] == 1
+    assert "not retried: the task budget" in record.failures["m"]
+    assert any("stopped at the task budget" in note for note in record.notes)
+    assert record.usage.cost_usd == pytest.approx(0.9 * estimate)
+    assert record.reserved_usd == 0
+
+
+async def test_a_backup_is_not_started_when_the_budget_cannot_hold_it():
+    plan = [_critical(f"fast{i}") for i in range(6)] + [_critical("slow")]
+    record = _record(plan)
+    estimate = _estimate(record, plan[0])
+    # Seven first attempts fit at once; once the six fast ones have cost an estimate each,
+    # the slow one's hold plus a copy's (8 estimates) would pass the budget of 7.5.
+    pool = FakePool(first_delays={"slow": 0.5}, cost=estimate)
+
+    async def plenty(role: Role) -> int:
+        return 100
+
+    settings = _settings(backups=True, backup_min_samples=5, task_budget_usd=7.5 * estimate)
+    await Dispatcher(record, settings, pool, random.Random(1), idle_agents=plenty).run()
+    assert record.backups == 0  # spent (6) was under the budget: the old check allowed it
+    assert record.results["slow"].attempt == 1 and len(record.results) == 7
+    assert record.reserved_usd == 0
+
+
+async def test_holds_are_given_back_when_the_dispatch_is_cancelled():
+    record = _record([_mt("hangs")])
+    pool = FakePool(delays={"hangs": 60.0})
+    dispatch = asyncio.create_task(Dispatcher(record, _settings(), pool, random.Random(0)).run())
+    while not pool.calls:
+        await asyncio.sleep(0.01)
+    assert record.reserved_usd > 0
+    dispatch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dispatch
+    assert record.reserved_usd == 0  # the synthesis after it must not see phantom holds

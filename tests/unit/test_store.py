@@ -9,7 +9,7 @@ import pytest
 
 from actors.errors import ConfigurationError
 from actors.models import Complexity, Microtask, MicrotaskResult, Role, RunReport, TaskState, Usage
-from actors.store import SCHEMA_VERSION, Store
+from actors.store import _MIGRATIONS, SCHEMA_VERSION, Store
 
 
 def _mt(id_: str, deps: tuple[str, ...] = ()) -> Microtask:
@@ -70,16 +70,73 @@ def test_finished_task_is_history_not_work(tmp_path):
     assert store.totals()["tasks_by_state"] == {"done": 1}
 
 
-def test_cost_since_counts_finished_and_running_tasks(tmp_path):
+def test_spending_since_lists_what_finished_tasks_cost_in_the_window(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
     now = time.time()
     store.task_started("old", now - 2 * 86400, "yesterday")
     store.task_finished(_report("old", 5.0), "yesterday", now - 2 * 86400, now - 2 * 86400)
-    store.task_started("done", now, "today")
-    store.task_finished(_report("done", 0.25), "today", now, now)
-    store.task_started("running", now, "today too")
+    store.task_started("done", now - 10, "today")
+    store.task_finished(_report("done", 0.25), "today", now - 10, now)
+    store.task_started("running", now, "today too")  # counted as a resumed running task
     store.result_made(_result("running", "a", cost=0.05))
-    assert store.cost_since(now - 86400) == pytest.approx(0.30)
+    assert store.spending_since(now - 86400) == [(now, 0.25)]
+
+
+def test_a_long_request_survives_the_store_whole(tmp_path):
+    request = "".join(f"part {n:05d}; " for n in range(1400))[:15_000] + "THE END"
+    assert len(request) > 15_000
+    store = Store(tmp_path / "s.sqlite3")
+    store.task_started("long", time.time(), request)
+    store.close()
+    [task] = Store(tmp_path / "s.sqlite3").unfinished()  # what a resume plans from
+    assert task.request == request
+    store = Store(tmp_path / "s.sqlite3")
+    store.task_finished(_report("long", 0.1), request, task.created_at, time.time())
+    [row] = store.recent(5)
+    assert row["request"] == request[:200]  # listings shorten; the store does not
+    with sqlite3.connect(tmp_path / "s.sqlite3") as db:
+        [(kept,)] = db.execute("SELECT request FROM tasks").fetchall()
+    assert kept == request
+
+
+def test_a_repeated_idempotency_key_finds_the_first_task_after_a_reopen(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    assert store.task_started("first", time.time(), "hi", "telegram:1", "update-7") == "first"
+    store.close()
+    store = Store(tmp_path / "s.sqlite3")  # a restarted orchestrator
+    assert store.task_for_key("telegram:1", "update-7") == "first"
+    assert store.task_started("second", time.time(), "hi", "telegram:1", "update-7") == "first"
+    assert [t.task_id for t in store.unfinished()] == ["first"]  # nothing second was stored
+    # Keys are per user: the same key from someone else is a new task.
+    assert store.task_for_key("telegram:2", "update-7") is None
+    assert store.task_started("other", time.time(), "hi", "telegram:2", "update-7") == "other"
+
+
+def test_the_owner_of_a_task_is_kept_through_its_report_and_listings(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    now = time.time()
+    store.task_started("a", now, "alice's", "http:alice")
+    store.task_started("b", now + 1, "bob's", "http:bob")
+    store.task_finished(_report("a", 0.1), "alice's", now, now + 2)
+    assert store.user_of("a") == "http:alice" and store.user_of("nope") is None
+    assert [t.user for t in store.unfinished()] == ["http:bob"]
+    assert [r["task_id"] for r in store.recent(10, user="http:alice")] == ["a"]
+    assert {r["user"] for r in store.recent(10)} == {"http:alice", "http:bob"}
+
+
+def test_a_store_of_the_first_schema_is_migrated_and_keeps_its_tasks(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    with sqlite3.connect(path) as db:  # as version 1 left it
+        db.executescript(_MIGRATIONS[1])
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (1)")
+        db.execute(
+            "INSERT INTO tasks (task_id, created_at, state, request) VALUES ('old', 1, 'x', 'r')"
+        )
+    store = Store(path)
+    [task] = store.unfinished()
+    assert task.task_id == "old" and task.user is None
+    assert store.task_started("new", time.time(), "r", "u", "k") == "new"
 
 
 def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
@@ -89,3 +146,11 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
         db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     with pytest.raises(ConfigurationError, match="newer than this program"):
         Store(path)
+
+
+def test_each_orchestrator_start_gets_a_larger_incarnation_across_reopening(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    first = store.next_incarnation(time.time())
+    store.close()
+    again = Store(tmp_path / "s.sqlite3")  # the next process on the same home
+    assert again.next_incarnation(time.time()) > first >= 1
