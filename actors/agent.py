@@ -93,17 +93,15 @@ class Agent:
         role: Role,
         settings: Settings,
         base_url: str | None,
-        limiter: ray.actor.ActorHandle | None,
     ) -> None:
         self.agent_id = agent_id
         self.role = role
         self._settings = settings
         tracing.configure(settings, "agent")
-        self._client = LLMClient(
-            settings,
-            limiter=RemoteLimiter(limiter) if limiter is not None else None,
-            base_url=base_url,
-        )
+        # The cluster's limiter, found by name (again, after it restarts); ``base_url``
+        # stays valid across a simulator restart, which serves on the same port.
+        limiter = RemoteLimiter(settings=settings.limiter)
+        self._client = LLMClient(settings, limiter=limiter, base_url=base_url)
         self._slots = asyncio.Semaphore(settings.agent_concurrency)
         self._node_id = ray.get_runtime_context().get_node_id()
         self._in_flight = 0  # microtasks running now

@@ -16,18 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from actors import tracing
 from actors.agent import Agent
 from actors.balancer import AgentSlot, LoadBalancer
-from actors.config import LIMITER_NAME, NAMESPACE, PoolSize, Settings, Strategy, agent_actor_name
+from actors.config import NAMESPACE, PoolSize, Settings, Strategy, agent_actor_name
 from actors.errors import AgentLostError, MicrotaskTimeoutError
+from actors.llm import RemoteLimiter
 from actors.models import (
     AgentInfo,
     AgentState,
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _PING_TIMEOUT_S = 15.0  # a live async agent answers a ping in milliseconds, even when busy
 _PRESSURE_POLL_S = 1.0
+_PRESSURE_TIMEOUT_S = 2.0  # upkeep (health checks, scaling) never waits longer on the limiter
 _TRIED_KEYS = 10_000
 
 
@@ -75,7 +78,6 @@ class AgentPool:
         role: Role,
         settings: Settings,
         base_url: str | None,
-        limiter_name: str | None = LIMITER_NAME,
     ) -> None:
         self.role = role
         self._settings = settings
@@ -83,11 +85,8 @@ class AgentPool:
         # before any agent is spawned (an agent failing in __init__ would be respawned).
         tracing.configure(settings, "pool")
         self._base_url = base_url
-        # Looked up by name, not passed as a handle, so a restarted pool rebuilds itself
-        # from plain constructor arguments (Ray keeps handle arguments in the object store).
-        self._limiter = (
-            ray.get_actor(limiter_name, namespace=NAMESPACE) if limiter_name is not None else None
-        )
+        # Found by name (again after it restarts), only to read provider pressure.
+        self._limiter = RemoteLimiter(settings=settings.limiter)
         size = settings.pools[role]
         self._min, self._max = size.min, size.max
         self._autoscaler = Autoscaler(
@@ -166,8 +165,16 @@ class AgentPool:
                 f"agent {agent_id} gave no result for {request.task_id}/{request.microtask.id} "
                 f"within {request.timeout_s:g} s"
             ) from None
-        except RayActorError:
+        except RayActorError as exc:
             self._failed += 1
+            if not _died(member, exc):
+                # The agent is alive; an actor it called (the limiter) died under it. The
+                # dispatcher retries the microtask; the agent keeps its place.
+                log.warning(
+                    "agent %s lost %s/%s to another actor's death: %s",
+                    agent_id, request.task_id, request.microtask.id, _first_line(exc),
+                )  # fmt: skip
+                raise
             self._mark_dead(member)
             mt = request.microtask
             raise AgentLostError(
@@ -249,6 +256,10 @@ class AgentPool:
             agents=agents,
         )
 
+    async def pid(self) -> int:
+        """The pool's own process id (for chaos tests and operators)."""
+        return os.getpid()
+
     async def agent_pids(self) -> dict[str, int]:
         """Process id of every ready agent (for chaos tests and debugging)."""
         pids: dict[str, int] = {}
@@ -316,7 +327,7 @@ class AgentPool:
                 options["scheduling_strategy"] = "SPREAD"
             try:
                 handle = Agent.options(**options).remote(  # type: ignore[attr-defined]
-                    agent_id, self.role, self._settings, self._base_url, self._limiter
+                    agent_id, self.role, self._settings, self._base_url
                 )
                 break
             except ValueError:  # the name is still held by an agent of a previous life
@@ -383,9 +394,9 @@ class AgentPool:
             await asyncio.sleep(self._settings.scale_interval_s)
             now = time.monotonic()
             try:
-                if self._limiter is not None and now - last_pressure >= _PRESSURE_POLL_S:
+                if now - last_pressure >= _PRESSURE_POLL_S:
                     last_pressure = now
-                    self._pressure = (await self._limiter.snapshot.remote()).pressure
+                    await self._poll_pressure()
                 self._scale(now)
                 self._ray_metrics.update(self.snapshot())
                 if now - last_health >= self._settings.health_interval_s:
@@ -393,6 +404,14 @@ class AgentPool:
                     await self._health_check()
             except Exception:  # upkeep must never die; the next round retries
                 log.exception("pool %s upkeep failed", self.role)
+
+    async def _poll_pressure(self) -> None:
+        """Provider pressure from the limiter; the last value stands while it does not answer."""
+        try:
+            snapshot = await asyncio.wait_for(self._limiter.snapshot(), _PRESSURE_TIMEOUT_S)
+        except TimeoutError:
+            return
+        self._pressure = snapshot.pressure
 
     def _scale(self, now: float) -> None:
         current = len(self._members) + self._queued_starts
@@ -418,6 +437,21 @@ class AgentPool:
             if isinstance(reply, BaseException):
                 self._mark_dead(member)
         # Replacements come from the autoscaler: below min it restores min at once.
+
+
+def _died(member: _Member, exc: RayActorError) -> bool:
+    """Whether ``exc`` from ``member``'s call says that *this* agent died.
+
+    A ``RayActorError`` raised by the agent's own code (wrapped in ``RayTaskError``: the
+    agent ran and raised it) or naming another actor is some other actor's death.
+    """
+    if isinstance(exc, RayTaskError):
+        return False
+    return exc.actor_id is None or exc.actor_id == member.handle._actor_id.hex()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _state(member: _Member) -> AgentState:

@@ -39,7 +39,8 @@ class RaySystem:
     def __init__(self, settings: Settings, base_url: str) -> None:
         started = time.perf_counter()
         self.system: System = start_system(settings)
-        twin = settings.with_overrides(backups=False)
+        # Its own home: one orchestrator per home (actors.home_lock).
+        twin = settings.with_overrides(backups=False, home=settings.home / "no-backups")
         self._no_backups = Orchestrator.options(  # type: ignore[attr-defined]
             name=NO_BACKUPS_NAME, namespace=NAMESPACE, get_if_exists=True
         ).remote(twin, base_url)

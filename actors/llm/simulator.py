@@ -55,6 +55,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -363,24 +364,55 @@ class SimulatorServer:
         self.stop()
 
 
-@ray.remote(num_cpus=0)
-class SimulatorActor:
-    """The simulator inside a Ray actor's own event loop (an async actor)."""
+_REBIND_S = 0.5  # a restarted simulator actor retries its port this often
 
-    def __init__(self, config: SimulatorSettings) -> None:
+
+# Restartable: every client holds the URL, so a restarted actor serves on the same port
+# again (start_system picks a fixed one); its state (log, stats, runtime changes) is fresh.
+@ray.remote(num_cpus=0, max_restarts=-1)
+class SimulatorActor:
+    """The simulator inside a Ray actor's own event loop (an async actor).
+
+    It serves from construction on, so a restart (which re-runs ``__init__``) serves
+    again without being asked; ``start`` returns the URL once it listens. Port 0 picks
+    a free port, which a restart would not keep: give a fixed port where that matters.
+    """
+
+    def __init__(self, config: SimulatorSettings, host: str = "127.0.0.1", port: int = 0) -> None:
         self._sim = SimulatorState(config)
         self._runner: web.AppRunner | None = None
         self._url = ""
+        # Ray runs an async actor's __init__ on its event loop: serving starts right here.
+        self._serving = asyncio.get_running_loop().create_task(self._serve(host, port))
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        if not self._url:
-            self._runner, bound = await _serve(_app_for(self._sim), host, port)
-            self._url = _url(host, bound, ray.util.get_node_ip_address())
-            logger.info("LLM simulator actor listening on %s", self._url)
+    async def _serve(self, host: str, port: int) -> None:
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        while True:
+            try:
+                self._runner, bound = await _serve(_app_for(self._sim), host, port)
+                break
+            except OSError as exc:
+                if not restarted:
+                    raise  # a first start on a taken port fails loudly, in start()
+                # A restart must get its old port back: wait for whoever holds it.
+                logger.warning("simulator port %s:%s busy after a restart (%s)", host, port, exc)
+                await asyncio.sleep(_REBIND_S)
+        self._url = _url(host, bound, ray.util.get_node_ip_address())
+        logger.info("LLM simulator actor listening on %s", self._url)
+
+    async def start(self) -> str:
+        """The base URL, once the server listens (raises if it could not bind)."""
+        await asyncio.shield(self._serving)
         return self._url
 
+    @ray.method(max_task_retries=-1)  # a read: retried across a restart
     async def url(self) -> str:
+        await asyncio.shield(self._serving)
         return self._url
+
+    async def pid(self) -> int:
+        """This process's id (chaos tests kill it)."""
+        return os.getpid()
 
     async def stats(self) -> dict[str, Any]:
         return self._sim.stats()
