@@ -15,9 +15,16 @@ text (see ``actors.telegram_format``). Bot-only settings:
 ``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_URL``      public URL; set = webhook mode
 ``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_LISTEN``   bind address (default 127.0.0.1)
 ``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_PORT``     bind port (default 8443)
-``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_SECRET``   secret token Telegram echoes back
+``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_SECRET``   secret token Telegram echoes back; required
+                                              in webhook mode (else exit code 2)
 ``PARALLEL_AGENTS_TELEGRAM_EDIT_INTERVAL_S``  least time between progress edits (2)
 ``PARALLEL_AGENTS_TELEGRAM_TASKS_PER_USER``   requests run at once per user (1)
+``PARALLEL_AGENTS_TELEGRAM_CALL_TIMEOUT_S``   longest wait for one orchestrator call (30)
+``PARALLEL_AGENTS_TELEGRAM_REQUEST_TIMEOUT_S`` longest wait for one Bot API call (20)
+``PARALLEL_AGENTS_TELEGRAM_CONCURRENT_UPDATES`` updates handled at once (32)
+
+Updates are handled concurrently, so one slow call holds nobody else up; a
+user's requests still run in order, one queue per user.
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ from telegram.ext import (
     filters,
 )
 
+from actors import home_lock
 from actors import telegram_format as fmt
-from actors.config import Settings
-from actors.errors import UserInputError
+from actors.config import Settings, load_settings
+from actors.errors import ConfigurationError, UserInputError
 from actors.intake import clean_request
 from actors.job_runner import BotConfig, JobRunner
 from actors.jobs import Job, JobKind, JobState, JobStore
@@ -119,19 +127,15 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show the system status with the parallel metrics."""
     assert update.effective_message is not None
-    system = _system(context)
-    pools = await system.orchestrator.pools.remote()
-    tasks = await system.orchestrator.tasks.remote()
-    text = fmt.status_text(pools, tasks, simulated=system.simulator is not None)
+    pools, tasks = await _runner(context).overview()
+    text = fmt.status_text(pools, tasks, simulated=_system(context).simulator is not None)
     await update.effective_message.reply_text(text)
 
 
 async def parallel_status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show pools, queue and active tasks."""
     assert update.effective_message is not None
-    orchestrator = _system(context).orchestrator
-    pools = await orchestrator.pools.remote()
-    tasks = await orchestrator.tasks.remote()
+    pools, tasks = await _runner(context).overview()
     await update.effective_message.reply_text(fmt.parallel_status_text(pools, tasks))
 
 
@@ -194,12 +198,17 @@ async def _acknowledge(update: Update, ahead: int, started: str | None) -> None:
 
 
 async def error_handler(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Log the error and tell the user briefly."""
+    """Log the error and tell the user briefly (a timed-out orchestrator call says so)."""
     update_id = update.update_id if isinstance(update, Update) else None
     log.error("update %s failed", update_id, exc_info=context.error)
+    text = (
+        fmt.BUSY
+        if isinstance(context.error, TimeoutError)
+        else "Sorry, something went wrong. Try again."
+    )
     if isinstance(update, Update) and update.effective_chat is not None:
         with contextlib.suppress(TelegramError):
-            await update.effective_chat.send_message("Sorry, something went wrong. Try again.")
+            await update.effective_chat.send_message(text)
 
 
 # --- wiring --------------------------------------------------------------------------
@@ -212,12 +221,23 @@ def build_application(
     if settings.telegram_bot_token is None:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     root = settings.telegram_api_base_url.rstrip("/")
+    timeout = config.telegram_timeout_s
     app = (
         ApplicationBuilder()
         .token(settings.telegram_bot_token.get_secret_value())
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .rate_limiter(AIORateLimiter(max_retries=config.rate_limit_retries))
+        # Handlers await the orchestrator: one at a time, a slow call would hold up everyone.
+        .concurrent_updates(config.concurrent_updates)
+        .connect_timeout(timeout)
+        .read_timeout(timeout)
+        .write_timeout(timeout)
+        .pool_timeout(timeout)
+        .get_updates_connect_timeout(timeout)
+        .get_updates_read_timeout(timeout)  # PTB adds the long-poll time to this
+        .get_updates_write_timeout(timeout)
+        .get_updates_pool_timeout(timeout)
         .build()
     )
     app.bot_data.update(
@@ -255,6 +275,7 @@ async def serving(app: Application, config: BotConfig) -> AsyncIterator[Applicat
         log.info("bot @%s up; %d unfinished job(s) resumed", app.bot.username, resumed)
         assert app.updater is not None
         if config.webhook_url:
+            assert config.webhook_secret, "BotConfig refuses webhook mode without a secret"
             await app.updater.start_webhook(
                 listen=config.webhook_listen,
                 port=config.webhook_port,
@@ -306,18 +327,27 @@ async def _serve_until_signalled(app: Application, config: BotConfig) -> None:
 
 def main() -> int:
     """Run the bot until SIGINT/SIGTERM; settings come from the environment."""
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:  # one line; logging needs the token, so not yet
+        print(f"bot: {exc}", file=sys.stderr)
+        return 2
     token = settings.telegram_bot_token
     _configure_logging(token.get_secret_value() if token else "")
     if token is None:
         log.error("TELEGRAM_BOT_TOKEN is not set; the bot does not run")
         return 2
-    config = BotConfig.from_env()
+    try:
+        config = BotConfig.from_env()
+        home_lock.hold(settings.home, home_lock.BOT_LOCK)  # one bot per home, for its lifetime
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        return 2
     init_ray()
     system = find_system()
     if system is None:
         log.info("no running system found; starting one (detached, it outlives the bot)")
-        system = start_system(settings, detached=True)
+        system = start_system(settings.for_actors(), detached=True)
     store = JobStore.in_home(settings.home)
     try:
         asyncio.run(

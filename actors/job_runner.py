@@ -12,29 +12,39 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError
 from telegram import Bot
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
 from actors import telegram_format as fmt
-from actors.errors import UnknownTaskError, UserInputError
+from actors.errors import CapacityError, ConfigurationError, UnknownTaskError, UserInputError
 from actors.jobs import Job, JobKind, JobState, JobStore
-from actors.models import EventKind, RunReport, TaskState
+from actors.models import EventKind, PoolSnapshot, ProgressEvent, RunReport, TaskState
 from actors.system import System
 
 log = logging.getLogger("bot")
 
+T = TypeVar("T")
 _FINAL = {TaskState.DONE: JobState.ANSWERED, TaskState.CANCELLED: JobState.CANCELLED}
+
+
+_SECRET_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what Telegram accepts as secret_token
 
 
 @dataclass(frozen=True)
 class BotConfig:
-    """Settings only the bot uses, from ``PARALLEL_AGENTS_TELEGRAM_*`` variables."""
+    """Settings only the bot uses, from ``PARALLEL_AGENTS_TELEGRAM_*`` variables.
+
+    Webhook mode (``webhook_url`` set) needs ``webhook_secret``: without it anyone who
+    finds the URL can post forged updates that pass the allowlist.
+    """
 
     webhook_url: str | None = None
     webhook_listen: str = "127.0.0.1"
@@ -44,24 +54,64 @@ class BotConfig:
     tasks_per_user: int = 1
     poll_timeout_s: int = 10
     rate_limit_retries: int = 5  # 429s waited out per request before giving up
+    call_timeout_s: float = 30.0  # longest wait for any one orchestrator call
+    telegram_timeout_s: float = 20.0  # PTB's connect/read/write/pool timeouts per Bot API call
+    concurrent_updates: int = 32  # updates handled at once (per-user order is kept by the runner)
+
+    def __post_init__(self) -> None:
+        if self.webhook_url and not self.webhook_secret:
+            raise ConfigurationError(
+                "PARALLEL_AGENTS_TELEGRAM_WEBHOOK_URL is set but "
+                "PARALLEL_AGENTS_TELEGRAM_WEBHOOK_SECRET is not: webhook mode needs a secret "
+                "(1-256 characters of A-Z, a-z, 0-9, _ and -) so forged updates are refused"
+            )
+        if self.webhook_secret is not None and not _SECRET_CHARS.match(self.webhook_secret):
+            raise ConfigurationError(
+                "PARALLEL_AGENTS_TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of "
+                "A-Z, a-z, 0-9, _ and -"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> BotConfig:
+        """Read the bot's variables; ``ConfigurationError`` names any that is unusable."""
+
         def get(name: str) -> str | None:
             return env.get(f"PARALLEL_AGENTS_TELEGRAM_{name}") or None
+
+        def number(name: str, kind: type[int] | type[float], default: float, least: float) -> Any:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = None
+            if value is None or value < least:
+                raise ConfigurationError(
+                    f"PARALLEL_AGENTS_TELEGRAM_{name}={raw!r}: expected a {kind.__name__} "
+                    f">= {least:g}"
+                )
+            return value
 
         return cls(
             webhook_url=get("WEBHOOK_URL"),
             webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
-            webhook_port=int(get("WEBHOOK_PORT") or cls.webhook_port),
+            webhook_port=number("WEBHOOK_PORT", int, cls.webhook_port, 1),
             webhook_secret=get("WEBHOOK_SECRET"),
-            edit_interval_s=float(get("EDIT_INTERVAL_S") or cls.edit_interval_s),
-            tasks_per_user=max(1, int(get("TASKS_PER_USER") or cls.tasks_per_user)),
+            edit_interval_s=number("EDIT_INTERVAL_S", float, cls.edit_interval_s, 0),
+            tasks_per_user=number("TASKS_PER_USER", int, cls.tasks_per_user, 1),
+            call_timeout_s=number("CALL_TIMEOUT_S", float, cls.call_timeout_s, 0.1),
+            telegram_timeout_s=number("REQUEST_TIMEOUT_S", float, cls.telegram_timeout_s, 0.1),
+            concurrent_updates=number("CONCURRENT_UPDATES", int, cls.concurrent_updates, 1),
         )
 
 
 class JobRunner:
-    """Runs stored jobs: a few at a time per user, with live progress, each answer sent once."""
+    """Runs stored jobs: a few at a time per user, with live progress, each answer sent once.
+
+    Every orchestrator call is bounded by ``call_timeout_s``: a hung orchestrator
+    gives the user a clear "taking too long" message instead of holding the bot.
+    """
 
     def __init__(self, bot: Bot, system: System, store: JobStore, config: BotConfig) -> None:
         self._bot = bot
@@ -92,13 +142,23 @@ class JobRunner:
             self.enqueue(job)
         return len(jobs)
 
+    async def overview(self) -> tuple[list[PoolSnapshot], list[dict]]:
+        """The pools' snapshots and the orchestrator's tasks, for /status and /parallel_status."""
+        pools: list[PoolSnapshot]
+        tasks: list[dict]
+        pools, tasks = await asyncio.gather(
+            self._ask(self._orchestrator.pools.remote()),
+            self._ask(self._orchestrator.tasks.remote()),
+        )
+        return pools, tasks
+
     async def cancel(self, user_id: int) -> str | None:
         """Cancel the user's running task; its id, or None when nothing runs."""
         job = self._store.running(user_id)
         if job is None or job.task_id is None:
             return None
         with contextlib.suppress(UnknownTaskError):
-            await self._orchestrator.cancel.remote(job.task_id)
+            await self._ask(self._orchestrator.cancel.remote(job.task_id))
         return job.task_id
 
     async def close(self) -> None:
@@ -106,27 +166,34 @@ class JobRunner:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
+    async def _ask(self, call: Awaitable[T], extra_s: float = 0.0) -> T:
+        """Await one orchestrator call for at most ``call_timeout_s`` (+ ``extra_s``).
+
+        Raises ``TimeoutError``; the call itself may still finish on the orchestrator.
+        """
+        return await asyncio.wait_for(call, self._config.call_timeout_s + extra_s)
+
     async def _work(self, user_id: int, queue: asyncio.Queue[Job]) -> None:
         while True:
             job = await queue.get()
             try:
                 await self.run(job)
+            except Exception:  # this is the user's only worker: it must outlive any one job
+                log.exception("job %s: failed; kept undelivered for the next start", job.update_id)
+                with contextlib.suppress(TelegramError):
+                    await self._bot.send_message(job.chat_id, fmt.JOB_KEPT)
             finally:
                 self._load[user_id] -= 1
 
     async def run(self, job: Job) -> None:
-        """Take ``job`` from wherever it stopped to its answer, delivered once."""
+        """Take ``job`` from wherever it stopped to its answer, delivered once.
+
+        Failures of the task or of the orchestrator become the job's answer (an
+        apology); anything else (e.g. the job store failing) propagates and leaves
+        the job as it was stored, so the next start resumes it.
+        """
         if job.answer is None:
-            try:
-                text, state = await self._answer(job)
-            except Exception:
-                log.exception("job %s (task %s) failed", job.update_id, job.task_id)
-                current = self._store.get(job.update_id) or job
-                text = (
-                    f"Sorry, that request failed (task {current.task_id or 'not started'}). "
-                    "Please try again in a moment."
-                )
-                state = JobState.FAILED
+            text, state = await self._answer(job)
             self._store.finished(job.update_id, state, text)
         try:
             await self.deliver(self._store.get(job.update_id) or job)
@@ -143,61 +210,92 @@ class JobRunner:
         self._store.delivered(job.update_id)
 
     async def _answer(self, job: Job) -> tuple[str, JobState]:
-        for attempt in range(3):
-            try:
-                report = await self._attach_or_submit(self._store.get(job.update_id) or job)
-                break
-            except RayActorError:  # the orchestrator is restarting: its tasks are gone
-                if attempt == 2:
-                    raise
-                log.warning("job %s: orchestrator unavailable, retrying", job.update_id)
-                await asyncio.sleep(1.0 + attempt)
-            except UserInputError as exc:
-                return f"I can't take that request: {exc}.", JobState.FAILED
+        """The text to deliver for ``job`` and its final state; orchestrator failures included."""
+        try:
+            report = await self._report(job)
+        except UserInputError as exc:
+            return f"I can't take that request: {exc}.", JobState.FAILED
+        except CapacityError as exc:
+            return f"Not now: {exc}. Please try again later.", JobState.FAILED
+        except TimeoutError:
+            task_id = self._task_id(job)
+            log.warning("job %s (task %s): the orchestrator took too long", job.update_id, task_id)
+            if task_id is not None:  # the user is told it stopped: don't let it run on, paid
+                self._orchestrator.cancel.remote(task_id)
+            return fmt.too_slow_text(task_id), JobState.FAILED
+        except RayError:  # the orchestrator failed, or stayed unreachable through the retries
+            task_id = self._task_id(job)
+            log.exception("job %s (task %s) failed", job.update_id, task_id)
+            return (
+                f"Sorry, that request failed (task {task_id or 'not started'}). "
+                "Please try again in a moment.",
+                JobState.FAILED,
+            )
         if job.kind is JobKind.PARALLEL_TEST:
             text = fmt.parallel_test_report(report)
         else:
             text = fmt.answer_text(report)
         return text, _FINAL.get(report.state, JobState.FAILED)
 
+    def _task_id(self, job: Job) -> str | None:
+        return (self._store.get(job.update_id) or job).task_id
+
+    async def _report(self, job: Job) -> RunReport:
+        failures = 0
+        while True:
+            try:
+                return await self._attach_or_submit(self._store.get(job.update_id) or job)
+            except RayActorError:  # the orchestrator is restarting
+                failures += 1
+                if failures == 3:
+                    raise
+                log.warning("job %s: orchestrator unavailable, retrying", job.update_id)
+                await asyncio.sleep(failures)
+
     async def _attach_or_submit(self, job: Job) -> RunReport:
         task_id = job.task_id
         if task_id is not None:
             try:
-                await self._orchestrator.status.remote(task_id)
+                await self._ask(self._orchestrator.status.remote(task_id))
                 log.info("job %s: re-attached to task %s", job.update_id, task_id)
             except UnknownTaskError:
                 log.info("job %s: task %s is gone; resubmitting", job.update_id, task_id)
                 task_id = None
         if task_id is None:
-            task_id = str(await self._orchestrator.submit.remote(job.text))
+            # The key makes a repeated submit (the orchestrator died inside it, or this bot
+            # died before recording the task id) return the task the first one started.
+            submitted: Awaitable[str] = self._orchestrator.submit.remote(
+                job.text, user=job.submitter, idempotency_key=job.idempotency_key
+            )
+            task_id = str(await self._ask(submitted))
             self._store.started(job.update_id, task_id)
             log.info("job %s: task %s submitted", job.update_id, task_id)
         with contextlib.suppress(TelegramError):
             await self._bot.send_chat_action(job.chat_id, ChatAction.TYPING)
         await self._follow(job, task_id)
-        report: RunReport = await self._orchestrator.wait.remote(task_id)
+        report: RunReport = await self._ask(self._orchestrator.wait.remote(task_id))
         return report
 
     async def _follow(self, job: Job, task_id: str) -> None:
         """Show live progress until the task ends; only multi-microtask plans get a message."""
         throttle = fmt.EditThrottle(self._config.edit_interval_s)
         message_id = job.progress_message_id
-        seen = done = total = 0
+        after = done = total = 0
         direct = True
         finished = False
         while not finished:
-            events = await self._orchestrator.events.remote(
-                task_id, seen, self._config.edit_interval_s
+            events: list[ProgressEvent] = await self._ask(
+                self._orchestrator.events.remote(task_id, after, self._config.edit_interval_s),
+                extra_s=self._config.edit_interval_s,  # the call itself waits that long
             )
-            seen += len(events)
+            after = events[-1].next_after if events else after
             for event in events:
                 done, total = event.done, event.total
                 direct = direct and not (event.kind == EventKind.PLANNED and total > 1)
                 finished = finished or event.kind == EventKind.DONE
             if direct or finished or throttle.wait_s(time.monotonic()) > 0:
                 continue
-            pools = await self._orchestrator.pools.remote()
+            pools = await self._ask(self._orchestrator.pools.remote())
             text = fmt.progress_text(task_id, done, total, pools)
             message_id = await self._show(job, message_id, text, throttle)
         if message_id is not None:

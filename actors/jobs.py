@@ -8,7 +8,12 @@ request is therefore stored here first, keyed by its ``update_id``:
 - after a restart, rows not yet ``delivered`` are resumed (re-attached to their
   task if the orchestrator still has it, else resubmitted);
 - the answer is stored before it is sent, and every sent part is counted, so
-  an answer reaches the chat once even if the bot dies half-way through it.
+  an answer reaches the chat once even if the bot dies half-way through it;
+- the key the job is submitted with is stored with it, so a bot that died
+  between a submit and recording its task id submits again with the same key
+  and the orchestrator hands back the first task. The key is the update id
+  plus a random part, so it names this job alone: update ids start again for
+  a new job store or a new bot token, while the orchestrator keeps keys for good.
 
 SQLite in WAL mode under ``settings.home``; the schema carries a version and a
 newer one than this code knows is refused rather than misread.
@@ -18,14 +23,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from actors.config import private_file
 from actors.errors import ConfigurationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added idempotency_key
 DEFAULT_FILENAME = "bot-jobs.sqlite3"
 
 _SCHEMA = """
@@ -42,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     parts_sent          INTEGER NOT NULL DEFAULT 0,
     delivered           INTEGER NOT NULL DEFAULT 0,
     created             REAL    NOT NULL,
-    updated             REAL    NOT NULL
+    updated             REAL    NOT NULL,
+    idempotency_key     TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (delivered, user_id);
 """
@@ -79,6 +87,12 @@ class Job(BaseModel):
     delivered: bool = False
     created: float
     updated: float
+    idempotency_key: str  # what the orchestrator dedupes this job's submits by
+
+    @property
+    def submitter(self) -> str:
+        """Who the orchestrator counts and scopes the task to."""
+        return f"telegram:{self.user_id}"
 
 
 class JobStore:
@@ -86,6 +100,7 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # it holds every request's text
         self.path = path
         # One connection used from the bot's event loop thread only; writes take
         # milliseconds, so they run inline rather than in a thread pool.
@@ -117,6 +132,9 @@ class JobStore:
             self._db.executescript(_SCHEMA)
             if found is None:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif found == 1:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT")
+                self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     # --- writes -------------------------------------------------------------------
 
@@ -125,10 +143,11 @@ class JobStore:
     ) -> Job | None:
         """Store a new job; None when this update id was seen before (a redelivery)."""
         now = time.time()
+        key = f"telegram:{update_id}:{uuid.uuid4().hex[:12]}"
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO jobs (update_id, chat_id, user_id, kind, text, state, "
-            "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (update_id, chat_id, user_id, kind.value, text, JobState.RECEIVED.value, now, now),
+            "created, updated, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (update_id, chat_id, user_id, kind.value, text, JobState.RECEIVED.value, now, now, key),
         )
         return self.get(update_id) if cursor.rowcount == 1 else None
 
@@ -183,4 +202,6 @@ class JobStore:
 def _job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["delivered"] = bool(data["delivered"])
+    # Jobs from schema 1 were never submitted with a key: any stable one will do.
+    data["idempotency_key"] = data["idempotency_key"] or f"telegram:{data['update_id']}"
     return Job.model_validate(data)

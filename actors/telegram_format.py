@@ -62,6 +62,22 @@ def _best_cut(head: str) -> int:
     return len(head)
 
 
+BUSY = "Sorry, the system is taking too long to answer. Please try again in a moment."
+JOB_KEPT = (
+    "Sorry, something went wrong on my side with that request. It is kept and will be "
+    "picked up again when the bot restarts; your new requests are served meanwhile."
+)
+
+
+def too_slow_text(task_id: str | None) -> str:
+    """The answer to a request the orchestrator did not answer in time."""
+    stopped = f" (task {task_id} was stopped)" if task_id else ""
+    return (
+        f"Sorry, the system took too long to answer that request{stopped}. "
+        "Please try again in a moment."
+    )
+
+
 def progress_bar(done: int, total: int, width: int = _BAR_WIDTH) -> str:
     """``▓▓▓▓░░░░ 50%``."""
     share = done / total if total else 0.0

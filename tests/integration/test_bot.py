@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 import ray
 from fake_bot_api import FakeBotAPI  # tests/integration is on sys.path (no packages)
 
+from actors import telegram_format as fmt
 from actors.config import Settings
 from actors.jobs import JobKind, JobState, JobStore
 from actors.system import start_system, stop_system
@@ -69,8 +71,22 @@ async def fake():
         yield fake
 
 
+class DyingJobStore(JobStore):
+    """A job store whose first ``started`` write fails: the bot "dies" right after a submit."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.died = False
+
+    def started(self, update_id: int, task_id: str) -> None:
+        if not self.died:
+            self.died = True
+            raise sqlite3.OperationalError("disk I/O error")
+        super().started(update_id, task_id)
+
+
 @contextlib.asynccontextmanager
-async def running_bot(fake: FakeBotAPI, system, home: Path, **changes):
+async def running_bot(fake: FakeBotAPI, system, home: Path, store_type=JobStore, **changes):
     settings = Settings().with_overrides(
         telegram_bot_token=TOKEN,
         telegram_api_base_url=fake.root,
@@ -78,7 +94,7 @@ async def running_bot(fake: FakeBotAPI, system, home: Path, **changes):
         home=home,
         **changes,
     )
-    store = JobStore.in_home(home)
+    store = store_type.in_home(home)
     config = bot.BotConfig(edit_interval_s=EDIT_INTERVAL_S, poll_timeout_s=1)
     app = bot.build_application(settings, system, store, config)
     try:
@@ -148,8 +164,9 @@ async def test_complex_request_gets_one_live_progress_message_then_the_answer(
     async with running_bot(fake, system, tmp_path) as (_, store):
         fake.enqueue(fake.message_update(USER, COMPLEX))
         await fake.wait_for(lambda: store.undelivered() == [] and store.count() == 1, 90)
+        stored_answer = store.get(1000).answer  # the fake's first update id
     sends = [c for c in fake.calls_of("sendMessage", USER) if c.status == 200]
-    progress, answer = sends[0], sends[-1]
+    progress, answer = sends[0], sends[1:]
     assert "microtasks" in progress.params["text"] and "░" in progress.params["text"]
     edits = fake.calls_of("editMessageText", USER)
     assert edits, "the progress message was never edited"
@@ -161,8 +178,10 @@ async def test_complex_request_gets_one_live_progress_message_then_the_answer(
     assert edits[-1].params["text"].startswith("Done")
     stamps = [progress.at] + [c.at for c in edits]
     assert all(b - a >= EDIT_INTERVAL_S - 0.05 for a, b in itertools.pairwise(stamps))
-    assert answer.at >= edits[-1].at and len(sends) == 2
-    assert "Confidence" in answer.params["text"]
+    # Then the answer, in as many parts as it needs, after the last edit.
+    assert [c.params["text"] for c in answer] == split_message(stored_answer)
+    assert answer[0].at >= edits[-1].at
+    assert "Confidence" in stored_answer
 
 
 async def test_strangers_are_refused_once_and_nothing_runs(system, fake, tmp_path):
@@ -234,6 +253,37 @@ async def test_unfinished_job_with_a_lost_task_is_resubmitted(system, fake, tmp_
         job = store.get(7)
     assert job.state is JobState.ANSWERED and job.task_id != "no-such-task"
     assert len(fake.texts_to(USER)) == 1
+
+
+async def test_a_bot_that_died_between_submit_and_recording_runs_the_request_once(
+    system, fake, tmp_path
+):
+    text = "Hello, answer me only once"
+
+    def tasks_for_text() -> list[dict]:
+        return [
+            t for t in ray.get(system.orchestrator.history.remote(1000)) if t["request"] == text
+        ]
+
+    async with running_bot(fake, system, tmp_path, store_type=DyingJobStore) as (_, store):
+        fake.enqueue(fake.message_update(USER, text))
+        assert await fake.wait_for(lambda: fake.texts_to(USER)) == [fmt.JOB_KEPT]
+        job = store.get(1000)
+        assert job is not None and job.task_id is None  # submitted, but not recorded
+    assert len(tasks_for_text()) == 1
+    # The restarted bot submits again, with the same key: the orchestrator hands back the
+    # task the first submit started instead of starting another.
+    async with running_bot(fake, system, tmp_path) as (_, store):
+        await fake.wait_for(lambda: store.undelivered() == [], 60)
+        job = store.get(1000)
+    (task,) = tasks_for_text()
+    assert job.state is JobState.ANSWERED and job.task_id == task["task_id"]
+    report = ray.get(system.orchestrator.wait.remote(task["task_id"]))
+    texts = fake.texts_to(USER)[1:]
+    progress = [t for t in texts if t.startswith(("Working on it", "Done"))]
+    assert all(f"(task {task['task_id']})" in t for t in progress)
+    answer = [t for t in texts if t not in progress]
+    assert answer == split_message(fmt.answer_text(report))  # the one answer, once
 
 
 async def _start_bot_process(fake: FakeBotAPI, home: Path, log_path: Path):

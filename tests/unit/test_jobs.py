@@ -73,3 +73,52 @@ def test_a_newer_schema_is_refused(tmp_path):
     db.close()
     with pytest.raises(ConfigurationError, match="newer"):
         JobStore(path)
+
+
+def test_the_submit_key_is_stored_with_the_job(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    first = JobStore(path)
+    job = first.record(1234, chat_id=10, user_id=20, text="hello", kind=JobKind.REQUEST)
+    first.close()
+    again = JobStore(path)
+    # A restarted bot resubmits with the very key the first submit used.
+    assert again.get(1234).idempotency_key == job.idempotency_key
+    assert job.idempotency_key.startswith("telegram:1234:")
+    assert again.get(1234).submitter == "telegram:20"
+    again.close()
+    # A fresh job store (or another bot) sees update id 1234 again: the orchestrator,
+    # which keeps keys for good, must not take the new request for the old one.
+    fresh = JobStore(tmp_path / "other.sqlite3")
+    reused = fresh.record(1234, chat_id=10, user_id=20, text="new", kind=JobKind.REQUEST)
+    assert reused.idempotency_key != job.idempotency_key
+    fresh.close()
+
+
+def test_a_schema_1_store_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE schema_version (version INTEGER NOT NULL);
+        INSERT INTO schema_version VALUES (1);
+        CREATE TABLE jobs (
+            update_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL,
+            kind TEXT NOT NULL, text TEXT NOT NULL, task_id TEXT, state TEXT NOT NULL,
+            answer TEXT, progress_message_id INTEGER,
+            parts_sent INTEGER NOT NULL DEFAULT 0, delivered INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL, updated REAL NOT NULL
+        );
+        INSERT INTO jobs (update_id, chat_id, user_id, kind, text, state, created, updated)
+            VALUES (9, 1, 2, 'request', 'old one', 'received', 0, 0);
+        """
+    )
+    db.close()
+    store = JobStore(path)
+    assert store.get(9).text == "old one" and store.get(9).idempotency_key == "telegram:9"
+    assert store.record(10, 1, 2, "new one", JobKind.REQUEST).idempotency_key.startswith(
+        "telegram:10:"
+    )
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    db.close()
