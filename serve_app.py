@@ -5,10 +5,17 @@ Routes: ``GET /health``, ``GET /status`` (dashboard JSON), ``GET /pools``,
 ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``GET /tasks/{id}/events``
 (server-sent events ending with the result) and ``GET /`` (a live dashboard page).
 
-The task API needs ``Authorization: Bearer $PARALLEL_AGENTS_API_TOKEN`` whenever
-the app is bound to a non-loopback host; ``deploy`` refuses to start such an app
-without a token. Every figure comes from the running system's actors, found by
+Who may call is decided before a route runs (``actors.http_guard``): the ``Host``
+must name this server, a browser's ``Origin`` must be its own, and with
+``PARALLEL_AGENTS_API_TOKEN`` set every route but ``GET /health`` and ``GET /`` needs
+``Authorization: Bearer``; ``deploy`` refuses a public bind without a token. Tasks
+belong to the caller who submitted them: another caller's task is a 404, and lists
+show only one's own. Every figure comes from the running system's actors, found by
 name, so any number of replicas show the same cluster-wide view.
+
+The deployment takes ``http_max_ongoing_requests`` requests at once (each open event
+stream holds one); event streams past that less ``_STREAM_HEADROOM`` get a 503, so
+``/health`` and the task API always have room.
 
 ``/health`` asks every part it reports on: each actor answers a call, and the model
 endpoint (the real provider, or the embedded simulator) answers a free token count for
@@ -21,7 +28,7 @@ the route signatures to read request bodies.
 """
 
 import asyncio
-import hmac
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,8 +40,8 @@ import anthropic
 import ray
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
 from ray import serve
+from ray.serve import Application
 
 from actors.config import (
     LIMITER_NAME,
@@ -45,24 +52,42 @@ from actors.config import (
     pool_actor_name,
 )
 from actors.errors import CapacityError, ConfigurationError, UnknownTaskError, UserInputError
+from actors.http_guard import (
+    ANY_HOST,
+    PAGE_HEADERS,
+    TASK_BODY_OPENAPI,
+    AccessGuard,
+    AccessPolicy,
+    Refusal,
+    is_public,
+    task_text,
+)
 from actors.metrics import dashboard_status, prometheus_text
 from actors.models import ProgressEvent, Role
 
 APP_NAME = "parallel-agents"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _CALL_TIMEOUT_S = 10.0
+# Requests kept free of event streams, so /health and the task API always answer.
+_STREAM_HEADROOM = 16
 # The model probe must answer well inside the 5 s that ``parallel-agents start`` waits.
 _PROBE_TIMEOUT_S = 3.0
 
 app = FastAPI(title="parallel-agents", description="Many Claude agents in parallel, on Ray.")
 
 
-# A first, fixed bound on the body; the configured request limit is checked after it.
-MAX_TEXT_CHARS = 1_000_000
+def _replica_policy() -> AccessPolicy:
+    """The access policy of the gateway this process serves (one replica per process)."""
+    gateway: Gateway = serve.get_replica_context().servable_object  # type: ignore[assignment]
+    return gateway.access
 
 
-class TaskIn(BaseModel):
-    text: str = Field(description="the request, as a user would type it", max_length=MAX_TEXT_CHARS)
+# Added before ``serve.ingress`` copies the app, so every replica runs the guard.
+app.add_middleware(AccessGuard, policy=_replica_policy)
+
+
+@app.exception_handler(Refusal)
+async def _refused(request: Request, refusal: Refusal) -> JSONResponse:
+    return JSONResponse({"detail": refusal.detail}, refusal.status, refusal.headers)
 
 
 @dataclass(frozen=True)
@@ -219,12 +244,24 @@ def _cause(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _said(exc: Exception) -> str:
+    """An actor's error message without Ray's traceback (and its file paths) around it."""
+    return str(exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc)
+
+
 def check_bind(settings: Settings) -> None:
-    """Refuse a public bind without an API token."""
-    if settings.http_host not in LOOPBACK_HOSTS and settings.api_token is None:
+    """Refuse a public bind, or any Host accepted, without an API token."""
+    if settings.api_token is not None:
+        return
+    if is_public(settings):
         raise ConfigurationError(
             f"refusing to serve the task API on {settings.http_host}: set "
             "PARALLEL_AGENTS_API_TOKEN, or bind to 127.0.0.1"
+        )
+    if ANY_HOST in AccessPolicy.from_settings(settings).hosts:
+        raise ConfigurationError(
+            "refusing PARALLEL_AGENTS_HTTP_ALLOWED_HOSTS=* without PARALLEL_AGENTS_API_TOKEN: "
+            "any web page could then reach the task API through DNS rebinding"
         )
 
 
@@ -236,8 +273,10 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         check_bind(settings)
         self._settings = settings
-        self._public = settings.http_host not in LOOPBACK_HOSTS
+        self.access = AccessPolicy.from_settings(settings)  # read by the guard middleware
         self._model_check = ModelCheck(settings)
+        self._max_streams = settings.http_max_ongoing_requests - _STREAM_HEADROOM
+        self._open_streams = 0  # event streams being sent now
 
     # --- helpers -----------------------------------------------------------------
 
@@ -247,16 +286,17 @@ class Gateway:
         except ValueError:
             raise HTTPException(503, f"{name} is not running") from None
 
-    async def _call(self, name: str, method: str, *args: Any) -> Any:
-        ref = getattr(self._actor(name), method).remote(*args)
+    async def _call(self, name: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        ref = getattr(self._actor(name), method).remote(*args, **kwargs)
         try:
             return await asyncio.wait_for(ref, _CALL_TIMEOUT_S)
         except UnknownTaskError as exc:
-            raise HTTPException(404, str(exc)) from None
+            raise HTTPException(404, _said(exc)) from None
         except UserInputError as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise HTTPException(400, _said(exc)) from None
         except CapacityError as exc:
-            raise HTTPException(429, str(exc), {"Retry-After": "5"}) from None
+            wait_s = 5 if exc.retry_after_s is None else max(1, math.ceil(exc.retry_after_s))
+            raise HTTPException(429, _said(exc), {"Retry-After": str(wait_s)}) from None
         except (TimeoutError, ray.exceptions.RayActorError) as exc:
             raise HTTPException(503, f"{name} did not answer: {type(exc).__name__}") from None
 
@@ -289,26 +329,26 @@ class Gateway:
         )
         return stats, pools, limiter
 
-    def _authorize(self, request: Request) -> None:
-        """Bearer-token check for the task API (only when bound off loopback)."""
-        if not self._public:
-            return
-        token = self._settings.api_token
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {token.get_secret_value()}" if token else ""
-        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(
-                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-            )
+    async def _own_status(self, task_id: str, request: Request) -> dict[str, Any]:
+        """The task's status if the caller submitted it; 404 (as for no task) if not."""
+        status: dict[str, Any] = await self._call(ORCHESTRATOR_NAME, "status", task_id)
+        if status.get("user") != self.access.caller(request.headers):
+            raise HTTPException(404, f"no task with id {task_id!r}")  # as if none existed
+        return status
+
+    def _mine(self, rows: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
+        caller = self.access.caller(request.headers)
+        return [row for row in rows if row.get("user") == caller]
 
     # --- routes ------------------------------------------------------------------
 
     @app.get("/health")
-    async def health(self) -> JSONResponse:
+    async def health(self, request: Request) -> JSONResponse:
         """200 when Ray, every pool, the orchestrator and the model endpoint answer; else 503.
 
         ``checks`` names each part; the model endpoint has one entry per configured model,
         ``llm:anthropic:<model>`` (or ``llm:simulator:<model>``), saying how it failed.
+        Without the token (when one is set) the body is only ``{"healthy": ...}``.
         """
         calls = {"orchestrator": (ORCHESTRATOR_NAME, "ping"), "limiter": (LIMITER_NAME, "snapshot")}
         calls.update({f"pool:{role.value}": (pool_actor_name(role), "snapshot") for role in Role})
@@ -318,7 +358,9 @@ class Gateway:
         )
         checks = {"ray": Verdict(True, "ok"), **dict(zip(calls, answers, strict=True)), **models}
         healthy = all(verdict.ok for verdict in checks.values())
-        body = {"healthy": healthy, "checks": {label: v.text for label, v in checks.items()}}
+        body: dict[str, Any] = {"healthy": healthy}
+        if self.access.authenticated(request.headers):
+            body["checks"] = {label: v.text for label, v in checks.items()}
         return JSONResponse(body, 200 if healthy else 503)
 
     @app.get("/status")
@@ -341,49 +383,66 @@ class Gateway:
             prometheus_text(stats, pools, limiter), media_type="text/plain; version=0.0.4"
         )
 
-    @app.post("/tasks", status_code=202)
-    async def submit(self, task: TaskIn, request: Request) -> dict[str, str]:
-        """Accept a request; 202 with its task id."""
-        self._authorize(request)
-        task_id = await self._call(ORCHESTRATOR_NAME, "submit", task.text)
+    # The body is read by hand (task_text): capped, and only after the guard has passed.
+    @app.post("/tasks", status_code=202, openapi_extra=TASK_BODY_OPENAPI)
+    async def submit(self, request: Request) -> dict[str, str]:
+        """Accept a request (``{"text": ...}``); 202 with its task id."""
+        text = await task_text(request, self.access.max_body_bytes)
+        caller = self.access.caller(request.headers)
+        task_id = await self._call(ORCHESTRATOR_NAME, "submit", text, user=caller)
         return {"task_id": task_id}
 
     @app.get("/tasks")
     async def history(self, request: Request, limit: int = 50) -> dict[str, Any]:
-        """Recent tasks, newest first (finished ones survive restarts)."""
-        self._authorize(request)
-        rows = await self._call(ORCHESTRATOR_NAME, "history", limit)
-        return {"tasks": rows}
+        """The caller's recent tasks, newest first (finished ones survive restarts)."""
+        caller = self.access.caller(request.headers)
+        rows = await self._call(ORCHESTRATOR_NAME, "history", limit, user=caller)
+        return {"tasks": self._mine(rows, request)}
 
     @app.get("/tasks/{task_id}")
     async def task(self, task_id: str, request: Request) -> dict[str, Any]:
         """State, progress, per-microtask states and (when finished) the result."""
-        self._authorize(request)
-        status: dict[str, Any] = await self._call(ORCHESTRATOR_NAME, "status", task_id)
-        return status
+        return await self._own_status(task_id, request)
 
     @app.delete("/tasks/{task_id}")
     async def cancel(self, task_id: str, request: Request) -> dict[str, Any]:
         """Cancel a running task; what finished is kept."""
-        self._authorize(request)
+        await self._own_status(task_id, request)
         cancelled = await self._call(ORCHESTRATOR_NAME, "cancel", task_id)
         return {"task_id": task_id, "cancelled": cancelled}
 
     @app.get("/tasks/{task_id}/events")
     async def events(self, task_id: str, request: Request) -> StreamingResponse:
         """Server-sent events: every progress event, then the task's result."""
-        self._authorize(request)
-        await self._call(ORCHESTRATOR_NAME, "status", task_id)  # 404 before streaming
-        return StreamingResponse(self._stream(task_id), media_type="text/event-stream")
+        await self._own_status(task_id, request)  # 404 before streaming
+        if self._open_streams >= self._max_streams:
+            raise HTTPException(
+                503,
+                f"{self._open_streams} event streams are open, the limit is "
+                f"{self._max_streams}; poll GET /tasks/{task_id} or try again later",
+                {"Retry-After": "5"},
+            )
+        return StreamingResponse(
+            self._counted(self._stream(task_id)), media_type="text/event-stream"
+        )
+
+    async def _counted(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+        """``stream``, counted in ``_open_streams`` while it is being sent."""
+        self._open_streams += 1
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            self._open_streams -= 1
 
     async def _stream(self, task_id: str) -> AsyncIterator[str]:
         orchestrator = self._actor(ORCHESTRATOR_NAME)
-        seen = 0
+        after = 0
         while True:
-            batch: list[ProgressEvent] = await orchestrator.events.remote(task_id, seen, 10.0)
+            batch: list[ProgressEvent] = await orchestrator.events.remote(task_id, after, 10.0)
             for event in batch:
                 yield f"event: progress\ndata: {event.model_dump_json()}\n\n"
-            seen += len(batch)
+            after = batch[-1].next_after if batch else after
             if any(event.kind == "done" for event in batch):
                 break
             if not batch:
@@ -395,13 +454,21 @@ class Gateway:
     async def dashboard(self) -> HTMLResponse:
         """A live dashboard page: pools, active tasks, throughput and latency over time."""
         page = resources.files("actors").joinpath("dashboard.html").read_text()
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     @app.get("/tasks-active")
     async def active(self, request: Request) -> dict[str, Any]:
-        """Running tasks with their progress (for the dashboard page)."""
-        self._authorize(request)
-        return {"tasks": await self._call(ORCHESTRATOR_NAME, "active")}
+        """The caller's running tasks with their progress (for the dashboard page)."""
+        return {"tasks": self._mine(await self._call(ORCHESTRATOR_NAME, "active"), request)}
+
+
+def application(settings: Settings, name: str = "gateway") -> Application:
+    """The gateway bound to ``settings``, taking ``http_max_ongoing_requests`` at once."""
+    gateway = Gateway.options(  # type: ignore[attr-defined]
+        name=name, max_ongoing_requests=settings.http_max_ongoing_requests
+    )
+    bound: Application = gateway.bind(settings)
+    return bound
 
 
 def deploy(settings: Settings) -> str:
@@ -410,7 +477,7 @@ def deploy(settings: Settings) -> str:
     serve.start(
         detached=True, http_options={"host": settings.http_host, "port": settings.http_port}
     )
-    serve.run(Gateway.bind(settings), name=APP_NAME, route_prefix="/")  # type: ignore[attr-defined]
+    serve.run(application(settings), name=APP_NAME, route_prefix="/")
     return f"http://{settings.http_host}:{settings.http_port}"
 
 

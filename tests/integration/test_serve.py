@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,12 +18,14 @@ import psutil
 import pytest
 import ray
 from aiohttp import web
+from browser import browser_dom  # tests/integration is on pytest's pythonpath
 from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 import serve_app
 from actors.config import Settings, _default_models
 from actors.errors import ConfigurationError
+from actors.http_guard import ANONYMOUS
 from actors.models import Microtask, Role
 from actors.system import start_system, stop_system
 
@@ -39,6 +39,9 @@ def system(ray_session):
         pools={role: {"min": 1, "max": 2} for role in ROLES},
         simulator={"latency": "fixed", "median_s": 0.05},
         downscale_delay_s=2.0,
+        # every HTTP caller on loopback without a token is one user (http:anonymous);
+        # the load test posts 100 tasks at once as that user
+        max_tasks_per_user=200,
     )
     system = start_system(settings)
     yield system
@@ -268,7 +271,9 @@ def test_bad_requests_get_clear_errors(http):
 
 
 def test_cancel_a_running_task(http, system):
-    task_id = ray.get(system.orchestrator.submit.remote("cancel over http", _slow_plan(30)))
+    task_id = ray.get(
+        system.orchestrator.submit.remote("cancel over http", _slow_plan(30), user=ANONYMOUS)
+    )
     cancelled = http.delete(f"/tasks/{task_id}")
     assert cancelled.status_code == 200 and cancelled.json()["cancelled"] is True
     assert http.get(f"/tasks/{task_id}").json()["state"] == "cancelled"
@@ -325,44 +330,18 @@ def test_task_api_needs_the_bearer_token_off_loopback(http, serve_url, system):
         serve.delete("public")
 
 
-def _browser_dom(url: str, tmp_path) -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
-    done = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--virtual-time-budget=4000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
 def test_dashboard_page_in_a_real_browser_shows_pools_and_follows_a_task(
     http, serve_url, system, tmp_path
 ):
-    idle = _browser_dom(f"{serve_url}/", tmp_path)
+    idle = browser_dom(f"{serve_url}/", tmp_path)
     for role in ROLES:
         assert f'data-role="{role}"' in idle
     assert ">live<" in idle  # the page reached the API and rendered its figures
-    task_id = ray.get(system.orchestrator.submit.remote("dashboard probe", _slow_plan(8)))
+    task_id = ray.get(
+        system.orchestrator.submit.remote("dashboard probe", _slow_plan(8), user=ANONYMOUS)
+    )
     try:
-        busy = _browser_dom(f"{serve_url}/", tmp_path)
+        busy = browser_dom(f"{serve_url}/", tmp_path)
         assert f'data-task="{task_id}"' in busy  # the running task appears live
         assert 'class="agent busy"' in busy
     finally:
@@ -382,17 +361,27 @@ def _ray_rss_mb() -> float:
 def test_load_of_100_tasks_at_once_loses_none_and_memory_stays_flat(http, system):
     rss = []
     for _round in range(2):
+        started = time.time()  # the store's clock: tasks of this round are created after it
         with ThreadPoolExecutor(max_workers=16) as posting:
             answers = list(
                 posting.map(lambda n: http.post("/tasks", json={"text": "Hello"}), range(100))
             )
+        # Every request is either accepted (202) or refused with a reason (429): none lost.
+        assert Counter(a.status_code for a in answers).keys() <= {202, 429}, answers
         accepted = [a.json()["task_id"] for a in answers if a.status_code == 202]
         refused = [a for a in answers if a.status_code == 429]
-        assert len(accepted) + len(refused) == 100  # every request got an answer
-        assert all("limit" in a.json()["detail"] for a in refused)
-        for task_id in accepted:  # every accepted task completes
+        assert accepted and len(accepted) + len(refused) == 100
+        assert len(set(accepted)) == len(accepted)  # nothing doubled
+        for answer in refused:  # the reason names the limit, and when to come back
+            assert "limit" in answer.json()["detail"], answer.json()
+            assert int(answer.headers["Retry-After"]) >= 1
+        for task_id in accepted:  # every accepted task finishes, with all its work done
             report = ray.get(system.orchestrator.wait.remote(task_id), timeout=300)
-            assert report.state == "done"
+            assert report.state == "done" and report.failed == 0, report
+        # The store holds exactly the accepted tasks of this round: a refusal started nothing.
+        stored = ray.get(system.orchestrator.history.remote(1000))
+        this_round = {row["task_id"] for row in stored if row["created_at"] >= started}
+        assert this_round == set(accepted)
         rss.append(_ray_rss_mb())
     print(f"Ray RSS after each round of 100 tasks: {rss[0]:.0f} MB, {rss[1]:.0f} MB")
     assert rss[1] <= rss[0] * 1.25
