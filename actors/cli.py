@@ -1,7 +1,9 @@
 """``parallel-agents`` (also ``python -m actors``): run a request, run the simulator.
 
 Logging is configured here and nowhere else; progress goes to stderr, the
-answer (or with ``--json`` one JSON object) to stdout.
+answer (or with ``--json`` one JSON object) to stdout, and nothing else ever does:
+while Ray runs in this process, file descriptor 1 points at stderr (``_reserve_stdout``).
+An invalid setting is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from typing import TextIO
 
-from actors.config import Settings, SimulatorSettings
-from actors.errors import ParallelAgentsError, UserInputError
+from actors.config import Settings, SimulatorSettings, load_settings
+from actors.errors import ConfigurationError, ParallelAgentsError, UserInputError
 from actors.intake import clean_request
 from actors.models import PoolSnapshot, ProgressEvent, RunReport, TaskState
 
@@ -48,17 +51,33 @@ def _parser() -> argparse.ArgumentParser:
         help="also write a Gantt chart of the run: one lane per agent, bars coloured by role",
     )
 
-    commands.add_parser(
+    start = commands.add_parser(
         "start",
         help="bring up the whole system in the background",
-        description="Start (or reuse) a Ray head with the dashboard, the agent pools, the "
-        "orchestrator, the HTTP app on PARALLEL_AGENTS_HTTP_HOST:PORT (default 127.0.0.1:9090) "
-        "and, when TELEGRAM_BOT_TOKEN is set, the Telegram bot. Returns once /health is 200.",
+        description="Join the Ray cluster at RAY_ADDRESS (or the one `ray start` last "
+        "started), else start a Ray head on 127.0.0.1 with the dashboard; then the agent "
+        "pools, the orchestrator, the HTTP app on PARALLEL_AGENTS_HTTP_HOST:PORT (default "
+        "127.0.0.1:9090) and, when TELEGRAM_BOT_TOKEN is set, the Telegram bot. Returns once "
+        "/health is 200. Refuses to join a running system with other settings.",
     )
-    commands.add_parser(
+    start.add_argument(
+        "--adopt",
+        action="store_true",
+        help="join a running system even if its pools, models or home differ (as it is)",
+    )
+    stop = commands.add_parser(
         "stop",
         help="tear down what start started",
-        description="Stop the bot, the HTTP app, the actors, and Ray if start started it.",
+        description="Stop the bot and the HTTP app, let running tasks finish (up to "
+        "--drain-timeout; unfinished ones resume on the next start), stop the actors, and "
+        "Ray if start started it. Says what it left running.",
+    )
+    stop.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long running tasks may take to finish (default 30)",
     )
     status = commands.add_parser(
         "status", help="show the running system's status", description="Print /status readably."
@@ -106,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        settings = Settings()
+        settings = load_settings()
+    except ConfigurationError as exc:  # before anything starts: one line, not a traceback
+        print(f"parallel-agents: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         if args.command == "simulator":
             return _simulator(args, settings)
         if args.command in ("start", "stop", "status"):
@@ -128,21 +151,22 @@ def _control(args: argparse.Namespace, settings: Settings) -> int:
 
     url = control.http_url(settings)
     if args.command == "start":
-        out, sys.stdout = sys.stdout, sys.stderr  # Ray's own chatter stays off stdout
-        try:
-            control.start(settings, say=say)
-        finally:
-            sys.stdout = out
-        print(f"parallel-agents is running: {url} (dashboard {url}/, Ray dashboard 127.0.0.1:8265)")
+        answer = _reserve_stdout()
+        control.start(settings, adopt=args.adopt, say=say)
+        print(
+            f"parallel-agents is running: {url} (dashboard {url}/, Ray dashboard 127.0.0.1:8265)",
+            file=answer,
+            flush=True,
+        )
         return EXIT_OK
     if args.command == "stop":
-        out, sys.stdout = sys.stdout, sys.stderr
-        try:
-            control.stop(settings, say=say)
-        finally:
-            sys.stdout = out
-        print("parallel-agents is stopped")
-        return EXIT_OK
+        answer = _reserve_stdout()
+        stopped = control.stop(settings, drain_timeout_s=args.drain_timeout, say=say)
+        for item in stopped.left:
+            say(f"left running: {item}")
+        state = "not stopped" if stopped.refused else "stopped"
+        print(f"parallel-agents is {state}", file=answer, flush=True)
+        return EXIT_FAILED if stopped.refused else EXIT_OK
     body = control.status(settings)
     if body is None:
         print(f"parallel-agents is not running (nothing answers at {url})", file=sys.stderr)
@@ -168,25 +192,41 @@ def _simulator(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     raw = sys.stdin.buffer.read() if args.text == "-" else args.text
     text = clean_request(raw, settings.max_request_chars)  # fail before starting Ray
-    # Ray prints its own warnings to stdout; keep stdout for the answer (or the JSON).
-    out, sys.stdout = sys.stdout, sys.stderr
-    try:
-        report = _submit_and_follow(args, settings, text)
-    finally:
-        sys.stdout = out
+    answer = _reserve_stdout()
+    # The actors of a system this run starts get no bot or API token (they need neither).
+    report = _submit_and_follow(args, settings.for_actors(), text)
     if args.timeline:
         from actors.plots import save_timeline
 
         print(f"timeline written to {save_timeline(report, args.timeline)}", file=sys.stderr)
     if args.json:
-        print(json.dumps(report.model_dump(mode="json"), indent=2))
+        print(json.dumps(report.model_dump(mode="json"), indent=2), file=answer)
     else:
-        print(report.result)
-        print()
-        print(summary_line(report))
+        print(report.result, file=answer)
+        print(file=answer)
+        print(summary_line(report), file=answer)
+    answer.flush()
     if report.state is TaskState.CANCELLED:
         return EXIT_CANCELLED
     return EXIT_OK if report.state is TaskState.DONE else EXIT_FAILED
+
+
+def _reserve_stdout() -> TextIO:
+    """The real stdout, kept for the answer; from now on file descriptor 1 is stderr.
+
+    Ray's driver prints raylet warnings to ``sys.stdout`` from a thread of its own,
+    whenever they come (after the answer, too: "(raylet) WARNING: 8 PYTHON worker
+    processes have been started ...") and at exit; C code and the processes started
+    from here write to fd 1 directly. So fd 1 itself is pointed at stderr, for the rest
+    of this process, and ``--json | jq`` sees one object.
+    """
+    sys.stdout.flush()
+    try:
+        kept = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no stdout at all: nothing to keep clean
+        return sys.stdout
+    return os.fdopen(kept, "w", encoding=sys.stdout.encoding or "utf-8", closefd=True)
 
 
 def _submit_and_follow(args: argparse.Namespace, settings: Settings, text: str) -> RunReport:
@@ -204,16 +244,16 @@ def _submit_and_follow(args: argparse.Namespace, settings: Settings, text: str) 
         sizes = ", ".join(f"{r.value} {s.min}-{s.max}" for r, s in settings.pools.items())
         progress.say(f"starting pools ({sizes}) ...")
         started = time.monotonic()
-        system = start_system(settings)
+        system = start_system(settings, resume=False)  # a private run: only its own task
         progress.say(f"pools warm in {time.monotonic() - started:.1f} s")
     orchestrator = system.orchestrator
     task_id = str(ray.get(orchestrator.submit.remote(text)))
     progress.say(f"task {task_id} submitted")
-    seen = 0
+    after = 0
     try:
         while True:
-            events: list[ProgressEvent] = ray.get(orchestrator.events.remote(task_id, seen, 0.5))
-            seen += len(events)
+            events: list[ProgressEvent] = ray.get(orchestrator.events.remote(task_id, after, 0.5))
+            after = events[-1].next_after if events else after
             pools: list[PoolSnapshot] = ray.get(orchestrator.pools.remote())
             progress.update(events, pools)
             if any(e.kind == "done" for e in events):

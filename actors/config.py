@@ -4,7 +4,10 @@ Every field can come from the environment (prefix ``PARALLEL_AGENTS_``, nested
 fields joined by ``__``, e.g. ``PARALLEL_AGENTS_POOLS__RESEARCH__MAX=4``), from
 a TOML file named by ``PARALLEL_AGENTS_CONFIG``, or from explicit arguments.
 The contract names from ARCHITECTURE.md (``ANTHROPIC_API_KEY``,
-``TELEGRAM_BOT_TOKEN``, ...) are read under their own names.
+``TELEGRAM_BOT_TOKEN``, ...) are read under their own names. A partial nested
+override (one bound of one pool) keeps the defaults of the rest. Entry points
+call ``load_settings()``: an invalid setting is one line naming the variable,
+the value and what is allowed (``ConfigurationError``), never a traceback.
 
 Names of actors, the Ray namespace and default ports live here too, so there
 is exactly one place to look them up.
@@ -12,19 +15,33 @@ is exactly one place to look them up.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from enum import StrEnum
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
+from actors.errors import ConfigurationError
 from actors.models import Complexity, Role
 
 NAMESPACE = "parallel_agents"
@@ -32,6 +49,8 @@ ORCHESTRATOR_NAME = "orchestrator"
 LIMITER_NAME = "rate-limiter"
 SIMULATOR_NAME = "llm-simulator"
 DEFAULT_HTTP_PORT = 9090
+RAY_HEAD_PORT = 6379  # the head ``parallel-agents start`` brings up (Ray's own default)
+ENV_PREFIX = "PARALLEL_AGENTS_"
 
 
 def pool_actor_name(role: Role) -> str:
@@ -238,6 +257,12 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
     api_token: SecretStr | None = None
+    # Requests the HTTP app serves at once. Each open event stream holds one for its whole
+    # life (Serve's default of 5 let five streams block /health); 16 stay kept for the rest.
+    http_max_ongoing_requests: int = Field(default=256, ge=32)
+    # Extra names the Host header may carry (comma-separated) besides loopback and
+    # http_host; "*" accepts any, and is refused without an API token.
+    http_allowed_hosts: str = ""
     home: Path = Field(default_factory=lambda: Path.home() / ".parallel-agents")
 
     models: dict[Purpose, str] = Field(default_factory=_default_models)
@@ -274,6 +299,13 @@ class Settings(BaseSettings):
     daily_budget_usd: float = Field(default=100.0, gt=0)
 
     microtask_timeout_s: float = Field(default=60.0, gt=0)
+    # Every phase of a task has a deadline, so a task ends within planning + its level's
+    # time_limit_s (dispatch) + synthesis. Planning (verdict, plan, perhaps one more call
+    # for a cut plan) can take minutes on the strongest model; past the limit the domain
+    # template is used. The synthesis budget covers reconciling claims (at most half of
+    # it) and writing the answer; past it the answer is stitched from the parts.
+    planning_timeout_s: float = Field(default=300.0, gt=0)
+    synthesis_timeout_s: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     retry_backoff_s: float = Field(default=0.2, ge=0)
     backups: bool = True
@@ -292,6 +324,29 @@ class Settings(BaseSettings):
     # variables) or jsonl (one JSON line per span, to trace_file or home / "traces.jsonl").
     trace_exporter: str = Field(default="none", pattern="^(none|console|otlp|jsonl)$")
     trace_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_partial(cls, data: Any) -> Any:
+        # ``PARALLEL_AGENTS_POOLS__RESEARCH__MIN=2`` alone arrives as {"research": {"min":
+        # "2"}}: complete each partly given pool (level) from that role's (level's) default,
+        # before PoolSize (Level) asks for the missing bound.
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        for field, defaults in (("pools", _default_pools), ("levels", _default_levels)):
+            given = data.get(field)
+            if isinstance(given, Mapping):
+                data[field] = _completed(given, defaults())
+        return data
+
+    @field_validator("telegram_allowed_user_ids")
+    @classmethod
+    def _user_ids(cls, value: str) -> str:
+        for part in (part.strip() for part in value.split(",")):
+            if part and not part.isdigit():
+                raise ValueError(f"expected comma-separated Telegram user ids (integers): {part!r}")
+        return value
 
     @model_validator(mode="after")
     def _complete(self) -> Settings:
@@ -333,11 +388,125 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = os.environ.get("PARALLEL_AGENTS_CONFIG")
         if toml_path:
+            if not Path(toml_path).is_file():  # the TOML source would silently read nothing
+                raise ConfigurationError(f"PARALLEL_AGENTS_CONFIG={toml_path!r}: no such file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
+
+    def for_actors(self, *, api_token: bool = False) -> Settings:
+        """This copy without the secrets actors do not need: the Telegram bot token always,
+        the API token unless ``api_token`` (the HTTP gateway checks it).
+
+        Settings are pickled into every actor's process (and into Ray's record of how it
+        was created). Agents need the Anthropic key; only the bot needs the bot token.
+        """
+        kept = self.api_token if api_token else None
+        return self.model_copy(update={"telegram_bot_token": None, "api_token": kept})
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A validated copy with some fields changed (used by tests and the CLI)."""
         data = self.model_dump()
         data.update(changes)
         return Settings.model_validate(data)
+
+
+def _completed(given: Mapping[Any, Any], defaults: Mapping[Any, BaseModel]) -> dict[Any, Any]:
+    """``given`` with every partial entry (a mapping) filled in from the default of its key."""
+    by_name = {str(key): model for key, model in defaults.items()}  # keys are StrEnums
+    done: dict[Any, Any] = {}
+    for key, value in given.items():
+        default = by_name.get(str(key.value if isinstance(key, Enum) else key))
+        if default is not None and isinstance(value, Mapping):
+            value = {**default.model_dump(), **value}
+        done[key] = value
+    return done
+
+
+# Fields whose values never appear in an error message.
+_SECRETS = frozenset({"anthropic_api_key", "telegram_bot_token", "api_token"})
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings(**overrides)``, with environment and TOML file, as every entry point loads it.
+
+    Anything invalid raises ``ConfigurationError`` with one line naming each bad variable
+    (or TOML key), its value and what is allowed, e.g.
+    ``PARALLEL_AGENTS_POOLS__RESEARCH__MIN='abc': Input should be a valid integer, ...``.
+    """
+    toml_path = os.environ.get("PARALLEL_AGENTS_CONFIG")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems: list[str] = []
+        seen: list[list[str]] = []
+        for error in exc.errors(include_url=False):
+            path = [str(part) for part in error["loc"] if part != "[key]"]
+            if any(path[: len(done)] == done for done in seen):
+                continue  # e.g. the bounds of a pool whose role name is already wrong
+            seen.append(path)
+            problems.append(_problem(path, error, os.environ, toml_path))
+        raise ConfigurationError("invalid setting " + "; ".join(problems)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"PARALLEL_AGENTS_CONFIG={toml_path!r}: not TOML: {exc}") from None
+    except SettingsError as exc:  # a whole pool (say) given as a value that is not JSON
+        found = re.search(r'field "([^"]+)"', str(exc))
+        name = _variable([found.group(1)]) if found else "a setting"
+        value = {k.upper(): v for k, v in os.environ.items()}.get(name, "")
+        raise ConfigurationError(f"invalid setting {name}={value!r}: expected JSON") from None
+
+
+def _problem(
+    path: list[str], error: Mapping[str, Any], environ: Mapping[str, str], toml_path: str | None
+) -> str:
+    """One failed check as ``WHERE=VALUE: what is allowed``, WHERE as the user wrote it."""
+    secret = bool(path) and path[0].lower() in _SECRETS
+    shown: Callable[[Any], str] = (lambda _: "<hidden>") if secret else repr
+    name = _variable(path)
+    given = {key.upper(): value for key, value in environ.items()}
+    if name in given:
+        where = f"{name}={shown(given[name])}"
+    elif below := sorted(key for key in given if key.startswith(name + "__")):
+        where = ", ".join(f"{key}={shown(given[key])}" for key in below)
+    elif toml_path:
+        where = f"{'.'.join(path)} = {shown(error.get('input'))} in {toml_path}"
+    else:
+        where = f"{'.'.join(path)}={shown(error.get('input'))}"
+    return f"{where}: {error['msg']}"
+
+
+def _variable(path: list[str]) -> str:
+    """The environment variable that sets ``path`` (``pools.research.min`` ->
+    ``PARALLEL_AGENTS_POOLS__RESEARCH__MIN``; contract names such as ``ANTHROPIC_API_KEY``
+    are their own)."""
+    if not path:
+        return ENV_PREFIX.rstrip("_")
+    info = Settings.model_fields.get(path[0])
+    if info is None and path[0].isupper():  # reported under its alias already
+        return "__".join(path).upper()
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return "__".join([alias.choices[0], *path[1:]]).upper()
+    return ENV_PREFIX + "__".join(path).upper()
+
+
+def private_folder(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it this user's only (0700): the home folder."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # a folder of someone else's stays as it is
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` if need be, readable and writable by this user only (0600).
+
+    The store keeps every request's text and the trace file every span's attributes: on a
+    shared machine neither is for other users. An existing file is narrowed too (an older
+    version created them 0644).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path

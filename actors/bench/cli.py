@@ -9,7 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from actors.config import Settings
+from actors.config import load_settings
+from actors.errors import ConfigurationError
 
 DESCRIPTION = """\
 Benchmark this system against its limit and its peers. Every contestant runs the same
@@ -98,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(f"bench: {line}", file=sys.stderr, flush=True)
 
-    harness = Harness(config, Settings(), say)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:  # one line naming the setting, not a traceback
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    harness = Harness(config, settings, say)
     if args.skip_langgraph:
         harness.results.skipped.append("langgraph: --skip-langgraph")
     results = asyncio.run(harness.run())

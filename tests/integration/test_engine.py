@@ -274,7 +274,9 @@ def test_a_simple_task_occupies_at_most_the_simple_levels_agents(system):
 
 
 def test_cli_run_json_uses_the_running_system(system, tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The session's Ray, by name: the CLI joins RAY_ADDRESS or what `ray start` recorded.
+    gcs = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": gcs}
     chart = tmp_path / "timeline.png"
     done = subprocess.run(
         [
@@ -310,3 +312,53 @@ def test_cli_refuses_empty_input_without_starting_anything():
     )
     assert done.returncode == 2
     assert "empty" in done.stderr and "Traceback" not in done.stderr
+
+
+# Ray's driver prints raylet warnings to sys.stdout whenever they arrive, after the answer
+# too (seen: "(raylet) WARNING: 8 PYTHON worker processes have been started ..."). This one
+# arrives at exit, through Ray's own printing function, in the CLI process itself.
+_LATE_RAY_WARNING = """
+import atexit
+
+
+def _late_warning():
+    from ray._private.worker import print_to_stdstream
+
+    line = "WARNING: 8 PYTHON worker processes have been started on node (injected)"
+    print_to_stdstream({"lines": [line], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+
+
+atexit.register(_late_warning)
+"""
+
+
+def test_cli_run_json_prints_one_object_and_ray_chatter_goes_to_stderr(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_LATE_RAY_WARNING)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "RAY_ADDRESS" and not key.startswith("PARALLEL_AGENTS_POOLS")
+    }
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(hook), env.get("PYTHONPATH", "")]),
+        PARALLEL_AGENTS_HOME=str(tmp_path / "home"),
+        PARALLEL_AGENTS_SIMULATOR__LATENCY="fixed",
+        PARALLEL_AGENTS_SIMULATOR__MEDIAN_S="0.05",
+    )
+    for role in ("RESEARCH", "ANALYSIS", "GENERATION", "VALIDATION"):  # tiny pools
+        env[f"PARALLEL_AGENTS_POOLS__{role}__MIN"] = "1"
+        env[f"PARALLEL_AGENTS_POOLS__{role}__MAX"] = "1"
+    done = subprocess.run(  # --address local: a Ray of its own, whatever else runs here
+        [sys.executable, "-m", "actors", "run", "--json", "--address", "local", "Hello"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # exactly one JSON object, nothing before or after it
+    assert report["complexity"] == "simple" and report["simulated"] is True
+    assert "(raylet)" not in done.stdout
+    assert "worker processes have been started on node (injected)" in done.stderr

@@ -34,16 +34,19 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
-def session_address(ray_session) -> Iterator[str]:
-    """Point every kernel started by this module at the session's Ray."""
+def session_address(ray_session, tmp_path_factory) -> Iterator[str]:
+    """Point every kernel started by this module at the session's Ray, and at a home of its
+    own (one orchestrator per home: the user's ``~/.parallel-agents`` stays untouched)."""
     address = ray.get_runtime_context().gcs_address
-    previous = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = address
+    changes = {"RAY_ADDRESS": address, "PARALLEL_AGENTS_HOME": str(tmp_path_factory.mktemp("nb"))}
+    previous = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
     yield address
-    if previous is None:
-        os.environ.pop("RAY_ADDRESS", None)
-    else:
-        os.environ["RAY_ADDRESS"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _execute(path: Path, out_dir: Path) -> nbformat.NotebookNode:
