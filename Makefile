@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_REQUEST ?= Create a comprehensive security analysis of a web application with a public REST API, a PostgreSQL database and a React front end
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint format bench soak clean
 
 venv: $(STAMP)
 
@@ -38,3 +38,8 @@ format: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# 200 requests through HTTP and the bot while processes are SIGKILLed (several minutes; not
+# part of `make test`). Prints its figures; RELIABILITY.md quotes them.
+soak: venv
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/soak
