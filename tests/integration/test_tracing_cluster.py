@@ -95,11 +95,16 @@ def test_a_given_plan_traces_as_one_tree(system, trace_file) -> None:
     [merge] = _named(spans, "merge")
     [synthesis] = _named(spans, "synthesis")
     assert merge["parent_id"] == task["span_id"] and synthesis["parent_id"] == merge["span_id"]
+    # The orchestrator's reconcile span, under the merge, holds the validation agent's span.
+    step, call_span = sorted(
+        _named(spans, "reconcile"), key=lambda s: s["service"] != "orchestrator"
+    )
+    assert step["parent_id"] == merge["span_id"] and call_span["parent_id"] == step["span_id"]
 
     calls = _named(spans, "llm.call")
-    assert len(calls) == len(microtasks) + 1  # one per attempt, one for the synthesis
+    assert len(calls) == len(microtasks) + 2  # one per attempt, reconciling, the synthesis
     for call in calls:
-        assert by_id[call["parent_id"]]["name"] in ("microtask", "synthesis")
+        assert by_id[call["parent_id"]]["name"] in ("microtask", "reconcile", "synthesis")
         assert call["attributes"]["status"] == "ok" and call["attributes"]["retries"] == 0
         assert call["attributes"]["input_tokens"] > 0 and call["attributes"]["output_tokens"] > 0
     tokens = sum(c["attributes"]["output_tokens"] for c in calls)
@@ -114,7 +119,7 @@ def test_the_planner_calls_sit_under_the_plan_span(system, trace_file) -> None:
     [plan] = _named(spans, "plan")
     assert plan["parent_id"] == task["span_id"]
     planner_calls = [s for s in _named(spans, "llm.call") if s["parent_id"] == plan["span_id"]]
-    assert [c["attributes"]["purpose"] for c in planner_calls] == ["planning", "planning"]
+    assert [c["attributes"]["purpose"] for c in planner_calls] == ["assessment", "planning"]
     assert task["attributes"]["microtasks"] == report.microtasks
     assert len(_named(spans, "microtask")) == sum(e.attempts for e in report.timeline)
     assert all(s is task or s["parent_id"] in by_id for s in spans)
