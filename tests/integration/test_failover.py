@@ -18,6 +18,7 @@ import urllib.request
 
 import pytest
 import ray
+from layers import layered  # tests/integration is on pythonpath
 from ray.exceptions import RayActorError
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
@@ -69,25 +70,6 @@ def system(ray_session, home):
     stop_system(system)
 
 
-def _layered(prefix: str, widths: tuple[int, ...], latency: float) -> list[Microtask]:
-    plan: list[Microtask] = []
-    previous: list[str] = []
-    for level, width in enumerate(widths):
-        ids = [f"{prefix}{level}-{i}" for i in range(width)]
-        plan += [
-            Microtask(
-                id=id_,
-                role=list(Role)[level % 4],
-                title=f"step {id_}",
-                instructions=f"Step {id_}. [sim-latency {latency}]",
-                depends_on=list(previous),
-            )
-            for id_ in ids
-        ]
-        previous = ids
-    return plan
-
-
 def _requests(system: System) -> list[dict]:
     with urllib.request.urlopen(f"{system.base_url}/requests", timeout=10) as response:
         return json.loads(response.read())["requests"]
@@ -100,7 +82,7 @@ def _replaced(system: System) -> int:
 def _run_killing(system: System, prefix: str, kill) -> None:
     """Run a task, call ``kill`` once two microtasks are done; nothing may fail or be lost."""
     replaced = _replaced(system)
-    plan = _layered(prefix, (4, 3, 2), latency=0.5)
+    plan = layered(prefix, (4, 3, 2), latency=0.5)
     orchestrator = system.orchestrator
     task_id = ray.get(orchestrator.submit.remote(f"survive {prefix}", plan))
     wait_until(lambda: ray.get(orchestrator.status.remote(task_id))["done"] >= 2)
@@ -108,13 +90,13 @@ def _run_killing(system: System, prefix: str, kill) -> None:
     report = ray.get(orchestrator.wait.remote(task_id), timeout=180)
     assert report.state is TaskState.DONE
     assert report.failed == 0 and report.succeeded == len(plan)
-    later = ray.get(orchestrator.run.remote(f"after {prefix}", _layered(f"{prefix}x", (3,), 0)))
+    later = ray.get(orchestrator.run.remote(f"after {prefix}", layered(f"{prefix}x", (3,), 0)))
     assert later.state is TaskState.DONE and later.failed == 0
     assert _replaced(system) == replaced  # no healthy agent was taken for dead
 
 
 def test_a_private_run_never_resumes_another_runs_task(system, home):
-    report = ray.get(system.orchestrator.run.remote("my own task", _layered("p", (2,), 0)))
+    report = ray.get(system.orchestrator.run.remote("my own task", layered("p", (2,), 0)))
     assert report.state is TaskState.DONE
     asked = {r["microtask"] for r in _requests(system)}
     assert {"p0-0", "p0-1"} <= asked and "seeded-0" not in asked  # not paid for
@@ -165,7 +147,7 @@ def test_a_limiter_gone_for_good_leaves_every_process_limiting_itself(system, ho
     try:
         replaced = _replaced(system)
         report = ray.get(
-            system.orchestrator.run.remote("no limiter", _layered("gone", (3, 2), 0.1)),
+            system.orchestrator.run.remote("no limiter", layered("gone", (3, 2), 0.1)),
             timeout=180,
         )
         assert report.state is TaskState.DONE and report.failed == 0

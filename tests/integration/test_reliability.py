@@ -14,11 +14,12 @@ import urllib.request
 
 import pytest
 import ray
+from layers import layered  # tests/integration is on pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
 from actors.errors import CapacityError
-from actors.models import Microtask, Role, TaskState
+from actors.models import TaskState
 from actors.system import start_system, stop_system
 
 ROLES = ("research", "analysis", "generation", "validation")
@@ -46,27 +47,6 @@ def system(ray_session, tmp_path_factory):
     stop_system(system)
 
 
-def _layered(prefix: str, widths: tuple[int, ...], latency: float) -> list[Microtask]:
-    """A research → analysis → ... plan where each level needs the whole level before."""
-    plan: list[Microtask] = []
-    previous: list[str] = []
-    for level, width in enumerate(widths):
-        role = list(Role)[level % 4]
-        ids = [f"{prefix}{level}-{i}" for i in range(width)]
-        for id_ in ids:
-            plan.append(
-                Microtask(
-                    id=id_,
-                    role=role,
-                    title=f"step {id_}",
-                    instructions=f"Step {id_}. [sim-latency {latency}]",
-                    depends_on=list(previous),
-                )
-            )
-        previous = ids
-    return plan
-
-
 def _requests(system) -> list[dict]:
     url = ray.get(system.simulator.url.remote())
     with urllib.request.urlopen(f"{url}/requests", timeout=10) as response:
@@ -74,7 +54,7 @@ def _requests(system) -> list[dict]:
 
 
 def test_a_third_of_all_agents_killed_mid_task(system):
-    plan = _layered("k", (6, 4, 2, 1), latency=1.0)
+    plan = layered("k", (6, 4, 2, 1), latency=1.0)
     task_id = ray.get(system.orchestrator.submit.remote("survive dead agents", plan))
     wait_until(lambda: ray.get(system.orchestrator.status.remote(task_id))["done"] >= 1)
     pids = {}
@@ -91,7 +71,7 @@ def test_a_third_of_all_agents_killed_mid_task(system):
 
 
 def test_orchestrator_killed_mid_task_resumes_without_redoing_finished_work(system):
-    plan = _layered("o", (3, 3, 2), latency=1.0)
+    plan = layered("o", (3, 3, 2), latency=1.0)
     orchestrator = system.orchestrator
     task_id = ray.get(orchestrator.submit.remote("survive a dead orchestrator", plan))
     status = wait_until(
@@ -115,7 +95,7 @@ def test_provider_storm_all_tasks_complete_and_the_limiter_backs_off(system):
     lowest = float(ray.get(limiter.snapshot.remote()).max_concurrency)
     try:
         task_ids = [
-            ray.get(orchestrator.submit.remote(f"storm {n}", _layered(f"s{n}-", (3, 2, 1), 0.05)))
+            ray.get(orchestrator.submit.remote(f"storm {n}", layered(f"s{n}-", (3, 2, 1), 0.05)))
             for n in range(20)
         ]
         deadline = time.monotonic() + 240
@@ -136,13 +116,13 @@ def test_provider_storm_all_tasks_complete_and_the_limiter_backs_off(system):
     assert lowest < snapshot.max_concurrency  # it backed off during the storm
     assert snapshot.longest_wait_s <= 1.0 + Settings().limiter.jitter_s  # capped, not 30 s
     for n in range(10):
-        ray.get(orchestrator.run.remote(f"calm {n}", _layered(f"c{n}-", (4,), 0.01)))
+        ray.get(orchestrator.run.remote(f"calm {n}", layered(f"c{n}-", (4,), 0.01)))
     assert ray.get(limiter.snapshot.remote()).concurrency_limit > lowest  # and it recovers
 
 
 def test_admission_limits_refuse_clearly_and_lose_nothing(ray_session, system):
     orchestrator = system.orchestrator
-    plan = _layered("l", (1,), latency=0.5)
+    plan = layered("l", (1,), latency=0.5)
     accepted, refused = [], 0
     for n in range(60):
         try:
