@@ -30,6 +30,9 @@ def _settings(**changes) -> Settings:
         "pools": {role: {"min": 2, "max": 3} for role in ROLES},
         "simulator": {"latency": "fixed", "median_s": 0.05, "seed": 3},
         "microtask_timeout_s": 8.0,
+        # The storm hangs 2 % of calls: a hung writer or reconciler is given up after this
+        # (answer stitched / claims grouped by topic) rather than the 300 s default.
+        "synthesis_timeout_s": 20.0,
         "retry_backoff_s": 0.05,
         "health_interval_s": 0.5,
         "limiter": {"max_concurrency": 8, "max_retry_wait_s": 1.0, "base_backoff_s": 0.05},
