@@ -156,26 +156,17 @@ class RemoteLimiter:
         attempt: int = 1,
     ) -> float:
         wanted = _limiter_headers(headers)
+        counts = {"input_tokens": input_tokens, "output_tokens": output_tokens}
         handle = self._handle
         if lease.id in self._local_leases or handle is None:
             # Granted here, or granted by a limiter that has died since: the local one
             # learns from the outcome and says how long to wait.
             self._local_leases.discard(lease.id)
             return await self._local.release(
-                lease,
-                outcome,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                headers=wanted,
-                attempt=attempt,
+                lease, outcome, **counts, headers=wanted, attempt=attempt
             )
         ref: ray.ObjectRef[float] = handle.release.remote(
-            lease,
-            outcome,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            headers=wanted,
-            attempt=attempt,
+            lease, outcome, **counts, headers=wanted, attempt=attempt
         )
         if outcome is Outcome.OK:
             # A success never asks the caller to wait: don't spend a round trip on it.
