@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from actors import tracing
 from actors.config import Purpose, Settings
-from actors.llm import LLMClient, RemoteLimiter
+from actors.llm import LLMClient, RemoteLimiter, ledger
 from actors.models import (
     AgentOutput,
     CallKind,
@@ -114,7 +114,7 @@ class Agent:
             self._in_flight += 1
             started = time.time()
             try:
-                with self._span(request):
+                with self._span(request), ledger.attributed(request.task_id, request.microtask.id):
                     result = await self._call(request, started)
             except BaseException:
                 self._failed += 1

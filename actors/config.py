@@ -264,6 +264,10 @@ class Settings(BaseSettings):
     # http_host; "*" accepts any, and is refused without an API token.
     http_allowed_hosts: str = ""
     home: Path = Field(default_factory=lambda: Path.home() / ".parallel-agents")
+    # Every model call written down where it is made (actors.llm.ledger), under
+    # home / "ledger"; kept this many days (the daily budget needs one).
+    call_ledger: bool = True
+    call_ledger_days: float = Field(default=7.0, gt=0)
 
     models: dict[Purpose, str] = Field(default_factory=_default_models)
     pools: dict[Role, PoolSize] = Field(default_factory=_default_pools)
@@ -365,6 +369,10 @@ class Settings(BaseSettings):
         if purpose is Purpose.PLANNING:
             budget += self.plan_tokens_per_microtask * microtasks
         return budget
+
+    @property
+    def ledger_folder(self) -> Path | None:
+        return self.home / "ledger" if self.call_ledger else None
 
     @property
     def simulated(self) -> bool:

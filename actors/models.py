@@ -288,6 +288,10 @@ class RunReport(BaseModel):
     input_tokens: int
     output_tokens: int
     paid_calls: int = Field(default=0, description="model answers paid for, failed ones included")
+    unsettled_calls: int = Field(
+        default=0,
+        description="calls whose answer no process saw (it died or timed out); maybe billed",
+    )
     cost_usd: float
     simulated: bool
     result: str

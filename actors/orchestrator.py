@@ -28,7 +28,7 @@ from actors.errors import (
     UserInputError,
 )
 from actors.intake import clean_request
-from actors.llm import LLMClient, RemoteLimiter
+from actors.llm import LLMClient, RemoteLimiter, ledger
 from actors.merge_step import MergeStep
 from actors.models import (
     Complexity,
@@ -45,7 +45,7 @@ from actors.models import (
     Usage,
 )
 from actors.ray_metrics import OrchestratorMetrics
-from actors.report import SEQ_SPAN, TaskRecord, end_event
+from actors.report import SEQ_SPAN, TaskRecord, end_event, settled
 from actors.stats import Stats, StatsSnapshot
 from actors.store import Store
 
@@ -90,6 +90,8 @@ class Orchestrator:
         # Idempotency keys being recorded right now: (user, key) -> the first task's id.
         self._keying: dict[tuple[str | None, str], asyncio.Future[str]] = {}
         self._ray_metrics = OrchestratorMetrics()
+        if settings.ledger_folder is not None:
+            ledger.forget_older_than(settings.ledger_folder, settings.call_ledger_days * DAY_S)
         self._resumed: asyncio.Task[None] | None = None  # reloading unfinished tasks
 
     # --- public API -------------------------------------------------------------
@@ -372,7 +374,8 @@ class Orchestrator:
                 record.complexity = self._level_for(len(record.given_plan))
                 record.set_plan(dag.assign_branches(record.given_plan))
             else:
-                with tracing.span("plan", task_id=record.task_id):
+                plan_span = tracing.span("plan", task_id=record.task_id)
+                with plan_span, ledger.attributed(record.task_id, "plan"):
                     await self._plan(record)
             if not record.results:
                 await asyncio.to_thread(
@@ -404,6 +407,10 @@ class Orchestrator:
     async def _record_report(self, record: TaskRecord, finished_at: float) -> None:
         """Count a finished task and store its report before anyone is told it ended."""
         assert record.report is not None
+        folder = self._settings.ledger_folder
+        if folder is not None:  # what the ledger saw paid, earlier incarnations and dead agents too
+            summary = await asyncio.to_thread(ledger.read, folder, [record.task_id])
+            record.report = settled(record.report, summary)
         self._stats.task_finished(record.report, finished_at)
         self._ray_metrics.task_finished(record.report)
         await asyncio.to_thread(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors import dag
+from actors.llm.ledger import LedgerSummary
 from actors.merger import Conflict, MergeSummary
 from actors.models import (
     Complexity,
@@ -244,6 +245,28 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         missing=record.missing_titles(),
         cut=list(record.cut),
         timeline=timeline,
+    )
+
+
+def settled(report: RunReport, paid: LedgerSummary) -> RunReport:
+    """The report with its usage as the call ledger wrote it down.
+
+    The in-memory usage misses answers whose process died before passing them on (an
+    agent killed mid-call, a planning call before an orchestrator restart); the ledger
+    has them. On a cluster, agents on other machines write their own ledgers: where the
+    local one saw fewer answers than the task counted, the task's count stands.
+    """
+    usage = paid.usage
+    if usage.requests < report.paid_calls:
+        return report
+    return report.model_copy(
+        update={
+            "paid_calls": usage.requests,
+            "unsettled_calls": paid.count("unknown"),
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost_usd": round(usage.cost_usd, 6),
+        }
     )
 
 

@@ -1,5 +1,6 @@
 """The LLM layer: one client (official SDK), one cluster-wide rate limiter, one price table."""
 
+from actors.llm import ledger
 from actors.llm.client import MAX_PROMPT_CHARS, Completion, LLMClient, Structured
 from actors.llm.limiter import (
     Lease,
@@ -29,5 +30,6 @@ __all__ = [
     "SimulatorServer",
     "Structured",
     "cost_usd",
+    "ledger",
     "retry_after_s",
 ]

@@ -39,6 +39,7 @@ from actors.errors import (
     UserInputError,
 )
 from actors.llm import catalog
+from actors.llm.ledger import CALL_HEADER, CallLedger, new_call_id
 from actors.llm.limiter import Limiter, Outcome, RateLimiter
 from actors.llm.pricing import cost_usd
 from actors.models import Usage
@@ -116,6 +117,7 @@ class LLMClient:
         settings: Settings,
         *,
         limiter: Limiter | None = None,
+        ledger: CallLedger | None = None,
         base_url: str | None = None,
         structured_mode: str = "json_schema",
         max_prompt_chars: int = MAX_PROMPT_CHARS,
@@ -126,6 +128,7 @@ class LLMClient:
             )
         self._settings = settings
         self._limiter: Limiter = limiter or RateLimiter(settings.limiter)
+        self._ledger = ledger or CallLedger(settings.ledger_folder)
         self._mode = structured_mode
         self._max_prompt_chars = max_prompt_chars
         key = settings.anthropic_api_key
@@ -263,6 +266,8 @@ class LLMClient:
                 lease = await self._limiter.acquire(_estimate(system, prompt + note), budget)
                 outcome, message = Outcome.CONNECTION, None
                 headers: Mapping[str, str] = {}
+                call_id = new_call_id()
+                self._ledger.sent(call_id, model, call.purpose.value, budget)
                 try:
                     raw = await self._client.messages.with_raw_response.create(
                         model=model,
@@ -270,11 +275,13 @@ class LLMClient:
                         system=system,
                         messages=[{"role": "user", "content": prompt + note}],
                         timeout=timeout,
+                        extra_headers={CALL_HEADER: call_id},
                         **extra,
                     )
                     headers, message = raw.headers, await raw.parse()
                     outcome = Outcome.OK
                 except anthropic.APIStatusError as exc:
+                    self._ledger.refused(call_id, exc.status_code)
                     headers = exc.response.headers
                     outcome = _outcome_of(exc.status_code)
                     failure = (self._redact(_describe(exc)), exc.status_code, False)
@@ -290,6 +297,7 @@ class LLMClient:
                 spent, value, verdict = Usage(), None, ""
                 if message is not None:
                     spent = call.paid(message, _is_simulated(headers, message))
+                    self._ledger.paid(call_id, spent)
                     try:
                         value, outcome, verdict = self._judge(message, parse, salvage)
                     except _Malformed as exc:

@@ -68,6 +68,7 @@ from pydantic import ValidationError
 
 from actors.config import SimulatorSettings
 from actors.llm import fake_content, fake_request
+from actors.llm.ledger import CALL_HEADER
 from actors.llm.simulator_state import (
     LOG_FIELDS,
     LOG_SIZE,
@@ -118,6 +119,7 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
     """POST /v1/messages: admit, draw faults, answer, wait as long as the answer takes."""
     entry: dict[str, Any] = {"seq": sim.next_seq(), "at": time.time(), "status": 500}
     entry.update(dict.fromkeys(LOG_FIELDS), latency_s=0.0)
+    entry["call_id"] = request.headers.get(CALL_HEADER)
     started, usage, admitted = time.monotonic(), None, False
     try:
         _check_auth(request)
@@ -419,6 +421,9 @@ class SimulatorActor:
 
     async def reset_stats(self) -> None:
         self._sim.reset_stats()
+
+    async def recent_requests(self, limit: int = LOG_SIZE) -> list[dict[str, Any]]:
+        return self._sim.recent(limit)
 
     async def reconfigure(self, changes: dict[str, Any]) -> None:
         self._sim.reconfigure(**changes)

@@ -16,7 +16,8 @@ Each request log entry holds ``seq``, ``at``, ``status``, ``latency_s`` (measure
 / tool), ``purpose`` (plan / synthesis / reconcile / microtask / assessment / text /
 other), ``microtask``, ``max_tokens``, ``effort`` (in force; None where the model takes
 none), ``thinking_tokens``, ``output_tokens`` (thinking included), ``stop_reason`` and
-``delay_s`` (the wait chosen). ``stats()`` counts ``status_counts``, ``kinds``,
+``delay_s`` (the wait chosen) and ``call_id`` (the client's ``x-parallel-agents-call``
+header, to match the caller's call ledger). ``stats()`` counts ``status_counts``, ``kinds``,
 ``purposes`` and ``stop_reasons``.
 """
 
@@ -50,6 +51,7 @@ LOG_FIELDS = (
     "output_tokens",
     "stop_reason",
     "delay_s",
+    "call_id",
 )
 FAULTS = ("hang", "429", "529", "500", "malformed", "refusal")  # checked in this order
 _REALISTIC_SIGMA = 0.25  # spread of a real model's speed from one call to the next

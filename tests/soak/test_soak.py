@@ -39,6 +39,7 @@ import bot  # noqa: E402
 import serve_app  # noqa: E402
 from actors.config import Settings  # noqa: E402
 from actors.jobs import JobStore  # noqa: E402
+from actors.llm import ledger  # noqa: E402
 from actors.models import Role  # noqa: E402
 from actors.system import start_system, stop_system  # noqa: E402
 from actors.telegram_format import split_message  # noqa: E402
@@ -242,6 +243,12 @@ async def test_soak_200_requests_through_http_and_the_bot_under_sigkills(soak_sy
     paid_sim = ray.get(system.simulator.stats.remote())["status_counts"].get("200", 0) - before
     all_reports = [ray.get(system.orchestrator.wait.remote(t), timeout=120) for t in everything]
     paid_reports = sum(r.paid_calls for r in all_reports)
+    # The provider's side and the call ledger, call by call (the x-parallel-agents-call id).
+    log = ray.get(system.simulator.recent_requests.remote())
+    billed = {e["call_id"] for e in log if e["status"] == 200}
+    book = ledger.read(settings.home / "ledger").calls
+    paid = {c.call_id for c in book if c.state == "paid"}
+    unknown = {c.call_id for c in book if c.state == "unknown"}
     health, _, _ = _http("GET", f"{url}/health")
     summary = {
         "requests": HTTP_REQUESTS + BOT_REQUESTS,
@@ -258,6 +265,12 @@ async def test_soak_200_requests_through_http_and_the_bot_under_sigkills(soak_sy
         "kills": [what for _, what in chaos.kills],
         "paid_calls_simulator": paid_sim,
         "paid_calls_in_reports": paid_reports,
+        "paid_calls_in_ledger": len(paid),
+        "ledger_unknown_calls": len(unknown),
+        "billed_while_unknown": len(billed & unknown),
+        "billed_not_in_ledger": len(billed - paid - unknown),
+        "ledger_paid_not_billed": len(paid - billed),
+        "reports_unsettled_calls": sum(r.unsettled_calls for r in all_reports),
         "health_at_end": health,
         "minutes": round((time.monotonic() - started) / 60, 1),
     }
@@ -269,4 +282,8 @@ async def test_soak_200_requests_through_http_and_the_bot_under_sigkills(soak_sy
     # One task per message that was admitted; a refused one (a clear error) started none.
     assert len(telegram) == sum(j.task_id is not None for j in jobs), "no message ran twice"
     assert calm or len(chaos.kills) >= 4
+    assert len(log) == ray.get(system.simulator.stats.remote())["requests"], "the log holds all"
+    assert billed <= paid | unknown, "every call the provider billed is in the ledger"
+    assert paid <= billed, "the ledger counts nothing the provider did not bill"
+    assert paid_sim == len(paid) + len(billed & unknown)
     assert health == 200

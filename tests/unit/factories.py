@@ -1,10 +1,11 @@
-"""Small builders of the models tests feed the merge (one copy, imported by the merge tests)."""
+"""Small builders of the models tests need (one copy each, imported where used)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from actors.models import Claim, MicrotaskResult, Role
+from actors.models import Claim, Complexity, MicrotaskResult, Role, RunReport, TaskState
 
 
 def result(
@@ -27,3 +28,15 @@ def result(
         started_at=0.0,
         finished_at=1.0,
     )
+
+
+def report(**changes: Any) -> RunReport:
+    """A finished simple task's report, with ``changes`` applied."""
+    fields: dict[str, Any] = {
+        "task_id": "t1", "state": TaskState.DONE, "complexity": Complexity.SIMPLE,
+        "plan_source": "direct", "microtasks": 1, "agents": 1, "max_parallel": 1,
+        "wall_s": 0.1, "work_s": 0.1, "parallelism": 1.0, "speedup": 1.0, "succeeded": 1,
+        "failed": 0, "retries": 0, "backups": 0, "input_tokens": 10, "output_tokens": 10,
+        "cost_usd": 0.0, "simulated": True, "result": "answer", "confidence": 0.9,
+    }  # fmt: skip
+    return RunReport(**(fields | changes))

@@ -301,7 +301,8 @@ async def test_every_log_entry_has_the_fields(
 ) -> None:
     await client.messages.create(model=HAIKU, max_tokens=2000, messages=ask(REQUEST))
     entry = sim.recent_requests()[-1]
-    assert {name for name in LOG_FIELDS if entry[name] is None} == {"microtask"}
+    # A bare SDK call names no microtask and sends no call id.
+    assert {name for name in LOG_FIELDS if entry[name] is None} == {"microtask", "call_id"}
     assert entry["max_tokens"] == 2000 and entry["purpose"] == "text"
 
 
