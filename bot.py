@@ -9,8 +9,9 @@ system by name (or starts it, detached) and serves the Bot API at
 Only users in ``TELEGRAM_ALLOWED_USER_IDS`` are served. Every request is stored
 in the job store (``actors.jobs``) before any work starts, so a redelivered
 update runs once and an answer survives a restart of the bot: unfinished jobs
-resume at start-up and each answer is delivered exactly once. Messages are plain
-text (see ``actors.telegram_format``). Bot-only settings:
+resume at start-up and each answer is delivered exactly once. Answers are
+Markdown, sent as text with entities (``actors.job_runner.send_markdown``); replies
+and progress are plain text. Bot-only settings:
 
 ``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_URL``      public URL; set = webhook mode
 ``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_LISTEN``   bind address (default 127.0.0.1)

@@ -4,6 +4,10 @@
 them to a ``JobRunner``, which submits each to the orchestrator (or re-attaches
 to its task after a restart), keeps a progress message up to date from the
 task's events, and delivers the answer in parts, recording each part sent.
+
+``send_markdown`` is the one way a Markdown text reaches a chat: formatted with
+entities (``actors.telegram_format``), and as plain text when Telegram refuses
+a part's entities, so no formatting problem can lose a message.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ray.exceptions import RayActorError, RayError
-from telegram import Bot
+from telegram import Bot, Message
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
@@ -104,6 +108,32 @@ class BotConfig:
             telegram_timeout_s=number("REQUEST_TIMEOUT_S", float, cls.telegram_timeout_s, 0.1),
             concurrent_updates=number("CONCURRENT_UPDATES", int, cls.concurrent_updates, 1),
         )
+
+
+async def send_markdown(
+    bot: Bot, chat_id: int, markdown: str, first_part: int = 0
+) -> AsyncIterator[int]:
+    """Send ``markdown`` formatted, from part ``first_part`` on; yields the parts sent so far.
+
+    ``async for sent in send_markdown(bot, chat, text): ...`` records progress between parts.
+    """
+    parts = fmt.message_parts(markdown)
+    for index in range(first_part, len(parts)):
+        await send_part(bot, chat_id, parts[index])
+        yield index + 1
+
+
+async def send_part(bot: Bot, chat_id: int, part: fmt.MessagePart) -> Message:
+    """Send one part with its entities; as plain text if Telegram refuses the entities."""
+    try:
+        return await bot.send_message(chat_id, part.text, entities=part.entities or None)
+    except BadRequest as exc:
+        if not part.entities or "entit" not in exc.message.lower():
+            raise
+        log.warning(
+            "chat %s: Telegram refused the formatting (%s); sent as plain text", chat_id, exc
+        )
+        return await bot.send_message(chat_id, part.text)
 
 
 class JobRunner:
@@ -201,12 +231,10 @@ class JobRunner:
             log.exception("job %s: delivery failed; it is retried at the next start", job.update_id)
 
     async def deliver(self, job: Job) -> None:
-        """Send the job's stored text in parts of at most 4096 characters, each part once."""
+        """Send the job's stored Markdown text formatted, in parts, each part once."""
         assert job.answer is not None
-        parts = fmt.split_message(job.answer)
-        for index in range(job.parts_sent, len(parts)):
-            await self._bot.send_message(job.chat_id, parts[index])
-            self._store.part_sent(job.update_id, index + 1)
+        async for sent in send_markdown(self._bot, job.chat_id, job.answer, job.parts_sent):
+            self._store.part_sent(job.update_id, sent)
         self._store.delivered(job.update_id)
 
     async def _answer(self, job: Job) -> tuple[str, JobState]:

@@ -1,65 +1,76 @@
-"""What the Telegram bot writes: message parts, the live progress text, reports and status.
+"""What the Telegram bot writes: answer parts with formatting, progress text, reports, status.
 
-Every message is sent as plain text (no ``parse_mode``): model answers are full
-of ``*``, ``_``, ``[`` and backticks, and any of them unbalanced makes Telegram
-reject a Markdown message outright. Plain text can never be rejected for its
-content, and splitting it at any point is safe (an escaped Markdown text cut in
-the middle of an entity would not be).
+Answers are Markdown. ``message_parts`` turns one into plain text plus a list of
+``telegram.MessageEntity`` with ``telegramify-markdown`` (headings become a bold,
+underlined line after an emoji, lists get bullets, code and links keep their
+entities) and cuts it into messages of at most 4096 UTF-16 code units, the unit
+Telegram counts lengths and entity offsets in (an emoji outside the Basic
+Multilingual Plane counts twice). The text is converted before it is cut, so no
+cut can leave a ``**`` or ``#`` marker unpaired; an entity that crosses a cut is
+clipped into one entity per part. Sending with ``entities`` and no
+``parse_mode`` means Telegram never parses the text itself, and the caller can
+always fall back to the part's plain text.
 
-Telegram's 4096 limit counts UTF-16 code units, so an emoji outside the Basic
-Multilingual Plane counts twice; ``split_message`` measures the same way.
+Progress messages, reports and status texts are plain text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+import telegramify_markdown
+from telegram import MessageEntity
 
 from actors.models import PoolSnapshot, RunReport, TaskState
 
-MESSAGE_LIMIT = 4096
+MESSAGE_LIMIT = 4096  # UTF-16 code units per message
+EMPTY = "(empty answer)"  # Telegram refuses an empty message
 _BAR_WIDTH = 16
 
 
-def utf16_len(text: str) -> int:
-    """Length as Telegram counts it (UTF-16 code units)."""
-    return len(text.encode("utf-16-le")) // 2
+@dataclass(frozen=True)
+class MessagePart:
+    """One message: its plain text and the entities that format it (UTF-16 offsets)."""
+
+    text: str
+    entities: tuple[MessageEntity, ...] = ()
 
 
-def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Cut ``text`` into parts of at most ``limit`` units, at paragraph, line or word ends.
+def render(markdown: str) -> MessagePart:
+    """``markdown`` as one formatted text, whatever its length.
 
-    >>> [len(p) for p in split_message("a" * 9000)]
+    >>> part = render("**Hi** there")
+    >>> part.text, [(str(e.type), e.offset, e.length) for e in part.entities]
+    ('Hi there', [('bold', 0, 2)])
+    """
+    return _part(*_convert(markdown))
+
+
+def message_parts(markdown: str, limit: int = MESSAGE_LIMIT) -> list[MessagePart]:
+    """``markdown`` formatted and cut into parts of at most ``limit`` UTF-16 units.
+
+    Parts end at line breaks where one fits; every entity lies inside its part.
+
+    >>> [len(p.text) for p in message_parts("a" * 9000)]
     [4096, 4096, 808]
     """
-    text = text.strip()
-    parts: list[str] = []
-    while text:
-        if utf16_len(text) <= limit:
-            parts.append(text)
-            break
-        head = _fit(text, limit)
-        cut = _best_cut(head)
-        parts.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    return [part for part in parts if part] or ["(empty answer)"]
+    chunks = telegramify_markdown.split_entities(*_convert(markdown), limit)
+    return [_part(text, entities) for text, entities in chunks] or [MessagePart(EMPTY)]
 
 
-def _fit(text: str, limit: int) -> str:
-    """The longest prefix of ``text`` within ``limit`` UTF-16 units."""
-    head = text[:limit]
-    while utf16_len(head) > limit:
-        head = head[: -max(1, (utf16_len(head) - limit) // 2)]
-    return head
+def _convert(markdown: str) -> tuple[str, list[telegramify_markdown.MessageEntity]]:
+    text, entities = telegramify_markdown.convert(markdown)
+    if "**" in text:  # a bold left open, e.g. an answer cut off mid-phrase: close it
+        closed = telegramify_markdown.convert(markdown.rstrip() + "**")
+        if closed[0].count("**") < text.count("**"):
+            return closed
+    return text, entities
 
 
-def _best_cut(head: str) -> int:
-    """Where to end a part: the last paragraph, line or word break in its second half."""
-    floor = len(head) // 2  # never make a part tiny just to end it on a break
-    for separator in ("\n\n", "\n", " "):
-        at = head.rfind(separator)
-        if at > floor:
-            return at + len(separator)
-    return len(head)
+def _part(text: str, entities: Iterable[telegramify_markdown.MessageEntity]) -> MessagePart:
+    """The library's entities as python-telegram-bot's, the one place they are converted."""
+    return MessagePart(text, tuple(MessageEntity.de_json(e.to_dict(), None) for e in entities))
 
 
 BUSY = "Sorry, the system is taking too long to answer. Please try again in a moment."

@@ -7,6 +7,11 @@ offsets, sendMessage, editMessageText, sendChatAction; anything else answers
 ``parameters.retry_after`` on demand. python-telegram-bot posts form-encoded
 data with nested objects as JSON strings; JSON bodies are accepted too.
 
+Messages keep their ``entities`` (in ``Call.params``); with ``check_entities``
+(the default) a sendMessage or editMessageText whose entity reaches past the
+text, measured in UTF-16 units as Telegram does, is refused with 400 "can't
+parse entities".
+
 Tests put updates in with ``enqueue`` (``message_update`` builds one) and read
 what the bot did from ``calls`` / ``texts_to``; ``wait_for`` awaits a condition
 on the recorded calls instead of sleeping.
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from telegramify_markdown import utf16_len
 
 BOT_ID = 777_000
 BOT_USERNAME = "parallel_agents_test_bot"
@@ -42,8 +48,9 @@ class Call:
 class FakeBotAPI:
     """The server; ``async with FakeBotAPI(token) as fake:`` runs it on a free port."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, check_entities: bool = True) -> None:
         self.token = token
+        self.check_entities = check_entities
         self.calls: list[Call] = []
         self._pending: list[dict[str, Any]] = []
         self._new_update = asyncio.Event()
@@ -186,11 +193,15 @@ class FakeBotAPI:
                     "supports_inline_queries": False,
                 }
             )
+        if method in ("sendMessage", "editMessageText") and self.check_entities:
+            refusal = _entity_refusal(params["text"], params.get("entities") or [])
+            if refusal:
+                return 400, {"ok": False, "error_code": 400, "description": refusal}
         if method == "sendMessage":
             chat_id = int(params["chat_id"])
             message_id = next(self._message_ids)
             self._texts[(chat_id, message_id)] = params["text"]
-            return ok(self._message(chat_id, message_id, params["text"]))
+            return ok(self._message(chat_id, message_id, params["text"], params.get("entities")))
         if method == "editMessageText":
             key = (int(params["chat_id"]), int(params["message_id"]))
             if key not in self._texts:
@@ -202,17 +213,35 @@ class FakeBotAPI:
                     "description": "Bad Request: message is not modified",
                 }
             self._texts[key] = params["text"]
-            return ok(self._message(*key, params["text"]))
+            return ok(self._message(*key, params["text"], params.get("entities")))
         return ok(True)
 
-    def _message(self, chat_id: int, message_id: int, text: str) -> dict:
-        return {
+    def _message(
+        self, chat_id: int, message_id: int, text: str, entities: list[dict] | None = None
+    ) -> dict:
+        message = {
             "message_id": message_id,
             "date": int(time.time()),
             "chat": {"id": chat_id, "type": "private"},
             "from": {"id": BOT_ID, "is_bot": True, "first_name": "Parallel Agents"},
             "text": text,
         }
+        if entities:
+            message["entities"] = entities
+        return message
+
+
+def _entity_refusal(text: str, entities: list[dict]) -> str | None:
+    """Telegram's complaint about ``entities`` of ``text``, or None when they fit."""
+    size = utf16_len(text)
+    for entity in entities:
+        offset, length = int(entity["offset"]), int(entity["length"])
+        if offset < 0 or length <= 0 or offset + length > size:
+            return (
+                f"Bad Request: can't parse entities: entity {entity['type']} at {offset} "
+                f"of length {length} is beyond the text's {size} UTF-16 units"
+            )
+    return None
 
 
 def _command_char(char: str) -> bool:

@@ -21,12 +21,14 @@ from pathlib import Path
 import pytest
 import ray
 from fake_bot_api import FakeBotAPI  # tests/integration is on sys.path (no packages)
+from telegram import MessageEntity
 
 from actors import telegram_format as fmt
 from actors.config import Settings
+from actors.job_runner import send_part
 from actors.jobs import JobKind, JobState, JobStore
 from actors.system import start_system, stop_system
-from actors.telegram_format import MESSAGE_LIMIT, split_message
+from actors.telegram_format import MESSAGE_LIMIT, MessagePart, message_parts
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bot.py is a top-level script, not part of the package
@@ -113,6 +115,19 @@ async def _say(fake: FakeBotAPI, text: str, user: int = USER, timeout_s: float =
     return fake.texts_to(user)[before]
 
 
+def _texts(markdown: str) -> list[str]:
+    """The texts of the messages ``markdown`` is sent as."""
+    return [part.text for part in message_parts(markdown)]
+
+
+def _covered(text: str, entity: dict) -> str:
+    """The text an entity covers, counted in UTF-16 units as Telegram counts."""
+    units = text.encode("utf-16-le")
+    return units[2 * entity["offset"] : 2 * (entity["offset"] + entity["length"])].decode(
+        "utf-16-le"
+    )
+
+
 def _task_count(system) -> int:
     return len(ray.get(system.orchestrator.tasks.remote()))
 
@@ -178,8 +193,12 @@ async def test_complex_request_gets_one_live_progress_message_then_the_answer(
     assert edits[-1].params["text"].startswith("Done")
     stamps = [progress.at] + [c.at for c in edits]
     assert all(b - a >= EDIT_INTERVAL_S - 0.05 for a, b in itertools.pairwise(stamps))
-    # Then the answer, in as many parts as it needs, after the last edit.
-    assert [c.params["text"] for c in answer] == split_message(stored_answer)
+    # Then the answer, in as many parts as it needs, after the last edit, with its entities.
+    parts = message_parts(stored_answer)
+    assert [c.params["text"] for c in answer] == [p.text for p in parts]
+    assert [c.params.get("entities", []) for c in answer] == [
+        [e.to_dict() for e in p.entities] for p in parts
+    ]
     assert answer[0].at >= edits[-1].at
     assert "Confidence" in stored_answer
 
@@ -216,9 +235,37 @@ async def test_long_answer_is_split_into_three_messages(system, fake, tmp_path):
         store.part_sent(2, 1)
         await runner.deliver(store.get(2))
     parts = fake.texts_to(USER)
-    assert len(parts) == 3 and parts == split_message(long_answer)
+    assert len(parts) == 3 and parts == _texts(long_answer)
     assert all(len(p) <= MESSAGE_LIMIT for p in parts)
     assert fake.texts_to(STRANGER) == parts[1:]
+
+
+async def test_a_markdown_answer_arrives_formatted(system, fake, tmp_path):
+    answer = "## Findings 😀\n\nThe **main risk** is `eval()` in [the API](https://example.com)."
+    async with running_bot(fake, system, tmp_path) as (app, store):
+        store.record(1, USER, USER, "a question", JobKind.REQUEST)
+        store.finished(1, JobState.ANSWERED, answer)
+        await app.bot_data["runner"].deliver(store.get(1))
+    (call,) = fake.calls_of("sendMessage", USER)
+    text, entities = call.params["text"], call.params["entities"]
+    assert call.status == 200 and "#" not in text and "**" not in text and "`" not in text
+    assert text.endswith("Findings 😀\n\nThe main risk is eval() in the API.")
+    spans = [(e["type"], _covered(text, e)) for e in entities]
+    assert ("bold", "Findings 😀") in spans and ("bold", "main risk") in spans
+    assert ("code", "eval()") in spans and ("text_link", "the API") in spans
+    assert "parse_mode" not in call.params
+
+
+async def test_refused_entities_fall_back_to_plain_text(system, fake, tmp_path, caplog):
+    # An entity past the end of the text: Telegram refuses the message ("can't parse entities").
+    broken = MessagePart("almost bold", (MessageEntity(MessageEntity.BOLD, 0, 99),))
+    async with running_bot(fake, system, tmp_path) as (app, _):
+        message = await send_part(app.bot, USER, broken)
+    refused, resent = fake.calls_of("sendMessage", USER)
+    assert refused.status == 400 and refused.params["entities"][0]["length"] == 99
+    assert resent.status == 200 and "entities" not in resent.params
+    assert message.text == resent.params["text"] == broken.text  # the message still arrived
+    assert "sent as plain text" in caplog.text
 
 
 async def test_the_same_update_delivered_twice_is_answered_once(system, fake, tmp_path):
@@ -283,7 +330,7 @@ async def test_a_bot_that_died_between_submit_and_recording_runs_the_request_onc
     progress = [t for t in texts if t.startswith(("Working on it", "Done"))]
     assert all(f"(task {task['task_id']})" in t for t in progress)
     answer = [t for t in texts if t not in progress]
-    assert answer == split_message(fmt.answer_text(report))  # the one answer, once
+    assert answer == _texts(fmt.answer_text(report))  # the one answer, once
 
 
 async def _start_bot_process(fake: FakeBotAPI, home: Path, log_path: Path):

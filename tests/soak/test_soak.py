@@ -42,7 +42,7 @@ from actors.jobs import JobStore  # noqa: E402
 from actors.llm import ledger  # noqa: E402
 from actors.models import Role  # noqa: E402
 from actors.system import start_system, stop_system  # noqa: E402
-from actors.telegram_format import split_message  # noqa: E402
+from actors.telegram_format import message_parts  # noqa: E402
 
 TOKEN = "123456:SOAK-token"
 USERS = (7001, 7002, 7003, 7004, 7005)
@@ -230,7 +230,7 @@ async def test_soak_200_requests_through_http_and_the_bot_under_sigkills(soak_sy
                 jobs = [j for j in (store.get(u) for u in updates) if j is not None]
                 # Each job's answer (or clear error) reached its chat exactly once: a text the
                 # bot sent for several jobs of one user (the same refusal) counts once per job.
-                wanted = Counter((j.user_id, split_message(j.answer or "?")[0]) for j in jobs)
+                wanted = Counter((j.user_id, message_parts(j.answer or "?")[0].text) for j in jobs)
                 seen = {key: fake.texts_to(key[0]).count(key[1]) for key in wanted}
                 bot_states = [j.state.value for j in jobs]
                 failed_sample = [j.answer[:160] for j in jobs if j.state == "failed" and j.answer]

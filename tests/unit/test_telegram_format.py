@@ -1,17 +1,21 @@
-"""What the bot writes: message parts within Telegram's limit, progress text, reports."""
+"""What the bot writes: formatted message parts within Telegram's limit, progress, reports."""
 
 from __future__ import annotations
+
+from telegram import MessageEntity
+from telegramify_markdown import utf16_len
 
 from actors.models import Complexity, PoolSnapshot, Role, RunReport, TaskState
 from actors.telegram_format import (
     MESSAGE_LIMIT,
     EditThrottle,
+    MessagePart,
     answer_text,
+    message_parts,
     parallel_test_report,
     progress_text,
-    split_message,
+    render,
     status_text,
-    utf16_len,
 )
 
 
@@ -61,34 +65,113 @@ def _report(**changes: object) -> RunReport:
     return RunReport.model_validate(data)
 
 
-def test_9000_characters_become_three_parts_within_the_limit():
-    text = "\n".join(f"line {i:05d} " + "x" * 80 for i in range(100))[:9000]
-    parts = split_message(text)
+def _spans(part: MessagePart) -> list[tuple[str, str]]:
+    """Each entity as (type, the text it covers), cut out in UTF-16 units as Telegram does."""
+    units = part.text.encode("utf-16-le")
+    return [
+        (str(e.type), units[2 * e.offset : 2 * (e.offset + e.length)].decode("utf-16-le"))
+        for e in part.entities
+    ]
+
+
+def test_markdown_becomes_text_without_markers_and_with_entities():
+    part = render(
+        "# Plan\n\nSome **bold**, *italic* and `code`.\n\n- first\n- second\n\n"
+        "See [the docs](https://example.com/docs).\n\n```python\nprint(1)\n```"
+    )
+    assert "#" not in part.text and "*" not in part.text and "`" not in part.text
+    assert "Plan\n\nSome bold, italic and code." in part.text
+    assert "first\n" in part.text and "- first" not in part.text  # a bullet, not a dash
+    spans = _spans(part)
+    assert ("bold", "Plan") in spans  # the heading
+    assert ("bold", "bold") in spans and ("italic", "italic") in spans
+    assert ("code", "code") in spans and ("pre", "print(1)") in spans
+    assert ("text_link", "the docs") in spans
+    (link,) = [e for e in part.entities if e.type == MessageEntity.TEXT_LINK]
+    assert link.url == "https://example.com/docs"
+    (pre,) = [e for e in part.entities if e.type == MessageEntity.PRE]
+    assert pre.language == "python"
+
+
+def test_offsets_count_an_emoji_outside_the_bmp_twice():
+    part = render("😀 then **bold**")
+    assert part.text == "😀 then bold"
+    (bold,) = part.entities
+    assert (bold.type, bold.offset, bold.length) == (MessageEntity.BOLD, 8, 4)  # not 7
+    assert _spans(part) == [("bold", "bold")]
+
+
+def test_a_bold_left_open_is_closed_instead_of_shown():
+    part = render("The answer was cut off **in the middle of")
+    assert part.text == "The answer was cut off in the middle of"
+    assert _spans(part) == [("bold", "in the middle of")]
+    assert render("2 ** 3 is 8").text == "2 ** 3 is 8"  # a literal ** is kept
+
+
+def _long_answer() -> str:
+    paragraphs = [
+        f"Paragraph {i} has **bold words {i}** and `code_{i}()` in it, "
+        + "then plain words " * (3 + i % 7)
+        for i in range(55)
+    ]
+    paragraphs.insert(
+        25, "```\n" + "\n".join(f"line {i} of a long block" for i in range(60)) + "\n```"
+    )
+    return "## A long answer\n\n" + "\n\n".join(paragraphs)
+
+
+def test_a_long_answer_splits_within_the_limit_and_keeps_every_entity_inside_its_part():
+    markdown = _long_answer()
+    assert len(markdown) > 10_000
+    whole = render(markdown)
+    parts = message_parts(markdown)
     assert len(parts) == 3
-    assert all(utf16_len(p) <= MESSAGE_LIMIT for p in parts)
-    assert "".join(parts).replace("\n", "") == text.replace("\n", "")
+    assert "".join(p.text for p in parts) == whole.text
+    for part in parts:
+        assert utf16_len(part.text) <= MESSAGE_LIMIT
+        assert "**" not in part.text and "`" not in part.text
+        assert part.entities
+        assert all(
+            e.offset >= 0 and e.offset + e.length <= utf16_len(part.text) for e in part.entities
+        )
+    # The formatting survives the cuts: every bold and code span of the whole text is there.
+    spans = [s for p in parts for s in _spans(p)]
+    assert [kind for kind, _ in spans].count("bold") == 56  # 55 paragraphs and the heading
+    assert [kind for kind, _ in spans].count("code") == 55
+    assert ("bold", "bold words 54") in spans and ("code", "code_0()") in spans
+    # The code block crosses the first cut: its entity is clipped into two, one per part.
+    assert [[kind for kind, _ in _spans(p)].count("pre") for p in parts] == [1, 1, 0]
+    pre = "".join(text for p in parts for kind, text in _spans(p) if kind == "pre")
+    assert pre == "\n".join(f"line {i} of a long block" for i in range(60))
+
+
+def test_an_entity_crossing_a_cut_is_clipped_into_both_parts():
+    parts = message_parts("**" + "a" * 6000 + "**")
+    assert [utf16_len(p.text) for p in parts] == [4096, 1904]
+    assert [_spans(p) for p in parts] == [[("bold", "a" * 4096)], [("bold", "a" * 1904)]]
 
 
 def test_parts_end_at_line_breaks_when_there_are_some():
     text = "\n".join("y" * 99 for _ in range(60))
-    parts = split_message(text)
-    assert all(len(line) == 99 for part in parts for line in part.split("\n"))
+    parts = message_parts(text)
+    assert len(parts) == 2
+    assert all(len(line) == 99 for part in parts for line in part.text.strip().split("\n"))
 
 
 def test_text_without_breaks_is_cut_hard():
-    assert [len(p) for p in split_message("a" * 9000)] == [4096, 4096, 808]
+    assert [len(p.text) for p in message_parts("a" * 9000)] == [4096, 4096, 808]
 
 
 def test_emoji_count_twice_as_telegram_counts_them():
-    parts = split_message("😀" * 3000)  # 6000 UTF-16 units
+    parts = message_parts("😀" * 3000)  # 6000 UTF-16 units
     assert len(parts) == 2
-    assert all(utf16_len(p) <= MESSAGE_LIMIT for p in parts)
-    assert "".join(parts) == "😀" * 3000
+    assert all(utf16_len(p.text) <= MESSAGE_LIMIT for p in parts)
+    assert "".join(p.text for p in parts) == "😀" * 3000
 
 
 def test_short_and_empty_texts():
-    assert split_message("hi") == ["hi"]
-    assert split_message("   ") == ["(empty answer)"]
+    assert message_parts("hi") == [MessagePart("hi")]
+    assert message_parts("   ") == [MessagePart("(empty answer)")]
 
 
 def test_progress_text_shows_bar_counts_and_pools():
