@@ -4,6 +4,13 @@
 >>> answer = await client.complete(Purpose.RESEARCH, "You are terse.", "Name three moons.")
 >>> plan = await client.structured(Purpose.PLANNING, system, prompt, PlanDraft)
 >>> plan.value.microtasks, plan.usage.cost_usd
+>>> answer = await client.stream_text(Purpose.SYNTHESIS, system, prompt, on_text=show)
+>>> plan = await client.stream_structured(
+...     Purpose.PLANNING, system, prompt, PlanDraft, items="microtasks", on_item=start
+... )
+
+Streamed calls go through the same retry loop as plain ones (``_run``); only the one HTTP
+attempt differs (``actors.llm.streaming``).
 
 The SDK is built with ``max_retries=0``: every retry happens here, once, through
 the limiter. The SDK's own retries would multiply with ours (6 x 3 calls per
@@ -18,7 +25,7 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -38,10 +45,11 @@ from actors.errors import (
     TruncatedAnswerError,
     UserInputError,
 )
-from actors.llm import catalog
+from actors.llm import catalog, streaming
 from actors.llm.ledger import CALL_HEADER, CallLedger, new_call_id
 from actors.llm.limiter import Limiter, Outcome, RateLimiter
 from actors.llm.pricing import cost_usd
+from actors.llm.streaming import Sent
 from actors.models import Usage
 
 logger = logging.getLogger(__name__)
@@ -56,16 +64,18 @@ _SIMULATED_ID_PREFIX = "msg_sim_"
 # A cut answer is retried once with twice the budget, never above this (the largest output
 # the current models allow in one call).
 _MAX_OUTPUT_TOKENS = 64_000
+_Send = Callable[[dict[str, Any]], Awaitable[Sent]]  # one HTTP attempt of a request
 
 
 class Completion(BaseModel):
-    """A plain text answer."""
+    """A plain text answer; ``first_token_s``: request to first text delta (streams only)."""
 
     text: str
     usage: Usage
     model: str
     simulated: bool
     stop_reason: str | None = None
+    first_token_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,8 @@ class Structured(Generic[T]):
     """A validated structured answer (a dataclass so any ``T`` pickles across Ray).
 
     ``cut`` is True when the answer stopped at ``max_tokens`` and ``value`` holds only its
-    complete parts (asked for with ``partial=True``).
+    complete parts (asked for with ``partial=True``). ``first_token_s``: from the successful
+    attempt's request to its first JSON delta (streamed calls only).
     """
 
     value: T
@@ -81,6 +92,7 @@ class Structured(Generic[T]):
     model: str
     simulated: bool
     cut: bool = False
+    first_token_s: float | None = None
 
 
 class _Malformed(Exception):
@@ -151,14 +163,32 @@ class LLMClient:
         max_paid_calls: int | None = None,
     ) -> Completion:
         """A text answer to ``prompt``, retried through the limiter on provider failures."""
-        call = _Call(purpose, self._settings.models[purpose], "text", max_paid_calls)
-        text, message = await self._run(call, system, prompt, max_tokens, timeout_s, {}, _text_of)
-        return Completion(
-            text=text,
-            usage=call.usage,
-            model=message.model,
-            simulated=call.simulated,
-            stop_reason=message.stop_reason,
+        return await self._text(
+            purpose, system, prompt, max_tokens, timeout_s, max_paid_calls, self._send
+        )
+
+    async def stream_text(
+        self,
+        purpose: Purpose,
+        system: str,
+        prompt: str,
+        *,
+        on_text: Callable[[str], Awaitable[None]],
+        max_tokens: int | None = None,
+        timeout_s: float | None = None,
+        max_paid_calls: int | None = None,
+    ) -> Completion:
+        """``complete``, streamed: ``on_text(text_so_far)`` is awaited as the answer grows.
+
+        The text so far never includes thinking. A retried attempt starts again from its
+        own beginning, so a consumer that shows the latest text needs no special case.
+        """
+
+        async def send(request: dict[str, Any]) -> Sent:
+            return await streaming.send_streamed(self._client, request, on_text)
+
+        return await self._text(
+            purpose, system, prompt, max_tokens, timeout_s, max_paid_calls, send
         )
 
     async def structured(
@@ -179,6 +209,78 @@ class LLMClient:
         validate (the last item of a list being written is dropped), and ``cut`` says so.
         Raises ``ModelBehaviorError`` naming the failing fields once the attempts run out.
         """
+        return await self._structured(
+            purpose, system, prompt, output, max_tokens, timeout_s, partial, max_paid_calls,
+            self._send,
+        )  # fmt: skip
+
+    async def stream_structured(
+        self,
+        purpose: Purpose,
+        system: str,
+        prompt: str,
+        output: type[T],
+        *,
+        items: str,
+        on_item: Callable[[int, BaseModel], Awaitable[None]],
+        max_tokens: int | None = None,
+        timeout_s: float | None = None,
+        partial: bool = False,
+        max_paid_calls: int | None = None,
+    ) -> Structured[T]:
+        """``structured``, streamed: each element of the list field ``items`` goes out early.
+
+        ``on_item(index, item)`` is awaited as soon as an element is complete in the stream
+        (the next one has begun or the list is closed), validated as the list's item type;
+        one that fails validation is skipped, and the final validation decides as in
+        ``structured``. A retried attempt delivers from index 0 again: treat a repeated
+        index as a replacement.
+        """
+        element = streaming.item_type(output, items)
+
+        async def send(request: dict[str, Any]) -> Sent:
+            feed = streaming.ItemFeed(element, items, on_item)  # each attempt from index 0
+            return await streaming.send_streamed(self._client, request, feed.update)
+
+        return await self._structured(
+            purpose, system, prompt, output, max_tokens, timeout_s, partial, max_paid_calls, send
+        )
+
+    async def _text(
+        self,
+        purpose: Purpose,
+        system: str,
+        prompt: str,
+        max_tokens: int | None,
+        timeout_s: float | None,
+        max_paid_calls: int | None,
+        send: _Send,
+    ) -> Completion:
+        call = _Call(purpose, self._settings.models[purpose], "text", max_paid_calls)
+        text, sent = await self._run(
+            call, system, prompt, max_tokens, timeout_s, {}, send, _text_of
+        )
+        return Completion(
+            text=text,
+            usage=call.usage,
+            model=sent.message.model,
+            simulated=call.simulated,
+            stop_reason=sent.message.stop_reason,
+            first_token_s=sent.first_token_s,
+        )
+
+    async def _structured(
+        self,
+        purpose: Purpose,
+        system: str,
+        prompt: str,
+        output: type[T],
+        max_tokens: int | None,
+        timeout_s: float | None,
+        partial: bool,
+        max_paid_calls: int | None,
+        send: _Send,
+    ) -> Structured[T]:
         model = self._settings.models[purpose]
         mode = self._mode if catalog.info(model).forced_tools else "json_schema"
         extra: dict[str, Any]
@@ -201,12 +303,17 @@ class LLMClient:
             return _salvage(message, output, mode)
 
         call = _Call(purpose, model, output.__name__, max_paid_calls)
-        value, message = await self._run(
-            call, system, prompt, max_tokens, timeout_s, extra, parse, salvage if partial else None
-        )
-        cut = message.stop_reason == "max_tokens"
+        value, sent = await self._run(
+            call, system, prompt, max_tokens, timeout_s, extra, send, parse,
+            salvage if partial else None,
+        )  # fmt: skip
         return Structured(
-            value=value, usage=call.usage, model=message.model, simulated=call.simulated, cut=cut
+            value=value,
+            usage=call.usage,
+            model=sent.message.model,
+            simulated=call.simulated,
+            cut=sent.message.stop_reason == "max_tokens",
+            first_token_s=sent.first_token_s,
         )
 
     async def count_tokens(self, purpose: Purpose, system: str, prompt: str) -> int:
@@ -235,6 +342,11 @@ class LLMClient:
         """Close the HTTP connections."""
         await self._client.close()
 
+    async def _send(self, request: dict[str, Any]) -> Sent:
+        """One plain (not streamed) attempt of ``request``."""
+        raw = await self._client.messages.with_raw_response.create(**request)
+        return Sent(raw.headers, await raw.parse())
+
     # --- the one retry loop ----------------------------------------------------------
 
     async def _run(
@@ -245,9 +357,10 @@ class LLMClient:
         max_tokens: int | None,
         timeout_s: float | None,
         extra: dict[str, Any],
+        send: _Send,
         parse: Callable[[Message], R],
         salvage: Callable[[Message], R] | None = None,
-    ) -> tuple[R, Message]:
+    ) -> tuple[R, Sent]:
         system, prompt = self._checked(system, prompt)
         model, info = call.model, catalog.info(call.model)
         budget = max_tokens or self._settings.max_tokens_for(call.purpose)
@@ -264,31 +377,35 @@ class LLMClient:
                     self._settings.llm_timeout_s, info.first_token_s + budget / info.tokens_per_s
                 )
                 lease = await self._limiter.acquire(_estimate(system, prompt + note), budget)
-                outcome, message = Outcome.CONNECTION, None
+                outcome, sent, message = Outcome.CONNECTION, None, None
                 headers: Mapping[str, str] = {}
                 call_id = new_call_id()
                 self._ledger.sent(call_id, model, call.purpose.value, budget)
                 try:
-                    raw = await self._client.messages.with_raw_response.create(
-                        model=model,
-                        max_tokens=budget,
-                        system=system,
-                        messages=[{"role": "user", "content": prompt + note}],
-                        timeout=timeout,
-                        extra_headers={CALL_HEADER: call_id},
-                        **extra,
+                    sent = await send(
+                        {
+                            "model": model,
+                            "max_tokens": budget,
+                            "system": system,
+                            "messages": [{"role": "user", "content": prompt + note}],
+                            "timeout": timeout,
+                            "extra_headers": {CALL_HEADER: call_id},
+                            **extra,
+                        }
                     )
-                    headers, message = raw.headers, await raw.parse()
+                    headers, message = sent.headers, sent.message
                     outcome = Outcome.OK
                 except anthropic.APIStatusError as exc:
-                    self._ledger.refused(call_id, exc.status_code)
+                    # An error event mid-stream comes on the 200 response: it means overloaded.
+                    code = exc.status_code if exc.status_code >= 400 else 529
+                    self._ledger.refused(call_id, code)
                     headers = exc.response.headers
-                    outcome = _outcome_of(exc.status_code)
-                    failure = (self._redact(_describe(exc)), exc.status_code, False)
-                except anthropic.APITimeoutError:
+                    outcome = _outcome_of(code)
+                    failure = (self._redact(_describe(exc, code)), code, False)
+                except (anthropic.APITimeoutError, TimeoutError):
                     outcome = Outcome.TIMEOUT
                     failure = (f"no answer within {timeout:g} s", None, True)
-                except anthropic.APIConnectionError as exc:
+                except (anthropic.APIConnectionError, streaming.StreamBrokenError) as exc:
                     failure = (self._redact(f"connection failed: {exc}"), None, False)
                 except BaseException:
                     await self._release_quietly(lease)  # cancelled: give the slot back
@@ -312,8 +429,8 @@ class LLMClient:
                     attempt=attempt,
                 )
                 span.set_attributes(_call_attributes(call.usage, outcome, attempt, verdict))
-                if message is not None and verdict == "ok":
-                    return value, message  # type: ignore[return-value]
+                if sent is not None and verdict == "ok":
+                    return value, sent  # type: ignore[return-value]
                 if verdict == "refusal":
                     raise ModelRefusalError(
                         f"{model} refused to answer ({call.shape}): stop_reason refusal",
@@ -488,11 +605,12 @@ def _outcome_of(status: int) -> Outcome:
     return Outcome.REJECTED
 
 
-def _describe(exc: anthropic.APIStatusError) -> str:
+def _describe(exc: anthropic.APIStatusError, status: int) -> str:
     body = exc.body if isinstance(exc.body, Mapping) else {}
     error = body.get("error") if isinstance(body.get("error"), Mapping) else {}
     detail = error.get("message") if error else None
-    return f"HTTP {exc.status_code} {detail or exc.message}"[:500]
+    where = "mid-stream" if exc.status_code < 400 else ""
+    return " ".join(filter(None, ["HTTP", str(status), where, detail or exc.message]))[:500]
 
 
 def _is_simulated(headers: Mapping[str, str], message: Message) -> bool:

@@ -91,6 +91,7 @@ class Reply:
     purpose: CallPurpose
     effort: str | None
     thinking_tokens: int
+    tool_json: str = ""  # a forced tool's input as written (cut mid-value when cut), to stream
 
     @property
     def output_tokens(self) -> int:
@@ -129,7 +130,7 @@ def message(
         thinking = min(thinking, _REFUSAL_THINKING)
     content: list[dict[str, Any]] = [_thinking_block()] if options.thinks else []
     budget = prompt.max_tokens - thinking  # what is left for the visible answer
-    written, stop_reason = 0, "end_turn"
+    written, stop_reason, tool_json = 0, "end_turn", ""
     if refused:
         written, stop_reason = 0 if thinking else 1, "refusal"
     elif budget <= 0:
@@ -146,6 +147,7 @@ def message(
         written = estimate_tokens(text)
         if kind is RequestKind.TOOL:
             content.append(_tool_use(tool_name, _partial(text) if cut else instance))
+            tool_json = text
             stop_reason = "max_tokens" if cut else "tool_use"
         else:
             content.append({"type": "text", "text": text})
@@ -163,7 +165,7 @@ def message(
         ),
         "usage": {"input_tokens": input_tokens(body), "output_tokens": thinking + written},
     }
-    return Reply(payload, purpose, options.effort, thinking)
+    return Reply(payload, purpose, options.effort, thinking, tool_json)
 
 
 def _thinking_block() -> dict[str, Any]:

@@ -186,8 +186,8 @@ def check_body(body: dict[str, Any], need_max_tokens: bool) -> None:
                     raise ValueError(
                         f"messages.{i}.content.{j}: text content blocks must be non-empty"
                     )
-    if body.get("stream"):
-        raise ValueError("stream: streaming is not supported by the simulator")
+    if not isinstance(body.get("stream", False), bool):
+        raise ValueError("stream: Input should be a valid boolean")
 
 
 def answer_shape(body: dict[str, Any]) -> tuple[RequestKind, dict[str, Any] | None, str]:

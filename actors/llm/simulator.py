@@ -21,6 +21,14 @@ an unknown or unsupported ``output_config.effort``. Per-model facts: ``actors.ll
 Structured output works both ways the SDK asks for it: a forced tool (``tool_use`` block)
 and ``output_config.format`` json_schema (a text block holding the JSON).
 
+``"stream": true`` gets the same answer as server-sent events (``fake_stream``), paced over
+the same time as the non-streamed answer would take: message_start after the model's
+first-token time, thinking, then deltas of a few tokens at the model's speed (a
+``[sim-latency S]`` marker spreads its S seconds the same way). Faults drawn before the
+answer (429, 529, 500) stay HTTP errors; a hang sends message_start and then nothing for
+``hang_s``; ``rate_stream_error`` ends that share of streams halfway with an
+``overloaded_error`` event.
+
 Knobs (``actors.config.SimulatorSettings``, changeable at runtime):
 
 - ``seed``: content and the latency/fault stream.
@@ -33,7 +41,8 @@ Knobs (``actors.config.SimulatorSettings``, changeable at runtime):
 - faults, checked in this order on every admitted request: ``rate_hang`` (sleep ``hang_s``,
   literal seconds, then 500), ``rate_429`` (``retry-after`` = ``retry_after_s``),
   ``rate_529``, ``rate_500``, ``rate_malformed`` (structured answers that violate their
-  schema), ``rate_refusal`` (``stop_reason: "refusal"``, no text).
+  schema), ``rate_refusal`` (``stop_reason: "refusal"``, no text); for streams only,
+  ``rate_stream_error`` (an ``overloaded_error`` event mid-stream, drawn on its own).
 - own limits: ``rpm_limit`` and ``concurrency_limit`` → 429 with ``retry-after`` and
   ``anthropic-ratelimit-requests-*`` headers (sent on every response while a limit is set).
 
@@ -46,7 +55,8 @@ Layout: this module is the HTTP app and where it runs (``SimulatorServer`` in a 
 ``SimulatorActor`` in Ray, ``run_forever`` for the CLI); ``simulator_state`` holds limits,
 draws, delays and stats; ``fake_request`` reads requests, ``fake_thinking`` decides thinking
 and refusals, ``fake_content`` assembles the answers from ``fake_text`` (prose),
-``fake_plan`` (plans), ``fake_claims`` (claims, reconciling) and ``json_instance``.
+``fake_plan`` (plans), ``fake_claims`` (claims, reconciling) and ``json_instance``;
+``fake_stream`` cuts an answer into stream events.
 """
 
 from __future__ import annotations
@@ -67,7 +77,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from actors.config import SimulatorSettings
-from actors.llm import fake_content, fake_request
+from actors.llm import fake_content, fake_request, fake_stream
 from actors.llm.ledger import CALL_HEADER
 from actors.llm.simulator_state import (
     LOG_FIELDS,
@@ -79,6 +89,9 @@ from actors.llm.simulator_state import (
 logger = logging.getLogger(__name__)
 
 _Handler = Any  # aiohttp's handler type is awkward to spell; handlers are plain coroutines
+_SHAPE_HEADERS = {"x-simulated": "true"}
+# The request's own request-id, set by the middleware (a stream sends its headers early).
+_REQUEST_ID = web.RequestKey("request_id", str)
 
 
 # --- request parsing ------------------------------------------------------------------
@@ -115,7 +128,7 @@ def _validate(body: dict[str, Any], need_max_tokens: bool) -> None:
 # --- handlers -------------------------------------------------------------------------
 
 
-async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
+async def _messages(sim: SimulatorState, request: web.Request) -> web.StreamResponse:
     """POST /v1/messages: admit, draw faults, answer, wait as long as the answer takes."""
     entry: dict[str, Any] = {"seq": sim.next_seq(), "at": time.time(), "status": 500}
     entry.update(dict.fromkeys(LOG_FIELDS), latency_s=0.0)
@@ -129,6 +142,7 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
             kind, purpose, options = fake_content.describe(body)
         except ValueError as exc:
             raise _bad(str(exc)) from exc
+        streamed = bool(body.get("stream"))
         entry.update(
             prompt_sha=fake_content.prompt_sha(body),
             model=body["model"],
@@ -137,14 +151,16 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
             microtask=fake_content.microtask_id(body),
             max_tokens=body["max_tokens"],
             effort=options.effort,
+            stream=streamed,
         )
         sim.admit()
         admitted = True
-        draw = sim.draw()
+        draw = sim.draw(streamed)
         cfg = sim.config
-        if draw.fault == "hang":
+        hang = draw.fault == "hang"
+        if hang and not streamed:
             await asyncio.sleep(cfg.hang_s)  # literal seconds: it must outlast client timeouts
-        error = sim.fault_error(draw.fault)
+        error = None if hang and streamed else sim.fault_error(draw.fault)
         if error is not None:
             raise error
         reply = fake_content.message(
@@ -160,10 +176,21 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
             hinted if hinted is not None else sim.delay(draw, body["model"], reply.output_tokens)
         )
         entry["delay_s"] = round(delay, 6)
-        await asyncio.sleep(delay)
-        usage = (reply.payload["usage"]["input_tokens"], reply.output_tokens)
-        entry["status"] = 200
-        return web.json_response(reply.payload, headers=sim.limit_headers())
+        response: web.StreamResponse
+        if streamed:
+            stream = fake_stream.events(reply, fake_content.seeded_rng(entry["prompt_sha"]))
+            if hang:
+                stream = stream[:1]  # message_start, then nothing for hang_s
+            elif draw.stream_error:
+                stream = fake_stream.interrupted(stream)
+            response = await _stream(sim, request, entry, stream, delay, started, hang)
+        else:
+            await asyncio.sleep(delay)
+            entry.update(status=200, first_token_s=round(time.monotonic() - started, 6))
+            response = web.json_response(reply.payload, headers=sim.limit_headers())
+        if entry["status"] == 200:
+            usage = (reply.payload["usage"]["input_tokens"], reply.output_tokens)
+        return response
     except ApiError as exc:
         entry["status"] = exc.status
         exc.headers.update(sim.limit_headers())
@@ -176,6 +203,46 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.Response:
             sim.release()
         entry["latency_s"] = round(time.monotonic() - started, 6)
         sim.record(entry, usage)
+
+
+async def _stream(
+    sim: SimulatorState,
+    request: web.Request,
+    entry: dict[str, Any],
+    stream: list[fake_stream.Event],
+    delay: float,
+    started: float,
+    hang: bool,
+) -> web.StreamResponse:
+    """Send ``stream`` as server-sent events over ``delay`` seconds, paced like the model.
+
+    Sets ``entry``'s status once the stream has ended: 200 when it was sent to the end.
+    ``hang``: after the stream, ``hang_s`` of silence (literal seconds) and then an error.
+    """
+    first_s, per_token_s = sim.pacing(delay, entry["model"], entry["output_tokens"])
+    headers = {
+        "content-type": "text/event-stream",
+        "cache-control": "no-cache",
+        **sim.limit_headers(),
+        **_SHAPE_HEADERS,
+        "request-id": request.get(_REQUEST_ID, ""),
+    }
+    await asyncio.sleep(first_s)
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    for event in stream:
+        if event.tokens and per_token_s:
+            await asyncio.sleep(event.tokens * per_token_s)
+        await response.write(event.encode())
+        if event.answer and entry["first_token_s"] is None:
+            entry["first_token_s"] = round(time.monotonic() - started, 6)
+    if hang:
+        await asyncio.sleep(sim.config.hang_s)
+        failed = fake_stream.error_event("api_error", "Internal server error (simulated hang)")
+        await response.write(failed.encode())
+    await response.write_eof()
+    entry["status"] = 500 if hang else 200 if stream[-1].name == "message_stop" else 529
+    return response
 
 
 async def _count_tokens(sim: SimulatorState, request: web.Request) -> web.Response:
@@ -225,6 +292,7 @@ async def _health(sim: SimulatorState, request: web.Request) -> web.Response:
 async def _anthropic_shape(request: web.Request, handler: _Handler) -> web.StreamResponse:
     """Every response: ``x-simulated``, ``request-id``, and errors in Anthropic's JSON shape."""
     request_id = f"req_sim_{secrets.token_hex(12)}"
+    request[_REQUEST_ID] = request_id
     try:
         response: web.StreamResponse = await handler(request)
     except ApiError as exc:
@@ -235,8 +303,9 @@ async def _anthropic_shape(request: web.Request, handler: _Handler) -> web.Strea
     except Exception:
         logger.exception("simulator failed on %s %s", request.method, request.path)
         response = _error_response(ApiError(500, "api_error", "Internal server error"), request_id)
-    response.headers["x-simulated"] = "true"
-    response.headers["request-id"] = request_id
+    if not response.prepared:  # a stream sent its headers itself
+        response.headers.update(_SHAPE_HEADERS)
+        response.headers["request-id"] = request_id
     return response
 
 

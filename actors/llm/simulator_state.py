@@ -10,15 +10,24 @@ A request's delay (``delay``) once its answer is known, with ``spread`` its draw
 - ``zero``: 0; ``fixed``: ``median_s``; ``lognormal``: ``median_s * exp(sigma * spread)``;
 
 plus ``per_output_token_s`` per output token in every mode, all times ``time_scale``.
+A streamed answer takes the same time in all (``pacing``): the model's share of it for the
+first token (``first_token_s`` against ``output_tokens / tokens_per_s``), the rest spread
+evenly over the output tokens, thinking included.
 
 Each request log entry holds ``seq``, ``at``, ``status``, ``latency_s`` (measured) and
 ``LOG_FIELDS`` (None until known): ``prompt_sha``, ``model``, ``kind`` (text / json_schema
 / tool), ``purpose`` (plan / synthesis / reconcile / microtask / assessment / text /
 other), ``microtask``, ``max_tokens``, ``effort`` (in force; None where the model takes
 none), ``thinking_tokens``, ``output_tokens`` (thinking included), ``stop_reason`` and
-``delay_s`` (the wait chosen) and ``call_id`` (the client's ``x-parallel-agents-call``
-header, to match the caller's call ledger). ``stats()`` counts ``status_counts``, ``kinds``,
-``purposes`` and ``stop_reasons``.
+``delay_s`` (the wait chosen), ``call_id`` (the client's ``x-parallel-agents-call``
+header, to match the caller's call ledger), ``stream`` (True for ``"stream": true``) and
+``first_token_s`` (from arrival to the first text or tool-input delta — thinking does not
+count; a non-streamed answer's first token comes with the whole answer). A stream is logged
+200 only once sent to its end, 529 when it ended in an ``overloaded_error`` event, 500 after
+a hang. ``stats()`` counts ``status_counts``, ``kinds``, ``purposes`` and ``stop_reasons``.
+
+Mid-stream errors (``rate_stream_error``) are drawn from a stream of their own, for streamed
+requests only, so streaming changes none of the other draws.
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ LOG_FIELDS = (
     "stop_reason",
     "delay_s",
     "call_id",
+    "stream",
+    "first_token_s",
 )
 FAULTS = ("hang", "429", "529", "500", "malformed", "refusal")  # checked in this order
 _REALISTIC_SIGMA = 0.25  # spread of a real model's speed from one call to the next
@@ -63,6 +74,7 @@ class Draw:
 
     fault: str | None
     spread: float  # a standard normal value
+    stream_error: bool = False  # a streamed answer ends in an overloaded_error event
 
 
 class ApiError(Exception):
@@ -92,6 +104,7 @@ class SimulatorState:
     def __init__(self, config: SimulatorSettings) -> None:
         self.config = config
         self._draws = random.Random(config.seed)  # latency and faults, in arrival order
+        self._stream_draws = random.Random(f"stream-{config.seed}")  # mid-stream errors
         self._seq = 0  # number of /v1/messages requests so far
         self._in_flight = 0  # admitted and not yet answered
         self._admitted: deque[float] = deque()  # monotonic admission times, last 60 s
@@ -133,6 +146,7 @@ class SimulatorState:
         new = SimulatorSettings.model_validate({**self.config.model_dump(), **changes})
         if new.seed != self.config.seed:
             self._draws = random.Random(new.seed)
+            self._stream_draws = random.Random(f"stream-{new.seed}")
         self.config = new
         logger.info("simulator reconfigured: %s", changes)
 
@@ -193,7 +207,7 @@ class SimulatorState:
     def release(self) -> None:
         self._in_flight -= 1
 
-    def draw(self) -> Draw:
+    def draw(self, streamed: bool = False) -> Draw:
         """The fault (if any) and the latency spread of the next admitted request."""
         cfg, rng = self.config, self._draws
         # Always draw the same count so one knob's value does not shift the other draws.
@@ -211,7 +225,8 @@ class SimulatorState:
             (name for name, roll, rate in zip(FAULTS, rolls, rates, strict=True) if roll < rate),
             None,
         )
-        return Draw(fault, spread)
+        broken = streamed and self._stream_draws.random() < cfg.rate_stream_error
+        return Draw(fault, spread, broken)
 
     def fault_error(self, fault: str | None) -> ApiError | None:
         """The error response a drawn fault ends in (a hang, after its sleep, is a 500)."""
@@ -244,6 +259,14 @@ class SimulatorState:
         else:
             base = 0.0
         return (base + cfg.per_output_token_s * output_tokens) * cfg.time_scale
+
+    @staticmethod
+    def pacing(total_s: float, model: str, output_tokens: int) -> tuple[float, float]:
+        """(seconds to the first token, seconds per output token) of a stream taking ``total_s``."""
+        speed = info(model)
+        writing_s = output_tokens / speed.tokens_per_s
+        first = total_s * speed.first_token_s / (speed.first_token_s + writing_s)
+        return first, (total_s - first) / output_tokens if output_tokens else 0.0
 
     def record(self, entry: dict[str, Any], usage: tuple[int, int] | None) -> None:
         self._stats["status_counts"][str(entry["status"])] += 1
