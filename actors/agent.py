@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -18,7 +19,8 @@ import ray
 from opentelemetry import trace
 
 from actors import tracing
-from actors.config import Purpose, Settings
+from actors.answer_relay import AnswerRelay
+from actors.config import NAMESPACE, ORCHESTRATOR_NAME, Purpose, Settings
 from actors.llm import LLMClient, RemoteLimiter, ledger
 from actors.models import (
     AgentOutput,
@@ -107,6 +109,7 @@ class Agent:
         self._in_flight = 0  # microtasks running now
         self._completed = 0  # microtasks finished successfully
         self._failed = 0  # microtasks that raised
+        self._orchestrator: ray.actor.ActorHandle | None = None  # for streamed answers
 
     async def run(self, request: MicrotaskRequest) -> MicrotaskResult:
         """Run one microtask (or a reconciling call, or the synthesis) and return its result."""
@@ -138,10 +141,32 @@ class Agent:
             node_id=self._node_id,
         )
 
+    def _answer_sender(self, task_id: str) -> Callable[[int, str], None]:
+        """Sends pieces of a streamed answer to the orchestrator (found by name, once)."""
+
+        def send(attempt: int, piece: str) -> None:
+            if self._orchestrator is None:
+                self._orchestrator = ray.get_actor(ORCHESTRATOR_NAME, namespace=NAMESPACE)
+            self._orchestrator.answer.remote(task_id, attempt, piece)
+
+        return send
+
     async def _call(self, request: MicrotaskRequest, started: float) -> MicrotaskResult:
         mt, cap = request.microtask, request.max_paid_calls
         claims: list[Claim]
-        if request.kind is CallKind.SYNTHESIS:
+        if request.kind is CallKind.SYNTHESIS and self._settings.stream_answer:
+            relay = AnswerRelay(self._answer_sender(request.task_id))
+            completion = await self._client.stream_text(
+                Purpose.SYNTHESIS,
+                SYSTEM_PROMPTS[Role.GENERATION],
+                mt.instructions,
+                on_text=relay.update,
+                max_paid_calls=cap,
+            )
+            relay.flush()
+            content, claims, confidence = completion.text, [], 1.0
+            usage, simulated = completion.usage, completion.simulated
+        elif request.kind is CallKind.SYNTHESIS:
             completion = await self._client.complete(
                 Purpose.SYNTHESIS,
                 SYSTEM_PROMPTS[Role.GENERATION],

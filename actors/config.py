@@ -222,6 +222,7 @@ class SimulatorSettings(BaseModel):
     hang_s: float = Field(default=600.0, ge=0)
     rate_malformed: float = Field(default=0.0, ge=0, le=1)
     rate_refusal: float = Field(default=0.0, ge=0, le=1)
+    rate_stream_error: float = Field(default=0.0, ge=0, le=1)  # overloaded_error mid-stream
     rpm_limit: int | None = Field(default=None, ge=1)
     concurrency_limit: int | None = Field(default=None, ge=1)
 
@@ -289,6 +290,11 @@ class Settings(BaseSettings):
     output_tokens: dict[Purpose, int] = Field(default_factory=_default_output_tokens)
     effort: dict[Purpose, Effort] = Field(default_factory=_default_effort)
     plan_tokens_per_microtask: int = Field(default=150, ge=1)
+    # The planning call streams and each microtask is dispatched as soon as it is complete
+    # and its dependencies are done (False: the whole plan first, then dispatch).
+    stream_plan: bool = True
+    # The synthesis streams to every front door as it is written (ANSWER progress events).
+    stream_answer: bool = True
     # Paid calls (answers received) one microtask may cost in all: attempts, schema
     # corrections, retries of cut answers and backups counted together.
     max_paid_calls_per_microtask: int = Field(default=4, ge=1)

@@ -2,9 +2,9 @@
 
 A plan is a list of ``Microtask`` whose ``depends_on`` name other microtasks.
 ``repair`` turns whatever the model proposed into a valid plan (and says what
-it changed), ``validate`` checks one, ``DagScheduler`` hands microtasks out as
-their dependencies finish, and ``critical_path`` / ``max_parallel`` /
-``ideal_makespan`` measure a plan or a finished run.
+it changed), ``validate`` checks one, and ``critical_path`` / ``max_parallel`` /
+``ideal_makespan`` measure a plan or a finished run (``actors.scheduler`` hands a
+plan's microtasks out as their dependencies finish).
 
 Text inside a plan is data: it is sliced and compared, never evaluated or used
 as a format string.
@@ -251,6 +251,18 @@ def validate(microtasks: Sequence[Microtask]) -> list[str]:
     return problems
 
 
+def closed(microtasks: Sequence[Microtask]) -> list[Microtask]:
+    """The part of a streamed plan that arrived, made whole: dependencies on ids that
+    never arrived are dropped (what arrived was passed on in dependency order, so no
+    cycle is left), branches and the critical path assigned."""
+    known = {t.id for t in microtasks}
+    kept = [
+        t.model_copy(update={"depends_on": [d for d in t.depends_on if d in known]})
+        for t in microtasks
+    ]
+    return mark_critical(assign_branches(kept))
+
+
 def assign_branches(microtasks: Sequence[Microtask]) -> list[Microtask]:
     """Copies with ``branch`` set to the root reached by following first dependencies.
 
@@ -380,93 +392,3 @@ def ideal_makespan(
             raise ValueError(f"no capacity for role {role.value}")
         bound = max(bound, seconds / agents)
     return bound
-
-
-class DagScheduler:
-    """Hands out microtasks as their dependencies finish, like ``graphlib.TopologicalSorter``.
-
-    A failed microtask counts as finished without a result: its dependents
-    still become ready and run with partial context, and the merger reports
-    what is missing. ``failed()`` returns every transitive dependent so the
-    caller can log or cancel them instead.
-
-    Example::
-
-        scheduler = DagScheduler(plan.microtasks)
-        while scheduler.is_active():
-            for microtask in scheduler.ready():
-                submit(microtask)
-            microtask_id, ok = wait_for_one()
-            if ok:
-                scheduler.done(microtask_id)
-            else:
-                scheduler.failed(microtask_id)
-    """
-
-    def __init__(self, microtasks: Sequence[Microtask]) -> None:
-        problems = validate(microtasks)
-        if problems:
-            raise ValueError("invalid plan: " + "; ".join(problems))
-        self._by_id = {t.id: t for t in microtasks}  # id -> microtask, for ready()
-        self._index = {t.id: i for i, t in enumerate(microtasks)}  # listing order
-        self._dependents: dict[str, list[str]] = {t.id: [] for t in microtasks}  # reverse edges
-        for task in microtasks:
-            for dep in task.depends_on:
-                self._dependents[dep].append(task.id)
-        self._sorter: TopologicalSorter[str] = TopologicalSorter(
-            {t.id: t.depends_on for t in microtasks}
-        )
-        self._sorter.prepare()
-        self._finished = 0  # done or failed
-        self._failed: list[str] = []  # in the order they failed
-
-    def ready(self) -> list[Microtask]:
-        """Microtasks newly ready (all dependencies finished), each returned once.
-
-        Critical first, then higher priority, then by id.
-        """
-        tasks = [self._by_id[node] for node in self._sorter.get_ready()]
-        return sorted(tasks, key=lambda t: (not t.critical, -t.priority, t.id))
-
-    def done(self, microtask_id: str) -> None:
-        """Mark a microtask returned by ``ready()`` as finished.
-
-        Raises ``ValueError`` for an unknown id, one not yet returned by
-        ``ready()``, or one already finished.
-        """
-        self._sorter.done(microtask_id)
-        self._finished += 1
-
-    def failed(self, microtask_id: str) -> list[str]:
-        """Mark a microtask finished without a result; return its transitive dependents.
-
-        Same errors as ``done()``. The dependents are listed in plan order.
-        """
-        self.done(microtask_id)
-        self._failed.append(microtask_id)
-        found: set[str] = set()
-        stack = [microtask_id]
-        while stack:
-            for child in self._dependents[stack.pop()]:
-                if child not in found:
-                    found.add(child)
-                    stack.append(child)
-        return sorted(found, key=self._index.__getitem__)
-
-    def is_active(self) -> bool:
-        """True while some microtask has not finished."""
-        return self._sorter.is_active()
-
-    @property
-    def total(self) -> int:
-        return len(self._by_id)
-
-    @property
-    def finished(self) -> int:
-        """Microtasks done or failed."""
-        return self._finished
-
-    @property
-    def failed_ids(self) -> list[str]:
-        """Ids marked failed, in the order they failed."""
-        return list(self._failed)

@@ -49,10 +49,10 @@ from typing import Any
 
 from actors import admission, tracing
 from actors.config import Settings
-from actors.dag import DagScheduler
 from actors.errors import ModelRefusalError, TaskBudgetError, TruncatedAnswerError
 from actors.models import EventKind, Microtask, MicrotaskRequest, MicrotaskResult, Role, Usage
 from actors.report import TaskRecord
+from actors.scheduler import DagScheduler
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class Dispatcher:
         rng: random.Random,
         on_result: OnResult | None = None,
         idle_agents: IdleAgents | None = None,
+        open_plan: bool = False,
     ) -> None:
         self._record = record
         self._settings = settings
@@ -108,19 +109,45 @@ class Dispatcher:
         self._idle_asking: dict[Role, asyncio.Task[int]] = {}
         self._rng = rng
         self._on_result = on_result  # makes a result durable before it counts as done
-        self._scheduler = DagScheduler(record.microtasks)
+        # An open plan is still being streamed by the planner: ``add``, then ``seal``.
+        self._scheduler = DagScheduler.open() if open_plan else DagScheduler(record.microtasks)
+        self._arrived = asyncio.Event()  # a streamed microtask or the seal came in
         self._inflight: dict[asyncio.Task[MicrotaskResult], _Attempt] = {}
         self._waiting: list[Microtask] = []  # ready, but over the task's agent cap
         self._durations: list[float] = []  # of finished attempts, for the backup p90
         self._reserved: dict[str, int] = {}  # microtask id -> paid answers held by attempts
         self._refused = ""  # why the task budget last refused an attempt ("" never)
-        # The complexity level bounds how many agents one task may occupy at once.
-        self._cap = settings.levels[record.complexity].max_agents
+
+    @property
+    def _cap(self) -> int:
+        """Agents one task may occupy at once: its complexity level's bound (an open plan's
+        level is known once the assessment is in, before any microtask arrives)."""
+        return self._settings.levels[self._record.complexity].max_agents
+
+    def add(self, microtask: Microtask) -> None:
+        """One more microtask of an open plan, dispatched once its dependencies are done."""
+        self._scheduler.add(microtask)
+        self._arrived.set()
+
+    def seal(self, microtasks: list[Microtask]) -> None:
+        """The final plan of an open one; attempts of microtasks it dropped are cancelled."""
+        dropped = {mt.id for mt in self._scheduler.seal(microtasks)}
+        self._waiting = [mt for mt in self._waiting if mt.id not in dropped]
+        for call, attempt in list(self._inflight.items()):
+            if attempt.microtask.id in dropped:
+                call.cancel()
+                self._release(attempt)
+                del self._inflight[call]
+        if dropped:
+            log.info("task %s: the final plan dropped %s", self._record.task_id, sorted(dropped))
+        self._arrived.set()
 
     async def run(self) -> None:
-        """Return when every microtask has a result or has failed for good."""
+        """Return when every microtask has a result or has failed for good (for an open
+        plan: and the plan is sealed)."""
         try:
             while self._scheduler.is_active():
+                self._arrived.clear()
                 self._take_ready()
                 while self._waiting and len(self._inflight) < self._cap:
                     mt = self._waiting[0]
@@ -131,10 +158,10 @@ class Dispatcher:
                 if not self._inflight:
                     if self._waiting:  # nothing in flight will free any budget now
                         self._note_budget()
-                    break
-                done, _ = await asyncio.wait(
-                    self._inflight, timeout=self._next_wakeup(), return_when=asyncio.FIRST_COMPLETED
-                )
+                        break
+                    if self._scheduler.sealed:
+                        break
+                done = await self._wait()
                 for call in done:
                     attempt = self._inflight.pop(call, None)
                     if attempt is not None:  # None: the losing copy of a backup pair
@@ -148,6 +175,22 @@ class Dispatcher:
                 self._release(attempt)  # holds must not outlive the dispatch (merge checks)
             for asking in self._idle_asking.values():
                 asking.cancel()
+
+    async def _wait(self) -> set[asyncio.Task[MicrotaskResult]]:
+        """Wait for a call to end, the next deadline or check, or (open plan) an arrival."""
+        waits: set[asyncio.Future[Any]] = set(self._inflight)
+        arrival = None
+        if not self._scheduler.sealed:
+            arrival = asyncio.ensure_future(self._arrived.wait())
+            waits.add(arrival)
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=self._next_wakeup(), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if arrival is not None:
+                arrival.cancel()
+        return {call for call in done if call is not arrival}  # type: ignore[misc]
 
     def _take_ready(self) -> None:
         """Queue newly ready microtasks; those already done (before a restart) just count."""
@@ -363,7 +406,8 @@ class Dispatcher:
 
     def _next_wakeup(self) -> float | None:
         """Seconds until the next deadline or backup check (None: only results matter)."""
-        soonest = min(a.deadline for a in self._inflight.values()) - time.monotonic()
+        deadlines = [a.deadline for a in self._inflight.values()]
+        soonest = min(deadlines, default=float("inf")) - time.monotonic()
         if self._settings.backups and len(self._durations) >= self._settings.backup_min_samples:
             soonest = min(soonest, _BACKUP_CHECK_S)
         return None if soonest == float("inf") else max(0.0, soonest)

@@ -72,6 +72,9 @@ class EventKind(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     MERGING = "merging"
+    # A piece of the answer as it is written (streamed synthesis): ``detail`` is the text
+    # to append; a new ``attempt`` number means the writer started over (discard the text).
+    ANSWER = "answer"
     DONE = "done"
 
 
@@ -288,6 +291,14 @@ class RunReport(BaseModel):
     input_tokens: int
     output_tokens: int
     paid_calls: int = Field(default=0, description="model answers paid for, failed ones included")
+    first_microtask_s: float | None = Field(
+        default=None, description="seconds from the request to the first microtask's start"
+    )
+    first_answer_s: float | None = Field(
+        default=None,
+        description="seconds from the request to the first answer text a follower could "
+        "read (the first streamed piece; the whole answer when nothing streamed)",
+    )
     unsettled_calls: int = Field(
         default=0,
         description="calls whose answer no process saw (it died or timed out); maybe billed",

@@ -21,7 +21,7 @@ import ray
 from actors import complexity, dag, home_lock, lifecycle, tracing
 from actors.admission import DAY_S, Admission
 from actors.config import NAMESPACE, Settings, pool_actor_name
-from actors.decomposer import Decomposer
+from actors.decomposer import STREAMING_PLAN, Decomposer, OnMicrotask
 from actors.dispatch import Dispatcher
 from actors.errors import (
     UnknownTaskError,
@@ -213,6 +213,13 @@ class Orchestrator:
                 return []
         return await self._record(task_id).follow(after, timeout_s)
 
+    async def answer(self, task_id: str, attempt: int, piece: str) -> None:
+        """A piece of a task's answer as its writer streams it (``actors.answer_relay``):
+        an ``ANSWER`` event for its followers. Pieces after the merge are dropped."""
+        record = self._tasks.get(task_id)
+        if record is not None and record.state is TaskState.MERGING and not record.finishing:
+            await record.emit(EventKind.ANSWER, attempt=attempt, detail=piece)
+
     @_retried
     async def cancel(self, task_id: str) -> bool:
         """Cancel a running task; what finished is kept in its report.
@@ -318,7 +325,14 @@ class Orchestrator:
             if task.complexity is not None:  # planned before the restart: keep that plan
                 record.complexity = task.complexity
                 record.plan_source = task.plan_source
-                record.set_plan(task.microtasks)
+                microtasks = task.microtasks
+                if task.plan_source == STREAMING_PLAN:  # the restart cut the plan's stream
+                    microtasks = dag.closed(microtasks)
+                    record.cut.append(
+                        f"plan stream cut by a restart; kept the {len(microtasks)} "
+                        "microtasks that had arrived"
+                    )
+                record.set_plan(microtasks)
                 for microtask_id, result in task.results.items():
                     record.results[microtask_id] = result
                     record.attempts[microtask_id] = result.attempt
@@ -363,46 +377,86 @@ class Orchestrator:
         log.info("task %s %s in %.1f s", record.task_id, record.state, record.report.wall_s)
 
     async def _work(self, record: TaskRecord) -> None:
-        """Plan, dispatch, merge: each phase within its own deadline."""
+        """Plan, dispatch, merge: each phase within its own deadline. A streamed plan is
+        dispatched while it arrives (``stream_plan``); its dispatch is sealed with the
+        final plan and then bounded by the level's time limit like any other."""
         # The task span ends before the report is published, so a caller whose
         # ``run`` returned finds the whole trace exported.
         with tracing.span("task", task_id=record.task_id) as span:
-            if record.microtasks:
-                pass  # resumed with the plan it had before a restart
-            elif record.given_plan is not None:
-                record.plan_source = "given"
-                record.complexity = self._level_for(len(record.given_plan))
-                record.set_plan(dag.assign_branches(record.given_plan))
-            else:
-                plan_span = tracing.span("plan", task_id=record.task_id)
-                with plan_span, ledger.attributed(record.task_id, "plan"):
-                    await self._plan(record)
-            if not record.results:
-                await asyncio.to_thread(
-                    self._store.plan_made,
-                    record.task_id,
-                    record.complexity,
-                    record.plan_source,
-                    record.microtasks,
-                )
-            span.set_attributes(
-                {
-                    "complexity": record.complexity.value,
-                    "microtasks": len(record.microtasks),
-                    "plan_source": record.plan_source,
-                }
-            )
-            await record.emit(EventKind.PLANNED, detail=record.plan_source)
-            record.state = TaskState.RUNNING
-            limit = self._settings.levels[record.complexity].time_limit_s
+            resumed = bool(record.microtasks)  # with the plan it had before a restart
+            dispatching: asyncio.Task[None] | None = None
             try:
-                await asyncio.wait_for(self._execute(record), limit)
-            except TimeoutError:
-                record.note(f"time limit of {limit:.0f} s reached; merging what finished")
+                if resumed:
+                    pass
+                elif record.given_plan is not None:
+                    record.plan_source = "given"
+                    record.complexity = self._level_for(len(record.given_plan))
+                    record.set_plan(dag.assign_branches(record.given_plan))
+                else:
+                    dispatching = await self._plan_streamed(record)
+                if not resumed:
+                    await asyncio.to_thread(
+                        self._store.plan_made,
+                        record.task_id,
+                        record.complexity,
+                        record.plan_source,
+                        record.microtasks,
+                    )
+                span.set_attributes(
+                    {
+                        "complexity": record.complexity.value,
+                        "microtasks": len(record.microtasks),
+                        "plan_source": record.plan_source,
+                    }
+                )
+                await record.emit(EventKind.PLANNED, detail=record.plan_source)
+                record.state = TaskState.RUNNING
+                limit = self._settings.levels[record.complexity].time_limit_s
+                try:
+                    await asyncio.wait_for(dispatching or self._execute(record), limit)
+                except TimeoutError:
+                    record.note(f"time limit of {limit:.0f} s reached; merging what finished")
+            finally:
+                if dispatching is not None and not dispatching.done():
+                    dispatching.cancel()  # cancelled while planning
+                    await asyncio.gather(dispatching, return_exceptions=True)
             record.state = TaskState.MERGING
             await record.emit(EventKind.MERGING)
             with tracing.span("merge", task_id=record.task_id):
                 await self._merger.run(record)
+
+    async def _plan_streamed(self, record: TaskRecord) -> asyncio.Task[None] | None:
+        """Plan the task; with ``stream_plan``, dispatch each microtask as it arrives and
+        return that dispatch (sealed with the final plan) for the caller to await."""
+        plan_span = tracing.span("plan", task_id=record.task_id)
+        if not self._settings.stream_plan:
+            with plan_span, ledger.attributed(record.task_id, "plan"):
+                await self._plan(record)
+            return None
+        dispatcher = self._dispatcher(record, open_plan=True)
+        dispatching = asyncio.create_task(dispatcher.run())
+
+        async def arrived(mt: Microtask) -> None:
+            record.microtasks.append(mt)
+            dispatcher.add(mt)
+            # What has arrived is stored, so a restart resumes with it.
+            await asyncio.to_thread(
+                self._store.plan_made,
+                record.task_id,
+                record.complexity,
+                STREAMING_PLAN,
+                list(record.microtasks),
+            )
+
+        try:
+            with plan_span, ledger.attributed(record.task_id, "plan"):
+                await self._plan(record, arrived)
+        except BaseException:
+            dispatching.cancel()
+            await asyncio.gather(dispatching, return_exceptions=True)
+            raise
+        dispatcher.seal(record.microtasks)
+        return dispatching
 
     async def _record_report(self, record: TaskRecord, finished_at: float) -> None:
         """Count a finished task and store its report before anyone is told it ended."""
@@ -417,7 +471,7 @@ class Orchestrator:
             self._store.task_finished, record.report, record.text, record.started_at, finished_at
         )
 
-    async def _plan(self, record: TaskRecord) -> None:
+    async def _plan(self, record: TaskRecord, on_microtask: OnMicrotask | None = None) -> None:
         """The verdict and the plan within ``planning_timeout_s``; a template past it."""
         limit = self._settings.planning_timeout_s
         assessment: ComplexityAssessment | None = None
@@ -433,7 +487,7 @@ class Orchestrator:
                     )
                     record.set_plan([answer])
                     return
-                plan, usage = await self._decomposer.plan(record.text, assessment)
+                plan, usage = await self._decomposer.plan(record.text, assessment, on_microtask)
         except TimeoutError:
             # As when the planning call fails: the heuristic verdict if the model gave
             # none, then the domain template; no further model call.
@@ -456,15 +510,18 @@ class Orchestrator:
         return Complexity.MASSIVE
 
     async def _execute(self, record: TaskRecord) -> None:
-        dispatcher = Dispatcher(
+        await self._dispatcher(record).run()
+
+    def _dispatcher(self, record: TaskRecord, open_plan: bool = False) -> Dispatcher:
+        return Dispatcher(
             record,
             self._settings,
             self._call_pool,
             self._rng,
             on_result=self._keep_result,
             idle_agents=self._idle_agents,
+            open_plan=open_plan,
         )
-        await dispatcher.run()
 
     async def _keep_result(self, result: MicrotaskResult) -> None:
         """Write a microtask result to the store before the task counts it done."""

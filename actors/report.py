@@ -191,6 +191,12 @@ def _state_of(record: TaskRecord, microtask_id: str) -> MicrotaskState:
     return MicrotaskState.PENDING
 
 
+def _since_start(record: TaskRecord, kind: EventKind) -> float | None:
+    """Seconds from the task's start to its first event of ``kind`` (None: there was none)."""
+    at = next((e.at for e in record.events if e.kind is kind), None)
+    return None if at is None else round(max(0.0, at - record.started_at), 3)
+
+
 def build_report(record: TaskRecord, finished_at: float) -> RunReport:
     """The ``run --json`` contract, from a finished record."""
     t0 = record.started_at
@@ -236,6 +242,8 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         input_tokens=record.usage.input_tokens,
         output_tokens=record.usage.output_tokens,
         paid_calls=record.usage.requests,
+        first_microtask_s=_since_start(record, EventKind.STARTED),
+        first_answer_s=_since_start(record, EventKind.ANSWER) or round(wall_s, 3),
         cost_usd=round(record.usage.cost_usd, 6),
         simulated=record.simulated or any(r.simulated for r in results),
         result=answer,

@@ -18,6 +18,7 @@ from actors.agent import _OUTPUT_RULES, SYSTEM_PROMPTS, build_prompt
 from actors.config import Purpose
 from actors.llm import LLMClient
 from actors.models import AgentOutput, Microtask, MicrotaskRequest, MicrotaskResult, Role
+from actors.scheduler import DagScheduler
 
 
 @dataclass
@@ -90,7 +91,7 @@ async def run_asyncio(
     The no-Ray floor: one event loop, one semaphore per role sized like the pools.
     """
     slots = {role: asyncio.Semaphore(max(1, capacity.get(role, 0))) for role in Role}
-    scheduler = dag.DagScheduler(microtasks)
+    scheduler = DagScheduler(microtasks)
     results: dict[str, MicrotaskResult] = {}
     failed = 0
 

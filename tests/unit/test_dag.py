@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from actors.dag import (
-    DagScheduler,
     assign_branches,
     critical_path,
     ideal_makespan,
@@ -301,65 +300,3 @@ def test_max_parallel(intervals, peak):
 def test_max_parallel_rejects_reversed_interval():
     with pytest.raises(ValueError):
         max_parallel([(2, 1)])
-
-
-# --- DagScheduler ------------------------------------------------------------
-
-
-def test_scheduler_releases_a_microtask_only_after_all_its_dependencies():
-    scheduler = DagScheduler(diamond())
-    assert [t.id for t in scheduler.ready()] == ["r1", "r2"]
-    assert scheduler.ready() == []  # each returned once
-    scheduler.done("r1")
-    assert [t.id for t in scheduler.ready()] == ["a1"]
-    scheduler.done("a1")
-    assert scheduler.ready() == []  # g1 still waits for a2
-    scheduler.done("r2")
-    assert [t.id for t in scheduler.ready()] == ["a2"]
-    scheduler.done("a2")
-    assert [t.id for t in scheduler.ready()] == ["g1"]
-    assert scheduler.is_active()
-    scheduler.done("g1")
-    assert not scheduler.is_active()
-    assert (scheduler.finished, scheduler.total) == (5, 5)
-
-
-def test_fast_branch_runs_ahead_of_a_slow_sibling():
-    tasks = [task("slow"), task("fast"), task("fast2", ["fast"]), task("fast3", ["fast2"])]
-    scheduler = DagScheduler(tasks)
-    scheduler.ready()
-    scheduler.done("fast")
-    assert [t.id for t in scheduler.ready()] == ["fast2"]
-    scheduler.done("fast2")
-    assert [t.id for t in scheduler.ready()] == ["fast3"]  # "slow" never finished
-
-
-def test_scheduler_orders_ready_by_critical_then_priority_then_id():
-    tasks = [task("c"), task("b", priority=1), task("a"), task("z", critical=True)]
-    assert [t.id for t in DagScheduler(tasks).ready()] == ["z", "b", "a", "c"]
-
-
-def test_failed_microtask_releases_dependents_and_names_them():
-    scheduler = DagScheduler(diamond())
-    scheduler.ready()
-    assert scheduler.failed("r1") == ["a1", "g1"]
-    assert [t.id for t in scheduler.ready()] == ["a1"]
-    assert scheduler.failed_ids == ["r1"]
-    assert scheduler.finished == 1
-
-
-def test_scheduler_rejects_bad_plans_and_bad_calls():
-    with pytest.raises(ValueError, match="cycle"):
-        DagScheduler([task("a", ["b"]), task("b", ["a"])])
-    scheduler = DagScheduler(diamond())
-    with pytest.raises(ValueError):
-        scheduler.done("g1")  # not ready yet
-    scheduler.ready()
-    scheduler.done("r1")
-    with pytest.raises(ValueError):
-        scheduler.done("r1")  # twice
-
-
-def test_scheduler_on_an_empty_plan_is_inactive():
-    scheduler = DagScheduler([])
-    assert not scheduler.is_active() and scheduler.ready() == []

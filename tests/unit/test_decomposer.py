@@ -6,10 +6,10 @@ import pytest
 
 from actors import dag
 from actors.config import Purpose, Settings, SimulatorSettings
-from actors.decomposer import Decomposer
+from actors.decomposer import Decomposer, _PlanStream
 from actors.llm import LLMClient
 from actors.llm.simulator import SimulatorServer
-from actors.models import Complexity
+from actors.models import Complexity, MicrotaskDraft
 
 SECURITY = (
     "Create a comprehensive security analysis of a web application with a public REST API, "
@@ -95,3 +95,58 @@ async def test_plans_ask_for_short_instructions_and_budget_by_the_level(simulato
     plan_call = [e for e in simulator.recent_requests() if e.get("purpose") == "plan"][-1]
     assert plan_call["max_tokens"] == Settings().max_tokens_for(Purpose.PLANNING, limit)
     assert plan_call["stop_reason"] == "end_turn"  # the default budget holds a whole plan
+
+
+# --- streamed planning ---------------------------------------------------------------
+
+
+def _draft(id_: str, *deps: str, role: str = "research") -> MicrotaskDraft:
+    return MicrotaskDraft(id=id_, role=role, title=id_, instructions=id_, depends_on=list(deps))
+
+
+async def test_a_streamed_microtask_is_passed_on_once_its_dependencies_resolve():
+    passed: list[tuple[str, list[str]]] = []
+
+    async def on_microtask(mt):
+        passed.append((mt.id, mt.depends_on))
+
+    stream = _PlanStream(10, on_microtask)
+    await stream.item(0, _draft("r1"))
+    await stream.item(1, _draft("a1", "r1", "r2"))  # r2 is further down the stream: held
+    assert passed == [("r1", [])]
+    await stream.item(2, _draft("r2"))
+    assert passed == [("r1", []), ("a1", ["r1", "r2"]), ("r2", [])]
+    await stream.item(0, _draft("r1"))  # a retried call streams from its start again
+    await stream.item(1, _draft("x1"))
+    assert [p[0] for p in passed] == ["r1", "a1", "r2", "x1"]  # nothing passed twice
+
+
+async def test_a_streamed_plan_passes_on_no_more_than_the_cap():
+    passed: list[str] = []
+
+    async def on_microtask(mt):
+        passed.append(mt.id)
+
+    stream = _PlanStream(2, on_microtask)
+    for i in range(5):
+        await stream.item(i, _draft(f"r{i}"))
+    assert passed == ["r0", "r1"]
+
+
+async def test_a_streamed_plan_passes_on_its_microtasks_before_the_call_ends(simulator):
+    decomposer = _decomposer(simulator)
+    verdict, _ = await decomposer.assess(SECURITY)
+    passed: list[str] = []
+    calls_done_when_passed: list[int] = []
+
+    async def on_microtask(mt):
+        passed.append(mt.id)
+        calls_done_when_passed.append(simulator.stats()["status_counts"].get("200", 0))
+
+    before = simulator.stats()["status_counts"].get("200", 0)
+    slow = SECURITY + " [sim-latency 1]"  # the plan's stream spread over a second
+    plan, usage = await decomposer.plan(slow, verdict, on_microtask)
+    assert usage.requests == 1 and len(passed) >= 2
+    assert calls_done_when_passed[0] == before  # the planning call had not ended yet
+    assert set(passed) <= {mt.id for mt in plan.microtasks}  # the final plan kept them
+    assert simulator.recent_requests()[-1]["stream"] is True

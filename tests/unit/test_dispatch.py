@@ -313,3 +313,57 @@ async def test_holds_are_given_back_when_the_dispatch_is_cancelled():
     with pytest.raises(asyncio.CancelledError):
         await dispatch
     assert record.reserved_usd == 0  # the synthesis after it must not see phantom holds
+
+
+# --- a plan that is still arriving (streamed planning) ------------------------------
+
+
+async def test_a_streamed_plan_runs_while_it_arrives_in_dependency_order():
+    pool = FakePool()
+    record = _record([])
+    dispatcher = Dispatcher(record, _settings(), pool, random.Random(0), open_plan=True)
+    running = asyncio.create_task(dispatcher.run())
+    dispatcher.add(_mt("r1"))
+    while not record.results:  # the first microtask finishes before the plan is complete
+        await asyncio.sleep(0.005)
+    assert not running.done()  # the plan is not sealed: more may come
+    dispatcher.add(_mt("a1", "r1", "r2"))  # r2 is further down the stream
+    dispatcher.add(_mt("r2"))
+    plan = [_mt("r1"), _mt("a1", "r1", "r2"), _mt("r2")]
+    record.set_plan(plan)
+    dispatcher.seal(plan)
+    await asyncio.wait_for(running, 10)
+    assert set(record.results) == {"r1", "r2", "a1"}
+    order = [mt_id for mt_id, _, _ in pool.calls]
+    assert order.index("a1") > order.index("r2")
+    assert record.results["a1"].started_at >= record.results["r2"].finished_at
+
+
+async def test_a_microtask_the_final_plan_drops_is_cancelled():
+    pool = FakePool(delays={"gone": 30.0})
+    record = _record([])
+    dispatcher = Dispatcher(record, _settings(), pool, random.Random(0), open_plan=True)
+    running = asyncio.create_task(dispatcher.run())
+    dispatcher.add(_mt("gone"))
+    while not pool.calls:
+        await asyncio.sleep(0.005)
+    final = [_mt("kept")]
+    record.set_plan(final)
+    dispatcher.seal(final)  # the repair trimmed "gone", which is running
+    await asyncio.wait_for(running, 10)  # not 30 s: the dropped call was cancelled
+    assert set(record.results) == {"kept"} and record.failures == {}
+    assert record.reserved_usd == pytest.approx(0.0)  # its hold was given back
+
+
+async def test_cancelling_a_dispatch_whose_plan_is_arriving_ends_cleanly():
+    pool = FakePool(delays={"r1": 30.0})
+    record = _record([])
+    dispatcher = Dispatcher(record, _settings(), pool, random.Random(0), open_plan=True)
+    running = asyncio.create_task(dispatcher.run())
+    dispatcher.add(_mt("r1"))
+    while not pool.calls:
+        await asyncio.sleep(0.005)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 10)
+    assert record.reserved_usd == pytest.approx(0.0) and record.results == {}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from actors.dag import DagScheduler, critical_path, validate
+from actors.dag import critical_path, validate
 from actors.models import Role
+from actors.scheduler import DagScheduler
 from actors.templates import (
     LAYERS,
     TEMPLATE_NAMES,
