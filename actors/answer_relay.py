@@ -4,9 +4,10 @@ The writer's model call streams (``LLMClient.stream_text``); ``AnswerRelay.updat
 the text so far and sends the new part to the orchestrator's ``answer`` method, which
 turns it into an ``ANSWER`` progress event that every front door follows (SSE, the CLI,
 the bot). Sends are coalesced to one every ``interval_s`` (the stream delivers a few
-tokens at a time) and fire-and-forget: a lost piece only delays what a follower sees,
-never the answer itself, which the report carries whole. When the writer starts over (a
-retried call), the relay sends the whole text again with the next ``attempt`` number.
+tokens at a time) and fire-and-forget: a piece that could not be sent goes with the next
+one, and a lost one only delays what a follower sees, never the answer itself, which the
+report carries whole. When the writer starts over (a retried call), the relay sends the
+whole text again with the next ``attempt`` number.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class AnswerRelay:
         if not piece:
             return
         self._last = time.monotonic()
-        self._sent = self._text
         try:
             self._send(self._attempt, piece)
-        except Exception as exc:  # the orchestrator is restarting: the report has it all
+        except Exception as exc:  # e.g. the orchestrator is restarting: sent with the next
             log.debug("answer piece not sent: %s", exc)
+            return
+        self._sent = self._text

@@ -9,7 +9,7 @@ from actors.config import Purpose, Settings, SimulatorSettings
 from actors.decomposer import Decomposer, _PlanStream
 from actors.llm import LLMClient
 from actors.llm.simulator import SimulatorServer
-from actors.models import Complexity, MicrotaskDraft
+from actors.models import Complexity, Microtask, MicrotaskDraft, Role
 
 SECURITY = (
     "Create a comprehensive security analysis of a web application with a public REST API, "
@@ -150,3 +150,31 @@ async def test_a_streamed_plan_passes_on_its_microtasks_before_the_call_ends(sim
     assert calls_done_when_passed[0] == before  # the planning call had not ended yet
     assert set(passed) <= {mt.id for mt in plan.microtasks}  # the final plan kept them
     assert simulator.recent_requests()[-1]["stream"] is True
+
+
+async def test_a_streamed_plan_cut_mid_stream_keeps_what_arrived(simulator):
+    settings = Settings().with_overrides(
+        plan_tokens_per_microtask=20, output_tokens={"planning": 3000}
+    )
+    decomposer = Decomposer(LLMClient(settings, base_url=simulator.url), settings)
+    verdict, _ = await decomposer.assess(SECURITY)
+    passed: list[str] = []
+
+    async def on_microtask(mt):
+        passed.append(mt.id)
+
+    plan, _ = await decomposer.plan(SECURITY, verdict, on_microtask)
+    assert plan.cut and "kept its" in plan.cut[0]
+    assert passed and set(passed) <= {mt.id for mt in plan.microtasks}
+    assert dag.validate(plan.microtasks) == []
+
+
+def test_a_plan_cut_by_a_restart_is_made_whole():
+    arrived = [
+        Microtask(id="r1", role=Role.RESEARCH, title="r1", instructions="r1"),
+        Microtask(id="a1", role=Role.ANALYSIS, title="a1", instructions="a1", depends_on=["r1"]),
+        # Depends on a microtask held back in the stream, which never got stored.
+        Microtask(id="a2", role=Role.ANALYSIS, title="a2", instructions="a2", depends_on=["x9"]),
+    ]
+    whole = dag.closed(arrived)
+    assert dag.validate(whole) == [] and [t.depends_on for t in whole] == [[], ["r1"], []]
