@@ -1,7 +1,8 @@
 """``parallel-agents`` (also ``python -m actors``): run a request, run the simulator.
 
 Logging is configured here and nowhere else; progress goes to stderr, the
-answer (or with ``--json`` one JSON object) to stdout, and nothing else ever does:
+answer (or with ``--json`` one JSON object) to stdout, and nothing else ever does
+(``actors.live_view`` decides how each is shown):
 while Ray runs in this process, file descriptor 1 points at stderr (``_reserve_stdout``).
 An invalid setting is one line on stderr and exit code 2.
 """
@@ -16,10 +17,13 @@ import sys
 import time
 from typing import TextIO
 
+from rich.console import Console
+
 from actors.config import Settings, SimulatorSettings, load_settings
 from actors.errors import ConfigurationError, ParallelAgentsError, UserInputError
 from actors.intake import clean_request
-from actors.models import PoolSnapshot, ProgressEvent, RunReport, TaskState
+from actors.live_view import RunView
+from actors.models import EventKind, PoolSnapshot, ProgressEvent, RunReport, TaskState
 
 log = logging.getLogger("actors.cli")
 
@@ -39,12 +43,19 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run one request end to end",
         description="Run one request end to end: plan, parallel microtasks, merged answer. "
-        "Starts a local Ray if none is running. Live progress on stderr.",
+        "Starts a local Ray if none is running.",
+        epilog="What is shown where: progress goes to stderr (on a terminal a live display: "
+        "a bar per pool role, the microtasks running, the answer as it is written; "
+        "elsewhere plain lines), then a summary line. The answer goes to stdout: on a "
+        "terminal once, rendered as Markdown, when the task ends; piped, as it is written, "
+        "ending with exactly the final answer (if the writer started over, a separator on "
+        "stderr and the whole final answer follow). --json: one JSON object on stdout "
+        "and nothing else there.",
     )
     run.add_argument("text", help="the request; '-' reads it from standard input")
     run.add_argument("--json", action="store_true", help="print one JSON object (the report)")
     run.add_argument("--address", help="Ray cluster address (default: running one, or local)")
-    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     run.add_argument(
         "--timeline",
         metavar="FILE.png",
@@ -193,19 +204,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     raw = sys.stdin.buffer.read() if args.text == "-" else args.text
     text = clean_request(raw, settings.max_request_chars)  # fail before starting Ray
     answer = _reserve_stdout()
-    # The actors of a system this run starts get no bot or API token (they need neither).
-    report = _submit_and_follow(args, settings.for_actors(), text)
+    view = RunView(
+        Console(file=sys.stderr), Console(file=answer), json_out=args.json, quiet=args.quiet
+    )
+    try:
+        # The actors of a system this run starts get no bot or API token (they need neither).
+        report = _submit_and_follow(args, settings.for_actors(), text, view)
+    finally:
+        view.close()  # the terminal as it was before anything else is printed
     if args.timeline:
         from actors.plots import save_timeline
 
         print(f"timeline written to {save_timeline(report, args.timeline)}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2), file=answer)
+        answer.flush()
     else:
-        print(report.result, file=answer)
-        print(file=answer)
-        print(summary_line(report), file=answer)
-    answer.flush()
+        view.show_answer(report, summary_line(report))
     if report.state is TaskState.CANCELLED:
         return EXIT_CANCELLED
     return EXIT_OK if report.state is TaskState.DONE else EXIT_FAILED
@@ -229,14 +244,15 @@ def _reserve_stdout() -> TextIO:
     return os.fdopen(kept, "w", encoding=sys.stdout.encoding or "utf-8", closefd=True)
 
 
-def _submit_and_follow(args: argparse.Namespace, settings: Settings, text: str) -> RunReport:
-    """Find or start the system, submit ``text``, show progress, return the report."""
+def _submit_and_follow(
+    args: argparse.Namespace, settings: Settings, text: str, progress: RunView
+) -> RunReport:
+    """Find or start the system, submit ``text``, show its progress, return the report."""
 
     import ray
 
     from actors.system import find_system, init_ray, start_system
 
-    progress = Progress(sys.stderr, enabled=not args.quiet)
     progress.say("connecting to Ray ...")
     init_ray(args.address)
     system = find_system()
@@ -256,13 +272,12 @@ def _submit_and_follow(args: argparse.Namespace, settings: Settings, text: str) 
             after = events[-1].next_after if events else after
             pools: list[PoolSnapshot] = ray.get(orchestrator.pools.remote())
             progress.update(events, pools)
-            if any(e.kind == "done" for e in events):
+            if any(e.kind is EventKind.DONE for e in events):
                 break
     except KeyboardInterrupt:
         progress.say("cancelling ...")
         ray.get(orchestrator.cancel.remote(task_id))
     report: RunReport = ray.get(orchestrator.wait.remote(task_id))
-    progress.finish()
     return report
 
 
@@ -277,55 +292,6 @@ def summary_line(report: RunReport) -> str:
         f"{report.retries} retries, {report.failed} failed, "
         f"{report.input_tokens + report.output_tokens:,} tokens, ${report.cost_usd:.4f}{label}"
     )
-
-
-class Progress:
-    """A one-line live progress bar on a terminal; a line per 10% elsewhere."""
-
-    def __init__(self, stream: TextIO, enabled: bool = True, width: int = 24) -> None:
-        self._stream = stream
-        self._enabled = enabled
-        self._tty = stream.isatty()
-        self._width = width
-        self._done = self._total = self._retries = 0
-        self._last_decile = -1
-        self._line = ""
-
-    def say(self, text: str) -> None:
-        if self._enabled:
-            self._clear()
-            print(text, file=self._stream, flush=True)
-
-    def update(self, events: list[ProgressEvent], pools: list[PoolSnapshot]) -> None:
-        for event in events:
-            self._done, self._total = event.done, event.total
-            self._retries += event.kind == "retried"
-        if not self._enabled or not self._total:
-            return
-        filled = int(self._width * self._done / self._total)
-        bar = "#" * filled + "." * (self._width - filled)
-        busy = " ".join(f"{p.role.value[:3]} {p.busy}/{p.size}" for p in pools)
-        line = f"[{bar}] {self._done}/{self._total} microtasks | {busy} | retries {self._retries}"
-        if self._tty:
-            self._clear()
-            self._stream.write(line)
-            self._stream.flush()
-            self._line = line
-        else:
-            decile = 10 * self._done // self._total
-            if decile != self._last_decile:
-                self._last_decile = decile
-                print(line, file=self._stream, flush=True)
-
-    def finish(self) -> None:
-        if self._enabled and self._tty and self._line:
-            self._stream.write("\n")
-            self._line = ""
-
-    def _clear(self) -> None:
-        if self._tty and self._line:
-            self._stream.write("\r" + " " * len(self._line) + "\r")
-            self._line = ""
 
 
 if __name__ == "__main__":
