@@ -21,7 +21,7 @@ import ray
 from actors import complexity, dag, home_lock, lifecycle, tracing
 from actors.admission import DAY_S, Admission
 from actors.config import NAMESPACE, Settings, pool_actor_name
-from actors.decomposer import STREAMING_PLAN, Decomposer, OnMicrotask
+from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
 from actors.errors import (
     UnknownTaskError,
@@ -44,6 +44,7 @@ from actors.models import (
     TaskState,
     Usage,
 )
+from actors.plan_stream import STREAMING_PLAN, OnMicrotask
 from actors.ray_metrics import OrchestratorMetrics
 from actors.report import SEQ_SPAN, TaskRecord, end_event, settled
 from actors.stats import Stats, StatsSnapshot

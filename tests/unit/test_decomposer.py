@@ -6,10 +6,11 @@ import pytest
 
 from actors import dag
 from actors.config import Purpose, Settings, SimulatorSettings
-from actors.decomposer import Decomposer, _PlanStream
+from actors.decomposer import Decomposer
 from actors.llm import LLMClient
 from actors.llm.simulator import SimulatorServer
 from actors.models import Complexity, Microtask, MicrotaskDraft, Role
+from actors.plan_stream import PlanStream
 
 SECURITY = (
     "Create a comprehensive security analysis of a web application with a public REST API, "
@@ -110,7 +111,7 @@ async def test_a_streamed_microtask_is_passed_on_once_its_dependencies_resolve()
     async def on_microtask(mt):
         passed.append((mt.id, mt.depends_on))
 
-    stream = _PlanStream(10, on_microtask)
+    stream = PlanStream(10, on_microtask)
     await stream.item(0, _draft("r1"))
     await stream.item(1, _draft("a1", "r1", "r2"))  # r2 is further down the stream: held
     assert passed == [("r1", [])]
@@ -127,7 +128,7 @@ async def test_a_streamed_plan_passes_on_no_more_than_the_cap():
     async def on_microtask(mt):
         passed.append(mt.id)
 
-    stream = _PlanStream(2, on_microtask)
+    stream = PlanStream(2, on_microtask)
     for i in range(5):
         await stream.item(i, _draft(f"r{i}"))
     assert passed == ["r0", "r1"]
