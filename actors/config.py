@@ -293,6 +293,9 @@ class Settings(BaseSettings):
     # The planning call streams and each microtask is dispatched as soon as it is complete
     # and its dependencies are done (False: the whole plan first, then dispatch).
     stream_plan: bool = True
+    # "hierarchical": complex and massive requests are planned in two levels, an outline
+    # of branches and then each branch's microtasks in parallel (actors.hierarchical).
+    plan_mode: str = Field(default="flat", pattern="^(flat|hierarchical)$")
     # The synthesis streams to every front door as it is written (ANSWER progress events).
     stream_answer: bool = True
     # Paid calls (answers received) one microtask may cost in all: attempts, schema

@@ -103,6 +103,24 @@ class MicrotaskDraft(BaseModel):
     critical: bool = Field(default=False, description="on the critical path to the answer")
 
 
+class BranchDraft(BaseModel):
+    """One branch of a plan outline (hierarchical planning, ``actors.hierarchical``)."""
+
+    id: str = Field(description="short unique id, e.g. b1")
+    title: str
+    focus: str = Field(description="one sentence: what this branch of the work covers")
+    depends_on: list[str] = Field(
+        default_factory=list, description="ids of earlier branches whose results it needs"
+    )
+    microtasks: int = Field(default=4, ge=1, description="microtasks this branch needs")
+
+
+class PlanOutline(BaseModel):
+    """The first level of a hierarchical plan: a few branches, planned in parallel next."""
+
+    branches: list[BranchDraft]
+
+
 class PlanDraft(BaseModel):
     """The decomposition as the model returns it."""
 

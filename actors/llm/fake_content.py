@@ -26,6 +26,7 @@ Plain requests get prose prefixed ``[simulated] ``; structured requests (forced 
 
 - ``ComplexityAssessment`` (``level`` + ``parallelizable``): ``actors.complexity.assess``.
 - ``PlanDraft`` (``microtasks`` whose items have ``depends_on``): ``fake_plan.plan``.
+- ``PlanOutline`` (``branches`` whose items have ``focus``): ``fake_plan.outline``.
 - ``Reconciliation`` (``groups`` whose items have ``positions``):
   ``fake_claims.reconcile_answer`` over the prompt's ``<claim id=... topic=...>`` lines.
 - ``AgentOutput`` (``content`` + ``claims`` + ``confidence``): a few paragraphs on the
@@ -211,6 +212,8 @@ def schema_answer(
         return assess(prompt.request).model_dump(mode="json")
     if purpose is CallPurpose.PLAN:
         return fake_plan.plan(prompt, rng)
+    if purpose is CallPurpose.OUTLINE:
+        return fake_plan.outline(prompt, rng)
     if purpose is CallPurpose.RECONCILE:
         return fake_claims.reconcile_answer(prompt.last_user, prompt.seed)
     if purpose is CallPurpose.MICROTASK:

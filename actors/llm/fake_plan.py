@@ -1,4 +1,5 @@
-"""The simulator's plan: a research -> analysis -> validation -> generation DAG.
+"""The simulator's plan: a research -> analysis -> validation -> generation DAG (and the
+outline of a plan in branches, for hierarchical planning).
 
 Asked for "at most N microtasks" (default 8), it plans most of them: all N up to 4,
 else 80-100% of N, never fewer than 4. Each item is what a model writes: a title and one
@@ -24,6 +25,8 @@ _SHARES: tuple[tuple[str, str, float], ...] = (
     ("validation", "v", 0.20),
     ("generation", "g", 0.05),
 )
+_BRANCHES = re.compile(r"at most\s+(\d+)\s+branches", re.IGNORECASE)
+_IN_ALL = re.compile(r"with\s+(\d+)\s+microtasks in all", re.IGNORECASE)
 _PLAN_SIZE = re.compile(r"(?:at most|up to|no more than)\s+(\d+)\s+microtasks?", re.IGNORECASE)
 _RESEARCH = (
     "background of",
@@ -112,6 +115,42 @@ def plan(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
         node["critical"], node["priority"] = True, 10
         node = by_id[node["depends_on"][0]] if node["depends_on"] else None
     return {"microtasks": [item for level in levels for item in level]}
+
+
+def outline(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
+    """A ``PlanOutline``: one branch per few keywords of the request, each with its share
+    of "N microtasks in all", and a last branch that builds on all the others."""
+    most = _BRANCHES.search(prompt.conversation)
+    total = _IN_ALL.search(prompt.conversation)
+    limit = int(most.group(1)) if most else 6
+    n = int(total.group(1)) if total else 20
+    words = keywords(prompt.request)
+    count = max(2, min(limit, n // 8, len(words) + 1))
+    subject = _subject(prompt.request)
+    branches: list[dict[str, Any]] = []
+    for i in range(count - 1):
+        kw = words[i % len(words)]
+        branches.append(
+            {
+                "id": f"b{i + 1}",
+                "title": f"The {kw} side",
+                "focus": f"Everything about {kw} as it bears on: {subject}.",
+                "depends_on": [],
+            }
+        )
+    branches.append(
+        {
+            "id": f"b{count}",
+            "title": "Recommendations",
+            "focus": f"Weigh the other branches' findings into ranked recommendations for: "
+            f"{subject}.",
+            "depends_on": [b["id"] for b in branches],
+        }
+    )
+    sizes = [max(2, round(n * rng.uniform(0.8, 1.0) / count)) for _ in branches]
+    for branch, size in zip(branches, sizes, strict=True):
+        branch["microtasks"] = size
+    return {"branches": branches}
 
 
 def _subject(request: str) -> str:

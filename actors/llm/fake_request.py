@@ -41,6 +41,7 @@ class CallPurpose(StrEnum):
     """What a call is for, as the simulator recognises it (it decides thinking and size)."""
 
     PLAN = "plan"  # PlanDraft schema
+    OUTLINE = "outline"  # PlanOutline schema (hierarchical planning)
     SYNTHESIS = "synthesis"  # plain text over <result id=...> blocks
     RECONCILE = "reconcile"  # Reconciliation schema
     MICROTASK = "microtask"  # AgentOutput schema
@@ -262,6 +263,8 @@ def purpose_of(schema: dict[str, Any] | None, prompt: Prompt) -> CallPurpose:
         return CallPurpose.ASSESSMENT
     if "depends_on" in _item_properties(schema, props, "microtasks"):
         return CallPurpose.PLAN
+    if "focus" in _item_properties(schema, props, "branches"):
+        return CallPurpose.OUTLINE
     if "positions" in _item_properties(schema, props, "groups"):
         return CallPurpose.RECONCILE
     if {"content", "claims", "confidence"} <= props.keys():

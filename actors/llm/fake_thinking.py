@@ -28,6 +28,7 @@ EFFORT_FACTOR = {"low": 0.3, "medium": 0.6, "high": 1.0, "xhigh": 1.6, "max": 2.
 # Planning and synthesis think most, the verdict on complexity least.
 BASE_TOKENS = {
     CallPurpose.PLAN: 2500,
+    CallPurpose.OUTLINE: 1500,
     CallPurpose.SYNTHESIS: 2000,
     CallPurpose.RECONCILE: 1200,
     CallPurpose.MICROTASK: 500,
