@@ -60,7 +60,7 @@ from actors.http_guard import (
     AccessPolicy,
     Refusal,
     is_public,
-    task_text,
+    task_body,
 )
 from actors.metrics import dashboard_status, prometheus_text
 from actors.models import ProgressEvent, Role
@@ -383,13 +383,15 @@ class Gateway:
             prometheus_text(stats, pools, limiter), media_type="text/plain; version=0.0.4"
         )
 
-    # The body is read by hand (task_text): capped, and only after the guard has passed.
+    # The body is read by hand (task_body): capped, and only after the guard has passed.
     @app.post("/tasks", status_code=202, openapi_extra=TASK_BODY_OPENAPI)
     async def submit(self, request: Request) -> dict[str, str]:
-        """Accept a request (``{"text": ...}``); 202 with its task id."""
-        text = await task_text(request, self.access.max_body_bytes)
+        """Accept a request (``{"text": ..., "quick_answer": ...}``); 202 with its task id."""
+        body = await task_body(request, self.access.max_body_bytes)
         caller = self.access.caller(request.headers)
-        task_id = await self._call(ORCHESTRATOR_NAME, "submit", text, user=caller)
+        task_id = await self._call(
+            ORCHESTRATOR_NAME, "submit", body.text, user=caller, quick=body.quick_answer
+        )
         return {"task_id": task_id}
 
     @app.get("/tasks")

@@ -52,6 +52,8 @@ def purpose_of(request: MicrotaskRequest) -> Purpose:
         return Purpose.SYNTHESIS
     if request.kind is CallKind.RECONCILE:
         return Purpose.RECONCILE
+    if request.kind is CallKind.QUICK:
+        return Purpose.QUICK
     return Purpose(request.microtask.role.value)
 
 

@@ -163,7 +163,7 @@ class Agent:
                 on_text=relay.update,
                 max_paid_calls=cap,
             )
-            relay.flush()
+            await relay.flush()
             content, claims, confidence = completion.text, [], 1.0
             usage, simulated = completion.usage, completion.simulated
         elif request.kind is CallKind.SYNTHESIS:

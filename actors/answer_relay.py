@@ -12,6 +12,7 @@ whole text again with the next ``attempt`` number.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +20,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[int, str], Any]  # (attempt, text to append) -> anything (not awaited)
+# (attempt, text to append) -> None, or an awaitable that is awaited (an in-process emit).
+Send = Callable[[int, str], Any]
 
 
 class AnswerRelay:
@@ -38,16 +40,18 @@ class AnswerRelay:
             self._sent = ""
         self._text = text
         if time.monotonic() - self._last >= self._interval_s:
-            self.flush()
+            await self.flush()
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Send what has not been sent yet."""
         piece = self._text[len(self._sent) :]
         if not piece:
             return
         self._last = time.monotonic()
         try:
-            self._send(self._attempt, piece)
+            sent = self._send(self._attempt, piece)
+            if inspect.isawaitable(sent):
+                await sent
         except Exception as exc:  # e.g. the orchestrator is restarting: sent with the next
             log.debug("answer piece not sent: %s", exc)
             return

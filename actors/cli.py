@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: running one, or local)")
     run.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
     run.add_argument(
+        "--quick",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a short quick take first while the plan runs, on stderr's live view "
+        "(default: PARALLEL_AGENTS_QUICK_ANSWER, off)",
+    )
+    run.add_argument(
         "--timeline",
         metavar="FILE.png",
         help="also write a Gantt chart of the run: one lane per agent, bars coloured by role",
@@ -263,7 +270,7 @@ def _submit_and_follow(
         system = start_system(settings, resume=False)  # a private run: only its own task
         progress.say(f"pools warm in {time.monotonic() - started:.1f} s")
     orchestrator = system.orchestrator
-    task_id = str(ray.get(orchestrator.submit.remote(text)))
+    task_id = str(ray.get(orchestrator.submit.remote(text, quick=args.quick)))
     progress.say(f"task {task_id} submitted")
     after = 0
     try:

@@ -74,6 +74,7 @@ class Purpose(StrEnum):
     PLANNING = "planning"
     RECONCILE = "reconcile"  # grouping claims by meaning, before the synthesis
     SYNTHESIS = "synthesis"
+    QUICK = "quick"  # a short direct answer shown while the plan runs (quick_answer)
 
 
 class Effort(StrEnum):
@@ -146,6 +147,8 @@ def _default_models() -> dict[Purpose, str]:
         Purpose.VALIDATION: "claude-haiku-5-5",
         # A four-way label: the fastest model answers it in well under a second.
         Purpose.ASSESSMENT: "claude-haiku-5-5",
+        # A short direct answer while the plan runs: a good model thinking little.
+        Purpose.QUICK: "claude-sonnet-5-5",
     }
 
 
@@ -162,6 +165,7 @@ def _default_output_tokens() -> dict[Purpose, int]:
         Purpose.PLANNING: 8192,
         Purpose.RECONCILE: 8192,
         Purpose.SYNTHESIS: 32_000,
+        Purpose.QUICK: 2048,
     }
 
 
@@ -176,6 +180,7 @@ def _default_effort() -> dict[Purpose, Effort]:
         Purpose.RECONCILE: Effort.MEDIUM,
         Purpose.PLANNING: Effort.HIGH,
         Purpose.SYNTHESIS: Effort.HIGH,
+        Purpose.QUICK: Effort.LOW,
     }
 
 
@@ -298,6 +303,11 @@ class Settings(BaseSettings):
     plan_mode: str = Field(default="flat", pattern="^(flat|hierarchical)$")
     # The synthesis streams to every front door as it is written (ANSWER progress events).
     stream_answer: bool = True
+    # A request that goes to the DAG first gets a short direct answer, streamed as QUICK
+    # events while the microtasks run; the full answer says what it adds or corrects.
+    # The bot asks for it unless telegram_quick_answer is off; HTTP and CLI callers per task.
+    quick_answer: bool = False
+    telegram_quick_answer: bool = True
     # Paid calls (answers received) one microtask may cost in all: attempts, schema
     # corrections, retries of cut answers and backups counted together.
     max_paid_calls_per_microtask: int = Field(default=4, ge=1)

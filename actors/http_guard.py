@@ -16,7 +16,7 @@ its body is read (``AccessGuard``, an ASGI middleware); the first refusal wins:
 A caller is known by its token: ``http:<sha256(token)[:12]>``, or ``http:anonymous``
 when no token is configured (loopback only). Routes scope tasks to that identity.
 
-``task_text`` reads a ``POST /tasks`` body with the same cap (a chunked body has no
+``task_body`` reads a ``POST /tasks`` body with the same cap (a chunked body has no
 length to check up front) and says exactly what is wrong with it.
 """
 
@@ -49,6 +49,12 @@ class TaskIn(BaseModel):
     """The body of ``POST /tasks``."""
 
     text: str = Field(strict=True, description="the request, as a user would type it")
+    quick_answer: bool | None = Field(
+        default=None,
+        strict=True,
+        description="a short quick take first, while the plan runs (default: the server's "
+        "PARALLEL_AGENTS_QUICK_ANSWER)",
+    )
 
 
 # The body ``POST /tasks`` reads by hand, for the OpenAPI page.
@@ -205,8 +211,8 @@ async def _send_error(send: Send, refusal: Refusal) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def task_text(request: Request, max_bytes: int) -> str:
-    """The ``text`` of a ``POST /tasks`` body, or ``Refusal`` naming what is wrong.
+async def task_body(request: Request, max_bytes: int) -> TaskIn:
+    """A ``POST /tasks`` body, or ``Refusal`` naming what is wrong.
 
     415 unless JSON; 413 past ``max_bytes`` (read no further); 400 for bytes that are
     not UTF-8 JSON (NUL outside a string escape, nesting past pydantic's recursion
@@ -227,7 +233,7 @@ async def task_text(request: Request, max_bytes: int) -> str:
             400, f"the body is not valid UTF-8 (bad byte at position {exc.start})"
         ) from None
     try:
-        return TaskIn.model_validate_json(body).text
+        return TaskIn.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
         if any(error["type"] == "json_invalid" for error in errors):

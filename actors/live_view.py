@@ -63,6 +63,8 @@ class TaskProgress:
         self.planned = self.merging = self.finished = False
         self.running: dict[str, _Running] = {}
         self.answer = ""  # the current attempt's text
+        self.quick = ""  # the quick take (quick_answer), shown until the answer streams
+        self._quick_attempt: int | None = None
         self.attempt: int | None = None
         self.restarts = 0
         self._seen: dict[Role, set[str]] = {}
@@ -92,6 +94,11 @@ class TaskProgress:
                 self.restarts += 1
             self.attempt = event.attempt if event.attempt is not None else self.attempt
             self.answer += event.detail
+        elif kind is EventKind.QUICK:
+            if event.attempt is not None and self._quick_attempt not in (None, event.attempt):
+                self.quick = ""
+            self._quick_attempt = event.attempt
+            self.quick += event.detail
         elif kind is EventKind.DONE:
             self.finished = True
             self.running.clear()
@@ -231,11 +238,13 @@ class RunView:
         if p.running:
             parts.append(self._running())
             used += 1 + min(len(p.running), RUNNING_SHOWN + 1)
-        if p.answer:
+        if p.answer or p.quick:
             title = f"answer (attempt {p.attempt}, restarted)" if p.restarts else "answer"
+            if not p.answer:
+                title = "quick take (the full answer follows)"
             parts.append(Rule(title, align="left"))
             room = max(3, self._err.size.height - used - 2)
-            parts.append(_tail(self._err, p.answer, room))
+            parts.append(_tail(self._err, p.answer or p.quick, room))
         return Group(*parts)
 
     def _running(self) -> Table:

@@ -50,7 +50,9 @@ class MergeStep:
             )
         record.summary = summary
         record.notes.extend(summary.notes)
-        prompt = merger.synthesis_prompt(record.text, results, summary)
+        prompt = merger.synthesis_prompt(
+            record.text, results, summary, quick_take=record.quick_answer
+        )
         synthesis = Microtask(
             id="synthesis", role=Role.GENERATION, title="Synthesis", instructions=prompt
         )

@@ -61,6 +61,7 @@ class CallKind(StrEnum):
     MICROTASK = "microtask"  # structured AgentOutput for one node of the plan
     RECONCILE = "reconcile"  # a validation agent groups claims by meaning (Reconciliation)
     SYNTHESIS = "synthesis"  # the final answer as plain text
+    QUICK = "quick"  # a short direct answer while the plan runs (quick_answer)
 
 
 class EventKind(StrEnum):
@@ -75,6 +76,9 @@ class EventKind(StrEnum):
     # A piece of the answer as it is written (streamed synthesis): ``detail`` is the text
     # to append; a new ``attempt`` number means the writer started over (discard the text).
     ANSWER = "answer"
+    # A piece of the quick take (quick_answer), same rules as ANSWER; it comes first and
+    # the full answer replaces it.
+    QUICK = "quick"
     DONE = "done"
 
 

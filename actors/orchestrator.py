@@ -45,6 +45,7 @@ from actors.models import (
     Usage,
 )
 from actors.plan_stream import STREAMING_PLAN, OnMicrotask
+from actors.quick_take import quick_take
 from actors.ray_metrics import OrchestratorMetrics
 from actors.report import SEQ_SPAN, TaskRecord, end_event, settled
 from actors.stats import Stats, StatsSnapshot
@@ -76,8 +77,8 @@ class Orchestrator:
             role: ray.get_actor(pool_actor_name(role), namespace=NAMESPACE) for role in Role
         }
         limiter = RemoteLimiter(settings=settings.limiter)  # by name, again after a restart
-        client = LLMClient(settings, limiter=limiter, base_url=base_url)
-        self._decomposer = Decomposer(client, settings)
+        self._client = LLMClient(settings, limiter=limiter, base_url=base_url)
+        self._decomposer = Decomposer(self._client, settings)
         self._merger = MergeStep(settings, self._call_pool)
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
         self._runners: dict[str, asyncio.Task[None]] = {}
@@ -103,6 +104,7 @@ class Orchestrator:
         plan: list[Microtask] | None = None,
         user: str | None = None,
         idempotency_key: str | None = None,
+        quick: bool | None = None,
     ) -> str:
         """Accept a request and start it; returns the task id at once.
 
@@ -110,7 +112,8 @@ class Orchestrator:
         experiments use it so every contestant runs the same DAG). ``user`` (e.g.
         ``telegram:42``) owns the task and is counted against the per-user limit.
         A repeated ``idempotency_key`` of the same user (e.g. a Telegram update id)
-        returns the first task's id and starts nothing, across restarts too.
+        returns the first task's id and starts nothing, across restarts too. ``quick``:
+        a quick take first when the request goes to the DAG (None: ``quick_answer``).
         Raises ``UserInputError`` for unusable text, ``CapacityError`` past a limit.
         """
         await self._ensure_resumed()
@@ -128,6 +131,7 @@ class Orchestrator:
             given_plan=plan,
             user=user,
             observer=self._observe,
+            quick=self._settings.quick_answer if quick is None else quick,
         )
         # Checked and counted in one step, with no await in between: concurrent submits
         # cannot all pass through one free slot.
@@ -421,10 +425,15 @@ class Orchestrator:
                 if dispatching is not None and not dispatching.done():
                     dispatching.cancel()  # cancelled while planning
                     await asyncio.gather(dispatching, return_exceptions=True)
-            record.state = TaskState.MERGING
-            await record.emit(EventKind.MERGING)
-            with tracing.span("merge", task_id=record.task_id):
-                await self._merger.run(record)
+            try:
+                record.state = TaskState.MERGING
+                await record.emit(EventKind.MERGING)
+                with tracing.span("merge", task_id=record.task_id):
+                    await self._merger.run(record)
+            finally:
+                if record.quick_task is not None:  # the full answer is ready (or the task ended)
+                    record.quick_task.cancel()
+                    await asyncio.gather(record.quick_task, return_exceptions=True)
 
     async def _plan_streamed(self, record: TaskRecord) -> asyncio.Task[None] | None:
         """Plan the task; with ``stream_plan``, dispatch each microtask as it arrives and
@@ -488,6 +497,10 @@ class Orchestrator:
                     )
                     record.set_plan([answer])
                     return
+                if record.quick:  # beside the planning call, not after it
+                    record.quick_task = asyncio.create_task(
+                        quick_take(record, self._settings, self._client)
+                    )
                 plan, usage = await self._decomposer.plan(record.text, assessment, on_microtask)
         except TimeoutError:
             # As when the planning call fails: the heuristic verdict if the model gave

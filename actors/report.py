@@ -96,6 +96,9 @@ class TaskRecord:
     seq_base: int = 0  # incarnation * SEQ_SPAN of the orchestrator running the task
     # Set once the work has ended: the report is being written and a cancel is a no-op.
     finishing: bool = False
+    quick: bool = False  # a quick take first (actors.quick_take)
+    quick_answer: str = ""  # its text, once written
+    quick_task: asyncio.Task[None] | None = None
 
     def set_plan(self, microtasks: list[Microtask]) -> None:
         self.microtasks = microtasks

@@ -42,6 +42,7 @@ class CallPurpose(StrEnum):
 
     PLAN = "plan"  # PlanDraft schema
     OUTLINE = "outline"  # PlanOutline schema (hierarchical planning)
+    QUICK = "quick"  # plain text under a "quick take" system prompt (quick_answer)
     SYNTHESIS = "synthesis"  # plain text over <result id=...> blocks
     RECONCILE = "reconcile"  # Reconciliation schema
     MICROTASK = "microtask"  # AgentOutput schema
@@ -256,7 +257,9 @@ def input_tokens(body: dict[str, Any]) -> int:
 def purpose_of(schema: dict[str, Any] | None, prompt: Prompt) -> CallPurpose:
     """Which of the project's calls this is, recognised by schema property names."""
     if schema is None:
-        return CallPurpose.SYNTHESIS if "<result id=" in prompt.last_user else CallPurpose.TEXT
+        if "<result id=" in prompt.last_user:
+            return CallPurpose.SYNTHESIS
+        return CallPurpose.QUICK if "quick take" in prompt.system.lower() else CallPurpose.TEXT
     root = resolve(schema)
     props = root.get("properties") or {}
     if {"level", "parallelizable"} <= props.keys():

@@ -34,6 +34,7 @@ BASE_TOKENS = {
     CallPurpose.MICROTASK: 500,
     CallPurpose.ASSESSMENT: 200,
     CallPurpose.TEXT: 300,
+    CallPurpose.QUICK: 300,
     CallPurpose.OTHER: 300,
 }
 GREETING_TOKENS = 30  # "hello" needs next to no thought

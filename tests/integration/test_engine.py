@@ -423,3 +423,18 @@ def test_cancel_while_the_plan_streams_ends_cleanly(system, realistic):
     assert report.state is TaskState.CANCELLED
     assert [e.kind for e in _events(system, task_id)][-1] == "done"
     wait_until(lambda: all(_pool(system, r).busy == 0 for r in Role), timeout_s=60)
+
+
+def test_a_quick_take_streams_beside_the_plan_and_the_answer_follows(system, realistic):
+    url = ray.get(system.simulator.url.remote())
+    seen = len(_requests(url))
+    task_id = ray.get(system.orchestrator.submit.remote(SECURITY, quick=True))
+    report = ray.get(system.orchestrator.wait.remote(task_id, 300), timeout=320)
+    calls = _requests(url)[seen:]
+    kinds = [e.kind for e in _events(system, task_id)]
+    assert report.state is TaskState.DONE and report.failed == 0
+    (quick,) = [c for c in calls if c["purpose"] == "quick"]
+    (plan,) = [c for c in calls if c["purpose"] == "plan"]
+    assert quick["at"] < plan["at"] + plan["latency_s"]  # beside the planning call
+    assert "quick" in kinds and kinds.index("quick") < kinds.index("answer")
+    assert report.paid_calls == sum(1 for c in calls if c["status"] == 200)  # counted

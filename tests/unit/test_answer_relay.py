@@ -11,7 +11,7 @@ async def test_pieces_are_coalesced_and_end_with_everything_sent():
     for text in ("The", "The an", "The answer", "The answer is 42."):
         await relay.update(text)
     assert sent == [(1, "The")]  # the first piece at once, the rest waits for the interval
-    relay.flush()
+    await relay.flush()
     assert "".join(p for _, p in sent) == "The answer is 42."
 
 

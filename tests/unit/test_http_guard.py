@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from actors.config import Settings
-from actors.http_guard import ANONYMOUS, AccessGuard, AccessPolicy, Refusal, task_text
+from actors.http_guard import ANONYMOUS, AccessGuard, AccessPolicy, Refusal, task_body
 
 TOKEN = "s3cret"
 
@@ -40,7 +40,7 @@ class App:
     async def submit(self, request: Request) -> JSONResponse:
         self.reached += 1
         try:
-            text = await task_text(request, self.policy.max_body_bytes)
+            text = (await task_body(request, self.policy.max_body_bytes)).text
         except Refusal as refusal:
             return JSONResponse({"detail": refusal.detail}, refusal.status)
         return JSONResponse({"text": text}, 202)
@@ -176,6 +176,7 @@ async def test_a_chunked_body_over_the_cap_is_413(loopback):
         (b'{"text": null}', 422, "text: Input should be a valid string"),
         (b'["Hello"]', 422, "body: Input should be an object"),
         (b"{}", 422, "text: Field required"),
+        (b'{"text": "Hi", "quick_answer": "yes"}', 422, "quick_answer: Input should be"),
     ],
 )
 async def test_each_bad_body_gets_a_4xx_naming_the_problem(body, status, says):

@@ -131,6 +131,18 @@ def test_the_terminal_view_discards_a_restarted_attempt():
     view.close()
 
 
+def test_the_quick_take_shows_until_the_answer_streams():
+    view, _, _ = _view(err_tty=True, out_tty=True)
+    quick = [_event(EventKind.QUICK, 8, attempt=1, detail="Short take: *Postgres*.")]
+    view.update(_work() + quick, _pools())
+    shown = _text(view)
+    assert "quick take" in shown and "Short take: Postgres." in shown
+    view.update(_answer((1, "The full answer.")), _pools())
+    shown = _text(view)
+    assert "The full answer." in shown and "Short take" not in shown
+    view.close()
+
+
 def test_a_long_answer_shows_its_tail_within_the_terminal():
     view, _, _ = _view(err_tty=True, out_tty=True)
     lines = "".join(f"line {i}\n\n" for i in range(200))
