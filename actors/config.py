@@ -305,9 +305,9 @@ class Settings(BaseSettings):
     stream_answer: bool = True
     # A request that goes to the DAG first gets a short direct answer, streamed as QUICK
     # events while the microtasks run; the full answer says what it adds or corrects.
-    # The bot asks for it unless telegram_quick_answer is off; HTTP and CLI callers per task.
+    # The bot asks for it unless PARALLEL_AGENTS_TELEGRAM_QUICK_ANSWER is false (BotConfig);
+    # HTTP and CLI callers per task.
     quick_answer: bool = False
-    telegram_quick_answer: bool = True
     # Paid calls (answers received) one microtask may cost in all: attempts, schema
     # corrections, retries of cut answers and backups counted together.
     max_paid_calls_per_microtask: int = Field(default=4, ge=1)

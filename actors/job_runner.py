@@ -2,8 +2,9 @@
 
 ``bot.py`` turns chat messages into ``Job`` rows (``actors.jobs``) and hands
 them to a ``JobRunner``, which submits each to the orchestrator (or re-attaches
-to its task after a restart), keeps a progress message up to date from the
-task's events, and delivers the answer in parts, recording each part sent.
+to its task after a restart), shows the task's progress and then its answer as
+it is written (``actors.chat_progress``), and delivers the final answer in
+parts, recording each part sent.
 
 ``send_markdown`` is the one way a Markdown text reaches a chat: formatted with
 entities (``actors.telegram_format``), and as plain text when Telegram refuses
@@ -17,20 +18,21 @@ import contextlib
 import logging
 import os
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from ray.exceptions import RayActorError, RayError
 from telegram import Bot, Message
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 
 from actors import telegram_format as fmt
+from actors.chat_progress import ChatProgress, TaskProgress, formatted
 from actors.errors import CapacityError, ConfigurationError, UnknownTaskError, UserInputError
 from actors.jobs import Job, JobKind, JobState, JobStore
-from actors.models import EventKind, PoolSnapshot, ProgressEvent, RunReport, TaskState
+from actors.models import PoolSnapshot, ProgressEvent, RunReport, TaskState
 from actors.system import System
 
 log = logging.getLogger("bot")
@@ -61,6 +63,7 @@ class BotConfig:
     call_timeout_s: float = 30.0  # longest wait for any one orchestrator call
     telegram_timeout_s: float = 20.0  # PTB's connect/read/write/pool timeouts per Bot API call
     concurrent_updates: int = 32  # updates handled at once (per-user order is kept by the runner)
+    quick_answer: bool = True  # a quick take first for requests that go to the DAG
 
     def __post_init__(self) -> None:
         if self.webhook_url and not self.webhook_secret:
@@ -97,6 +100,16 @@ class BotConfig:
                 )
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            raw = get(name)
+            if raw is None:
+                return default
+            if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ConfigurationError(
+                    f"PARALLEL_AGENTS_TELEGRAM_{name}={raw!r}: expected true or false"
+                )
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+
         return cls(
             webhook_url=get("WEBHOOK_URL"),
             webhook_listen=get("WEBHOOK_LISTEN") or cls.webhook_listen,
@@ -107,6 +120,7 @@ class BotConfig:
             call_timeout_s=number("CALL_TIMEOUT_S", float, cls.call_timeout_s, 0.1),
             telegram_timeout_s=number("REQUEST_TIMEOUT_S", float, cls.telegram_timeout_s, 0.1),
             concurrent_updates=number("CONCURRENT_UPDATES", int, cls.concurrent_updates, 1),
+            quick_answer=flag("QUICK_ANSWER", cls.quick_answer),
         )
 
 
@@ -125,15 +139,7 @@ async def send_markdown(
 
 async def send_part(bot: Bot, chat_id: int, part: fmt.MessagePart) -> Message:
     """Send one part with its entities; as plain text if Telegram refuses the entities."""
-    try:
-        return await bot.send_message(chat_id, part.text, entities=part.entities or None)
-    except BadRequest as exc:
-        if not part.entities or "entit" not in exc.message.lower():
-            raise
-        log.warning(
-            "chat %s: Telegram refused the formatting (%s); sent as plain text", chat_id, exc
-        )
-        return await bot.send_message(chat_id, part.text)
+    return await formatted(partial(bot.send_message, chat_id), part, chat_id)
 
 
 class JobRunner:
@@ -151,6 +157,7 @@ class JobRunner:
         self._queues: dict[int, asyncio.Queue[Job]] = {}  # one queue per user
         self._load: dict[int, int] = {}  # jobs queued or running per user
         self._workers: list[asyncio.Task[None]] = []
+        self._no_drafts: set[int] = set()  # chats that refused a message draft
 
     def enqueue(self, job: Job) -> int:
         """Queue ``job`` behind the user's other jobs; returns how many must finish first."""
@@ -293,7 +300,10 @@ class JobRunner:
             # The key makes a repeated submit (the orchestrator died inside it, or this bot
             # died before recording the task id) return the task the first one started.
             submitted: Awaitable[str] = self._orchestrator.submit.remote(
-                job.text, user=job.submitter, idempotency_key=job.idempotency_key
+                job.text,
+                user=job.submitter,
+                idempotency_key=job.idempotency_key,
+                quick=self._config.quick_answer,
             )
             task_id = str(await self._ask(submitted))
             self._store.started(job.update_id, task_id)
@@ -305,47 +315,35 @@ class JobRunner:
         return report
 
     async def _follow(self, job: Job, task_id: str) -> None:
-        """Show live progress until the task ends; only multi-microtask plans get a message."""
-        throttle = fmt.EditThrottle(self._config.edit_interval_s)
-        message_id = job.progress_message_id
-        after = done = total = 0
-        direct = True
-        finished = False
-        while not finished:
+        """Show live progress, then the answer as it is written, until the task ends.
+
+        Only multi-microtask plans get a progress message before the answer.
+        """
+        task = TaskProgress()
+        private = job.chat_id == job.user_id  # a private chat's id is its user's id
+        drafts = private and job.chat_id not in self._no_drafts  # drafts work only there
+        chat = ChatProgress(self._bot, job, self._store, self._config.edit_interval_s, drafts)
+        after = 0
+        while True:
             events: list[ProgressEvent] = await self._ask(
                 self._orchestrator.events.remote(task_id, after, self._config.edit_interval_s),
                 extra_s=self._config.edit_interval_s,  # the call itself waits that long
             )
             after = events[-1].next_after if events else after
             for event in events:
-                done, total = event.done, event.total
-                direct = direct and not (event.kind == EventKind.PLANNED and total > 1)
-                finished = finished or event.kind == EventKind.DONE
-            if direct or finished or throttle.wait_s(time.monotonic()) > 0:
+                task.add(event)
+            if task.finished:
+                break
+            if task.answer:
+                await chat.answer(task.answer)
                 continue
-            pools = await self._ask(self._orchestrator.pools.remote())
-            text = fmt.progress_text(task_id, done, total, pools)
-            message_id = await self._show(job, message_id, text, throttle)
-        if message_id is not None:
-            text = fmt.progress_text(task_id, done, total, [], finished=True)
-            if throttle.changed(text):
-                await asyncio.sleep(throttle.wait_s(time.monotonic()))
-                await self._show(job, message_id, text, throttle)
-
-    async def _show(
-        self, job: Job, message_id: int | None, text: str, throttle: fmt.EditThrottle
-    ) -> int | None:
-        """Send the progress message, or edit it when it exists and the text changed."""
-        if not throttle.ready(text, time.monotonic()):
-            return message_id
-        try:
-            if message_id is None:
-                message = await self._bot.send_message(job.chat_id, text)
-                message_id = message.message_id
-                self._store.progress_message(job.update_id, message_id)
-            else:
-                await self._bot.edit_message_text(text, chat_id=job.chat_id, message_id=message_id)
-        except BadRequest as exc:  # e.g. "message is not modified" after a restart
-            log.info("job %s: progress not shown: %s", job.update_id, exc)
-        throttle.sent(text, time.monotonic())
-        return message_id
+            # The quick take, if any, in the draft; where drafts do not work, under the
+            # progress in the progress message.
+            quick = task.quick and not await chat.draft(task.quick)
+            if task.planned_many and chat.wait_s() == 0:
+                pools = await self._ask(self._orchestrator.pools.remote())
+                text = fmt.progress_text(task_id, task.done, task.total, pools, roles=task.roles())
+                await (chat.answer(text + "\n\n" + task.quick) if quick else chat.progress(text))
+        if chat.drafts_refused:
+            self._no_drafts.add(job.chat_id)
+        await chat.finish(fmt.progress_text(task_id, task.done, task.total, [], finished=True))

@@ -16,13 +16,13 @@ Progress messages, reports and status texts are plain text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import telegramify_markdown
 from telegram import MessageEntity
 
-from actors.models import PoolSnapshot, RunReport, TaskState
+from actors.models import PoolSnapshot, Role, RunReport, TaskState
 
 MESSAGE_LIMIT = 4096  # UTF-16 code units per message
 EMPTY = "(empty answer)"  # Telegram refuses an empty message
@@ -97,20 +97,38 @@ def progress_bar(done: int, total: int, width: int = _BAR_WIDTH) -> str:
 
 
 def progress_text(
-    task_id: str, done: int, total: int, pools: Iterable[PoolSnapshot], finished: bool = False
+    task_id: str,
+    done: int,
+    total: int,
+    pools: Iterable[PoolSnapshot],
+    finished: bool = False,
+    roles: Mapping[Role, tuple[int, int]] | None = None,
 ) -> str:
-    """The live progress message: a bar, microtasks done/total and per-pool activity."""
+    """The live progress message: a bar, what is done in words and per-pool activity.
+
+    ``roles`` maps a role to its microtasks (done, seen so far), e.g. ``12/34 microtasks ·
+    research done · analysis 3/8``; a finished task shows the count alone.
+    """
     head = "Done" if finished else "Working on it"
     lines = [
         f"{head} (task {task_id})",
         progress_bar(done, total),
-        f"{done}/{total} microtasks",
+        " · ".join([f"{done}/{total} microtasks", *_role_words({} if finished else roles or {})]),
     ]
     activity = [f"{p.role.value} {p.busy}/{p.size} busy, {p.queued} queued" for p in pools]
     if activity and not finished:
         lines.append("")
         lines.extend(activity)
     return "\n".join(lines)
+
+
+def _role_words(roles: Mapping[Role, tuple[int, int]]) -> list[str]:
+    words = []
+    for role in Role:
+        if role in roles:
+            done, seen = roles[role]
+            words.append(f"{role.value} done" if done == seen else f"{role.value} {done}/{seen}")
+    return words
 
 
 def answer_text(report: RunReport) -> str:
@@ -187,20 +205,27 @@ def parallel_status_text(pools: list[PoolSnapshot], tasks: list[dict]) -> str:
 
 
 class EditThrottle:
-    """Decides when the progress message may be edited: not too often, never to the same text.
+    """Decides when a message (or draft) may be updated: not too often, never to the same text.
+
+    With ``refresh_s`` the same text is due again that long after it was last sent, for a
+    draft that Telegram drops when it is not renewed.
 
     >>> throttle = EditThrottle(2.0)
     >>> throttle.ready("a", now=0.0), throttle.sent("a", now=0.0), throttle.ready("b", now=1.0)
     (True, None, False)
     """
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, refresh_s: float | None = None) -> None:
         self.interval_s = interval_s
+        self.refresh_s = refresh_s
         self._last_text: str | None = None  # what the message shows now
         self._last_at = float("-inf")  # when it was last sent or edited
 
     def ready(self, text: str, now: float) -> bool:
-        return text != self._last_text and now - self._last_at >= self.interval_s
+        elapsed = now - self._last_at
+        if elapsed < self.interval_s:
+            return False
+        return self.changed(text) or (self.refresh_s is not None and elapsed >= self.refresh_s)
 
     def wait_s(self, now: float) -> float:
         """How long until the next edit is allowed."""

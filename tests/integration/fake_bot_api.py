@@ -2,15 +2,17 @@
 
 It answers ``{root}/bot{token}/{method}`` like Telegram does for the methods the
 bot uses (getMe, deleteWebhook, setMyCommands, getUpdates with long polling and
-offsets, sendMessage, editMessageText, sendChatAction; anything else answers
-``true``), records every call, and can answer 429 with
-``parameters.retry_after`` on demand. python-telegram-bot posts form-encoded
-data with nested objects as JSON strings; JSON bodies are accepted too.
+offsets, sendMessage, editMessageText, sendMessageDraft, sendChatAction; anything
+else answers ``true``), records every call, and can answer 429 with
+``parameters.retry_after`` on demand. Drafts are refused (400) outside private
+chats (negative chat ids) and everywhere while ``refuse_drafts`` is set.
+python-telegram-bot posts form-encoded data with nested objects as JSON strings;
+JSON bodies are accepted too.
 
 Messages keep their ``entities`` (in ``Call.params``); with ``check_entities``
-(the default) a sendMessage or editMessageText whose entity reaches past the
-text, measured in UTF-16 units as Telegram does, is refused with 400 "can't
-parse entities".
+(the default) a sendMessage, editMessageText or sendMessageDraft whose text is
+over 4096 UTF-16 units, or whose entity reaches past the text (measured in
+UTF-16 units as Telegram does), is refused with 400.
 
 Tests put updates in with ``enqueue`` (``message_update`` builds one) and read
 what the bot did from ``calls`` / ``texts_to``; ``wait_for`` awaits a condition
@@ -32,6 +34,8 @@ from aiohttp import web
 from telegramify_markdown import utf16_len
 
 BOT_ID = 777_000
+MESSAGE_LIMIT = 4096  # UTF-16 units of text per message or draft
+_TEXT_METHODS = ("sendMessage", "editMessageText", "sendMessageDraft")
 BOT_USERNAME = "parallel_agents_test_bot"
 
 
@@ -51,6 +55,7 @@ class FakeBotAPI:
     def __init__(self, token: str, check_entities: bool = True) -> None:
         self.token = token
         self.check_entities = check_entities
+        self.refuse_drafts = False
         self.calls: list[Call] = []
         self._pending: list[dict[str, Any]] = []
         self._new_update = asyncio.Event()
@@ -80,12 +85,14 @@ class FakeBotAPI:
     # --- what tests call ------------------------------------------------------------
 
     def message_update(self, user_id: int, text: str, chat_id: int | None = None) -> dict:
-        """A private-chat text message update; a leading ``/word`` is marked as a command."""
+        """A text message update (a group's when ``chat_id`` is negative, else a private
+        chat's); a leading ``/word`` is marked as a command."""
         chat = chat_id if chat_id is not None else user_id
+        kind = "private" if chat > 0 else "group"
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
-            "chat": {"id": chat, "type": "private", "first_name": "Tester"},
+            "chat": {"id": chat, "type": kind, "first_name": "Tester"},
             "from": {"id": user_id, "is_bot": False, "first_name": "Tester"},
             "text": text,
         }
@@ -115,6 +122,10 @@ class FakeBotAPI:
     def texts_to(self, chat_id: int) -> list[str]:
         """Texts of successful sendMessage calls to ``chat_id``, in order."""
         return [c.params["text"] for c in self.calls_of("sendMessage", chat_id) if c.status == 200]
+
+    def drafts_to(self, chat_id: int) -> list[Call]:
+        """Successful sendMessageDraft calls to ``chat_id``, in order."""
+        return [c for c in self.calls_of("sendMessageDraft", chat_id) if c.status == 200]
 
     async def wait_for(self, predicate: Callable[[], Any], timeout_s: float = 30.0) -> Any:
         """Wait until ``predicate()`` is truthy (checked after every call); return its value."""
@@ -193,8 +204,14 @@ class FakeBotAPI:
                     "supports_inline_queries": False,
                 }
             )
-        if method in ("sendMessage", "editMessageText") and self.check_entities:
-            refusal = _entity_refusal(params["text"], params.get("entities") or [])
+        if method == "sendMessageDraft" and (self.refuse_drafts or int(params["chat_id"]) < 0):
+            return 400, {
+                "ok": False,
+                "error_code": 400,
+                "description": "Bad Request: drafts refused",
+            }
+        if method in _TEXT_METHODS and self.check_entities:
+            refusal = _entity_refusal(params.get("text", ""), params.get("entities") or [])
             if refusal:
                 return 400, {"ok": False, "error_code": 400, "description": refusal}
         if method == "sendMessage":
@@ -232,8 +249,10 @@ class FakeBotAPI:
 
 
 def _entity_refusal(text: str, entities: list[dict]) -> str | None:
-    """Telegram's complaint about ``entities`` of ``text``, or None when they fit."""
+    """Telegram's complaint about ``text`` and its ``entities``, or None when they fit."""
     size = utf16_len(text)
+    if size > MESSAGE_LIMIT:
+        return f"Bad Request: message is too long ({size} UTF-16 units)"
     for entity in entities:
         offset, length = int(entity["offset"]), int(entity["length"])
         if offset < 0 or length <= 0 or offset + length > size:

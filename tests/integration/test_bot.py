@@ -44,6 +44,8 @@ COMPLEX = (
     "Create a comprehensive threat analysis of an online shop with a public REST API, "
     "a PostgreSQL database, a payment provider and a React front end"
 )
+# A medium request: planned as several microtasks, then one long answer written for it.
+STREAMED = "Compare PostgreSQL and MySQL for an online shop: performance, replication and cost"
 
 
 def _system_settings() -> Settings:
@@ -203,6 +205,81 @@ async def test_complex_request_gets_one_live_progress_message_then_the_answer(
     assert "Confidence" in stored_answer
 
 
+@contextlib.contextmanager
+def _writing_takes_seconds(system):
+    """Simulated calls take time per output token: the long answer streams for seconds."""
+    ray.get(system.simulator.reconfigure.remote({"per_output_token_s": 0.005}))
+    try:
+        yield
+    finally:
+        ray.get(system.simulator.reconfigure.remote({"per_output_token_s": 0.0}))
+
+
+async def _answer_streamed(fake: FakeBotAPI, system, tmp_path: Path) -> list[str]:
+    """Ask STREAMED with its answer streaming; the texts of the answer's messages, checked."""
+    with _writing_takes_seconds(system):
+        async with running_bot(fake, system, tmp_path) as (_, store):
+            fake.enqueue(fake.message_update(USER, STREAMED))
+            await fake.wait_for(lambda: store.undelivered() == [] and store.count() == 1, 120)
+            parts = message_parts(store.get(1000).answer)  # the fake's first update id
+    answer = [c for c in fake.calls_of("sendMessage", USER) if c.status == 200][-len(parts) :]
+    assert [c.params["text"] for c in answer] == [p.text for p in parts]
+    assert [c.params.get("entities", []) for c in answer] == [
+        [e.to_dict() for e in p.entities] for p in parts
+    ]
+    edits = fake.calls_of("editMessageText", USER)
+    assert edits and edits[-1].params["text"].startswith("Done")  # the progress message
+    previews = fake.calls_of("sendMessageDraft", USER) + edits
+    assert all(call.at < answer[0].at for call in previews)  # then the answer, in full
+    return [p.text for p in parts]
+
+
+def _where(previews: list[str], parts: list[str]) -> list[tuple[int, int]]:
+    """(which message of the answer, how much of it) each preview showed.
+
+    A preview shows the message being written, so its text begins that message (but for
+    its last few characters: a word or Markdown marker still being written).
+    """
+    return [
+        next((k, len(text)) for k, part in enumerate(parts) if part.startswith(text[:-10]))
+        for text in previews
+    ]
+
+
+async def test_a_private_chat_sees_the_answer_typed_as_a_draft_then_sent(system, fake, tmp_path):
+    parts = await _answer_streamed(fake, system, tmp_path)
+    quick = [d for d in fake.drafts_to(USER) if d.params["text"].startswith("Quick take")]
+    drafts = [d for d in fake.drafts_to(USER) if d not in quick]
+    assert quick and quick[0].at < drafts[0].at  # the quick take came first (on by default)
+    assert len(drafts) >= 2, "the answer was not shown as it was written"
+    where = _where([d.params["text"] for d in drafts], parts)
+    assert where == sorted(set(where))  # growing, message by message
+    assert len(parts) > 1 and where[-1][0] > 0  # a long answer: the draft moved on
+    everything = fake.drafts_to(USER)
+    assert all(b.at - a.at >= EDIT_INTERVAL_S - 0.05 for a, b in itertools.pairwise(everything))
+    assert len({d.params["draft_id"] for d in everything}) == 1  # one draft, animated
+    # The progress message only ever showed progress: the answer went to the draft.
+    edits = fake.calls_of("editMessageText", USER)
+    assert all(e.params["text"].startswith("Working on it") for e in edits[:-1])
+
+
+async def test_where_drafts_are_refused_the_progress_message_shows_the_answer(
+    system, fake, tmp_path
+):
+    fake.refuse_drafts = True
+    parts = await _answer_streamed(fake, system, tmp_path)
+    assert [c.status for c in fake.calls_of("sendMessageDraft", USER)] == [400]  # tried once
+    edits = fake.calls_of("editMessageText", USER)
+    previews = [e.params["text"] for e in edits[:-1] if not e.params["text"].startswith("Work")]
+    assert previews, "the answer was not shown as it was written"
+    where = _where(previews, parts)
+    assert where == sorted(set(where))
+    assert all(e.status == 200 for e in edits)
+    assert len({e.params["message_id"] for e in edits}) == 1  # the progress message, in place
+    stamps = [e.at for e in edits]
+    assert all(b - a >= EDIT_INTERVAL_S - 0.05 for a, b in itertools.pairwise(stamps))
+
+
 async def test_strangers_are_refused_once_and_nothing_runs(system, fake, tmp_path):
     before = _task_count(system)
     async with running_bot(fake, system, tmp_path) as (_, store):
@@ -238,6 +315,24 @@ async def test_long_answer_is_split_into_three_messages(system, fake, tmp_path):
     assert len(parts) == 3 and parts == _texts(long_answer)
     assert all(len(p) <= MESSAGE_LIMIT for p in parts)
     assert fake.texts_to(STRANGER) == parts[1:]
+
+
+async def test_a_formatted_10000_character_answer_arrives_in_parts_with_its_entities(
+    system, fake, tmp_path
+):
+    answer = "\n".join(f"- **Point {i}** uses `code_{i}` and *more*" for i in range(300))
+    assert len(answer) > 10_000
+    async with running_bot(fake, system, tmp_path) as (app, store):
+        store.record(1, USER, USER, "long", JobKind.REQUEST)
+        store.finished(1, JobState.ANSWERED, answer)
+        await app.bot_data["runner"].deliver(store.get(1))
+    calls = fake.calls_of("sendMessage", USER)
+    assert len(calls) == 3 and all(c.status == 200 for c in calls)  # no entity refused
+    spans = [
+        (e["type"], _covered(c.params["text"], e)) for c in calls for e in c.params["entities"]
+    ]
+    assert [s for s in spans if s[0] == "code"] == [("code", f"code_{i}") for i in range(300)]
+    assert sum(s == ("bold", "Point 7") for s in spans) == 1
 
 
 async def test_a_markdown_answer_arrives_formatted(system, fake, tmp_path):

@@ -85,3 +85,10 @@ def test_bot_started_in_webhook_mode_without_a_secret_exits_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert f"{PREFIX}WEBHOOK_SECRET" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_quick_take_is_on_by_default_and_can_be_turned_off():
+    assert BotConfig.from_env({}).quick_answer
+    assert not BotConfig.from_env({f"{PREFIX}QUICK_ANSWER": "false"}).quick_answer
+    with pytest.raises(ConfigurationError, match=f"{PREFIX}QUICK_ANSWER='maybe'"):
+        BotConfig.from_env({f"{PREFIX}QUICK_ANSWER": "maybe"})

@@ -45,11 +45,16 @@ class _Method:
 
 
 class FakeOrchestrator:
-    """Answers each request as a one-microtask task; ``hang[method] = n`` hangs its next n calls."""
+    """Answers each request as a one-microtask task; ``hang[method] = n`` hangs its next n calls.
 
-    def __init__(self) -> None:
+    With ``stream`` pieces, a task's events are those pieces of its answer, one per call,
+    then ``DONE``.
+    """
+
+    def __init__(self, stream: tuple[str, ...] = ()) -> None:
         self.calls: list[tuple[str, tuple, dict]] = []
         self.hang: dict[str, int] = {}
+        self.stream = stream
         self.tasks_by_key: dict[tuple[str | None, str | None], str] = {}
         self._texts: dict[str, str] = {}  # task id -> request text
         self._ids = itertools.count(1)
@@ -69,7 +74,7 @@ class FakeOrchestrator:
             await asyncio.Event().wait()  # never answers; the bot's timeout cancels it
         return getattr(self, f"_{name}")(*args, **kwargs)
 
-    def _submit(self, text: str, plan=None, user=None, idempotency_key=None) -> str:
+    def _submit(self, text: str, plan=None, user=None, idempotency_key=None, quick=None) -> str:
         key = (user, idempotency_key)
         if idempotency_key is not None and key in self.tasks_by_key:
             return self.tasks_by_key[key]
@@ -82,7 +87,15 @@ class FakeOrchestrator:
         return {"task_id": task_id, "state": "done"}
 
     def _events(self, task_id: str, after: int = 0, timeout_s: float = 10.0) -> list:
-        return [ProgressEvent(seq=0, kind=EventKind.DONE, task_id=task_id, done=1, total=1)]
+        if after < len(self.stream):
+            piece = self.stream[after]
+            kind, attempt = EventKind.ANSWER, 1
+        else:
+            piece, kind, attempt = "", EventKind.DONE, None
+        event = ProgressEvent(
+            seq=after, kind=kind, task_id=task_id, attempt=attempt, detail=piece, total=1
+        )
+        return [event]
 
     def _wait(self, task_id: str, timeout_s: float | None = None) -> RunReport:
         return _report(task_id, f"Answer to: {self._texts[task_id]}")
@@ -273,3 +286,30 @@ async def test_webhook_mode_refuses_updates_without_the_secret(fake, store):
     assert [r.status_code for r in forged] == [403, 403] and genuine.status_code == 200
     texts = fake.texts_to(ALICE)
     assert len(texts) == 1 and texts[0].startswith("Hello!")
+
+
+async def test_a_chat_that_refuses_drafts_is_shown_edits_and_asked_no_more(fake, store):
+    fake.refuse_drafts = True
+    orchestrator = FakeOrchestrator(stream=("The answer ", "is being ", "written."))
+    async with running_bot(fake, orchestrator, store):
+        for update_id, question in enumerate(("first question", "second question"), 1000):
+            fake.enqueue(fake.message_update(ALICE, question))
+            await fake.wait_for(lambda u=update_id: (j := store.get(u)) and j.delivered)
+    assert [c.status for c in fake.calls_of("sendMessageDraft")] == [400]  # the first job's
+    texts = fake.texts_to(ALICE)
+    first_preview, second_preview = texts[0], texts[2]
+    assert first_preview.startswith("The answer") and second_preview.startswith("The answer")
+    assert texts[1::2] == ["Answer to: first question", "Answer to: second question"]
+    finished = [c.params["text"] for c in fake.calls_of("editMessageText", ALICE)]
+    assert finished[-1].startswith("Done (task task-2)")
+
+
+async def test_a_private_chat_is_shown_the_answer_as_a_draft(fake, store):
+    orchestrator = FakeOrchestrator(stream=("The answer ", "is being ", "written."))
+    async with running_bot(fake, orchestrator, store):
+        fake.enqueue(fake.message_update(ALICE, "a question"))
+        await fake.wait_for(lambda: (j := store.get(1000)) and j.delivered)
+    drafts = fake.drafts_to(ALICE)
+    assert drafts and all(d.params["text"].startswith("The answer") for d in drafts)
+    assert fake.texts_to(ALICE) == ["Answer to: a question"]  # no preview message
+    assert fake.calls_of("editMessageText") == []
