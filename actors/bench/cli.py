@@ -1,4 +1,5 @@
-"""``parallel-agents bench``: run the benchmark and write bench/results.{md,png,json}."""
+"""``parallel-agents bench``: run the benchmark and write bench/results.{md,png,json};
+``--realtime``: the critical-path run, written to bench/realtime.{md,png,json}."""
 
 from __future__ import annotations
 
@@ -29,16 +30,33 @@ schedule / measured, overhead per microtask = (measured - greedy) / microtasks (
 latency: all of it is overhead), p50/p99 microtask latency, backups on versus off under
 per-attempt heavy-tailed draws, pool warm-up (apart from makespans), peak memory.
 No API key is used or needed: the simulator answers every call.
+
+--realtime runs something else: one request ("Create a comprehensive security analysis of
+a web application with a public REST API, a PostgreSQL database and a React front end")
+end to end through the real system (planner, pools, agents, merge) on the embedded
+simulator at realistic model speeds (each model's first-token time and tokens per second,
+thinking included, every delay x --time-scale), once per variant, on a fresh system each:
+today's pipeline (nothing streamed), streamed plan, streamed plan + streamed synthesis,
+and, once Settings has them, hierarchical plan and quick answer first; beside them one
+agent answering directly (one streamed call of the synthesis model). Figures: the phases
+(assessment, planning, dispatch, reconcile + synthesis) from the simulator's request log,
+time to first microtask, to first answer token, to first useful text and to the full
+answer, tokens and cost, and ratios against today's pipeline with issue 14's targets
+(first answer token <= 0.4 x and full answer <= 0.6 x today's full answer, cost <= 1.1 x).
 """
 
 EPILOG = """\
 Output: OUT/results.md (tables and target checks), OUT/results.png (chart),
 OUT/results.json (every figure); --json also prints that object on stdout.
+--realtime: OUT/realtime.md, OUT/realtime.png (phases per variant), OUT/realtime.json;
+it prints the two tables (or with --json the object) on stdout. A few minutes on 2 cores.
 Progress goes to stderr. See bench/README.md for how to read the report.
 """
 
 
 def _parser() -> argparse.ArgumentParser:
+    from actors.bench.realtime import DEFAULT_TIME_SCALE, VARIANTS
+
     parser = argparse.ArgumentParser(
         prog="parallel-agents bench",
         description=DESCRIPTION,
@@ -58,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("bench"),
-        help="folder for results.md/.png/.json (default: bench/)",
+        help="folder for results.md/.png/.json, or realtime.* (default: bench/)",
     )
     parser.add_argument(
         "--runs",
@@ -68,6 +86,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--skip-langgraph", action="store_true", help="leave LangGraph out even if installed"
+    )
+    realtime = parser.add_argument_group("real-time run (--realtime)")
+    realtime.add_argument(
+        "--realtime",
+        action="store_true",
+        help="the critical path instead: the security-analysis request through the real "
+        "system at realistic model speeds, per variant, against one agent answering directly",
+    )
+    realtime.add_argument(
+        "--time-scale",
+        type=float,
+        default=DEFAULT_TIME_SCALE,
+        metavar="X",
+        help=f"multiply every simulated model delay by X (default {DEFAULT_TIME_SCALE:g}; "
+        "1 = as long as the real models)",
+    )
+    realtime.add_argument(
+        "--variants",
+        type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+        default=tuple(v.name for v in VARIANTS),
+        metavar="A,B",
+        help="variants to run, of: " + ", ".join(v.name for v in VARIANTS) + " (default: all)",
+    )
+    realtime.add_argument(
+        "--no-single-agent", action="store_true", help="leave out the single-agent call"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return parser
@@ -80,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     from actors.bench.results import write
 
     args = _parser().parse_args(argv)
+    if args.realtime:
+        return _realtime(args)
     if args.runs is not None and args.runs < 0:
         print("--runs must be 0 or more", file=sys.stderr)
         return 2
@@ -115,5 +160,56 @@ def main(argv: list[str] | None = None) -> int:
         for check in results.checks:
             met = "n/a" if check.met is None else ("met" if check.met else "MISSED")
             print(f"{met:>6}  {check.target}: {check.measured}")
+    say("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _realtime(args: argparse.Namespace) -> int:
+    """``bench --realtime``: the critical-path run; 0 when it ran (targets missed included)."""
+    from actors.bench.realtime import VARIANTS, RealtimeConfig, run
+    from actors.bench.realtime_figures import figures_table, ratios_table, write
+
+    def say(line: str) -> None:
+        print(f"bench: {line}", file=sys.stderr, flush=True)
+
+    mixed = [flag for flag, on in (("--quick", args.quick), ("--runs", args.runs is not None),
+                                   ("--skip-langgraph", args.skip_langgraph)) if on]  # fmt: skip
+    unknown = sorted(set(args.variants) - {v.name for v in VARIANTS})
+    problem = (
+        f"--realtime takes no {', '.join(mixed)}"
+        if mixed
+        else f"unknown variant(s): {', '.join(unknown)}"
+        if unknown
+        else "--time-scale must be above 0"
+        if args.time_scale <= 0
+        else ""
+    )
+    if problem:
+        print(f"bench: {problem}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    config = RealtimeConfig(
+        time_scale=args.time_scale,
+        variants=args.variants,
+        single_agent=not args.no_single_agent,
+    )
+    results = run(config, settings, say)
+    paths = write(results, args.out)
+    if args.json:
+        print(json.dumps(results.model_dump(mode="json")))
+    else:
+        print(figures_table(results))
+        print(ratios_table(results))
+    for line in results.skipped:
+        say(f"not run: {line}")
     say("wrote " + ", ".join(str(p) for p in paths))
     return 0
