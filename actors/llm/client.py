@@ -21,18 +21,15 @@ whatever ``retry-after`` says with no upper cap.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 import anthropic
-import pydantic_core
 from anthropic.types import Message
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from actors import tracing
 from actors.config import Purpose, Settings
@@ -50,6 +47,17 @@ from actors.llm.ledger import CALL_HEADER, CallLedger, new_call_id
 from actors.llm.limiter import Limiter, Outcome, RateLimiter
 from actors.llm.pricing import cost_usd
 from actors.llm.streaming import Sent
+from actors.llm.structured_output import (
+    Cut,
+    Malformed,
+    correction,
+    input_schema,
+    output_schema,
+    salvage,
+    text_of,
+    tool_name,
+    validate,
+)
 from actors.models import Usage
 
 logger = logging.getLogger(__name__)
@@ -93,19 +101,6 @@ class Structured(Generic[T]):
     simulated: bool
     cut: bool = False
     first_token_s: float | None = None
-
-
-class _Malformed(Exception):
-    """The model answered, but not in the asked-for shape; ``problems`` names what was wrong."""
-
-    def __init__(self, problems: str, raw: str) -> None:
-        super().__init__(problems)
-        self.problems = problems
-        self.raw = raw
-
-
-class _Cut(Exception):
-    """The answer stopped at ``max_tokens`` and nothing usable could be kept of it."""
 
 
 class LLMClient:
@@ -257,9 +252,7 @@ class LLMClient:
         send: _Send,
     ) -> Completion:
         call = _Call(purpose, self._settings.models[purpose], "text", max_paid_calls)
-        text, sent = await self._run(
-            call, system, prompt, max_tokens, timeout_s, {}, send, _text_of
-        )
+        text, sent = await self._run(call, system, prompt, max_tokens, timeout_s, {}, send, text_of)
         return Completion(
             text=text,
             usage=call.usage,
@@ -285,27 +278,27 @@ class LLMClient:
         mode = self._mode if catalog.info(model).forced_tools else "json_schema"
         extra: dict[str, Any]
         if mode == "tool":
-            name = _tool_name(output)
+            name = tool_name(output)
             tool = {
                 "name": name,
                 "description": f"Record the answer as {output.__name__}.",
-                "input_schema": _input_schema(output),
+                "input_schema": input_schema(output),
             }
             extra = {"tools": [tool], "tool_choice": {"type": "tool", "name": name}}
         else:
-            schema = _output_schema(output)
+            schema = output_schema(output)
             extra = {"output_config": {"format": {"type": "json_schema", "schema": schema}}}
 
         def parse(message: Message) -> T:
-            return _validate(message, output, mode)
+            return validate(message, output, mode)
 
-        def salvage(message: Message) -> T:
-            return _salvage(message, output, mode)
+        def keep_complete(message: Message) -> T:
+            return salvage(message, output, mode)
 
         call = _Call(purpose, model, output.__name__, max_paid_calls)
         value, sent = await self._run(
             call, system, prompt, max_tokens, timeout_s, extra, send, parse,
-            salvage if partial else None,
+            keep_complete if partial else None,
         )  # fmt: skip
         return Structured(
             value=value,
@@ -369,7 +362,7 @@ class LLMClient:
         note = ""  # corrective note after a malformed answer
         enlarged = False  # a cut answer gets one retry with twice the budget
         failure: tuple[str, int | None, bool] = ("no attempt made", None, False)
-        malformed: _Malformed | None = None
+        malformed: Malformed | None = None
         with tracing.span("llm.call", model=model, purpose=call.purpose) as span:
             for attempt in range(1, attempts + 1):
                 call.check_paid_cap()
@@ -417,9 +410,9 @@ class LLMClient:
                     self._ledger.paid(call_id, spent)
                     try:
                         value, outcome, verdict = self._judge(message, parse, salvage)
-                    except _Malformed as exc:
+                    except Malformed as exc:
                         outcome, malformed, verdict = Outcome.MALFORMED, exc, "malformed"
-                        note = _correction(exc.problems)
+                        note = correction(exc.problems)
                 wait = await self._limiter.release(
                     lease,
                     outcome,
@@ -434,7 +427,7 @@ class LLMClient:
                 if verdict == "refusal":
                     raise ModelRefusalError(
                         f"{model} refused to answer ({call.shape}): stop_reason refusal",
-                        raw=_text_of(message) if message is not None else "",
+                        raw=text_of(message) if message is not None else "",
                         usage=call.usage,
                     )
                 if verdict == "cut":
@@ -442,7 +435,7 @@ class LLMClient:
                         raise TruncatedAnswerError(
                             f"{model}'s {call.shape} answer was cut at max_tokens twice "
                             f"({call.budgets_text(budget)} tokens, thinking included)",
-                            raw=_text_of(message) if message is not None else "",
+                            raw=text_of(message) if message is not None else "",
                             usage=call.usage,
                         )
                     enlarged, first = True, budget
@@ -481,7 +474,7 @@ class LLMClient:
     ) -> tuple[R | None, Outcome, str]:
         """(value, limiter outcome, verdict): verdict "ok", "cut" or "refusal".
 
-        Raises ``_Malformed`` for a complete answer in the wrong shape.
+        Raises ``Malformed`` for a complete answer in the wrong shape.
         """
         if message.stop_reason == "refusal":
             return None, Outcome.OK, "refusal"  # a valid answer as far as the limiter goes
@@ -490,7 +483,7 @@ class LLMClient:
                 return None, Outcome.OK, "cut"
             try:
                 return salvage(message), Outcome.OK, "ok"
-            except _Cut:
+            except Cut:
                 return None, Outcome.OK, "cut"
         return parse(message), Outcome.OK, "ok"
 
@@ -616,84 +609,3 @@ def _describe(exc: anthropic.APIStatusError, status: int) -> str:
 def _is_simulated(headers: Mapping[str, str], message: Message) -> bool:
     flag = str(headers.get("x-simulated", "")).lower() == "true"
     return flag or message.id.startswith(_SIMULATED_ID_PREFIX)
-
-
-def _text_of(message: Message) -> str:
-    """The answer's text: text blocks only (thinking blocks are never shown or sent back)."""
-    return "".join(block.text for block in message.content if block.type == "text")
-
-
-def _tool_name(output: type[BaseModel]) -> str:
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", f"record_{output.__name__}")[:64]
-
-
-def _validate(message: Message, output: type[T], mode: str) -> T:
-    """Parse the answer into ``output`` or raise ``_Malformed`` naming what was wrong."""
-    try:
-        if mode == "tool":
-            inputs = [block.input for block in message.content if block.type == "tool_use"]
-            if not inputs:
-                raise _Malformed("no tool call in the answer", _text_of(message))
-            return output.model_validate(inputs[0])
-        return output.model_validate_json(_text_of(message))
-    except ValidationError as exc:
-        raw = _text_of(message) if mode != "tool" else str(inputs[0])
-        raise _Malformed(_problems(exc), raw) from None
-
-
-def _problems(exc: ValidationError) -> str:
-    """``claims.0.topic: Field required; confidence: Input should be ...`` (bounded)."""
-    parts = []
-    for error in exc.errors()[:8]:
-        where = ".".join(str(part) for part in error["loc"]) or "answer"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)[:800]
-
-
-def _correction(problems: str) -> str:
-    return (
-        f"\n\n(Your previous answer did not match the required schema: {problems}. "
-        "Answer again, exactly in the required format.)"
-    )
-
-
-def _salvage(message: Message, output: type[T], mode: str) -> T:
-    """The complete part of an answer cut at ``max_tokens``, or ``_Cut`` when none validates.
-
-    The JSON is parsed with ``pydantic_core.from_json(allow_partial=True)`` (incomplete
-    strings are dropped). Only the value being written when the cut came can be incomplete:
-    the last item of the last list still open is dropped unless the text shows it closed.
-    """
-    if mode == "tool":
-        inputs = [block.input for block in message.content if block.type == "tool_use"]
-        data: Any = inputs[0] if inputs else None
-        closed = False  # the API gives only the parsed input: assume its last item is cut
-    else:
-        text = _text_of(message)
-        try:
-            data = pydantic_core.from_json(text, allow_partial=True) if text.strip() else None
-        except ValueError:
-            data = None
-        closed = text.rstrip().rstrip(",").rstrip().endswith(("}", "]"))
-    if not isinstance(data, dict):
-        raise _Cut()
-    if data and not closed:
-        last_key = list(data)[-1]
-        if isinstance(data[last_key], list) and data[last_key]:
-            data = {**data, last_key: data[last_key][:-1]}
-    try:
-        return output.model_validate(data)
-    except ValidationError:
-        raise _Cut() from None
-
-
-@functools.cache
-def _input_schema(output: type[BaseModel]) -> dict[str, Any]:
-    """The tool input schema of ``output`` (built once per type: it costs ~1 ms a call)."""
-    return output.model_json_schema()
-
-
-@functools.cache
-def _output_schema(output: type[BaseModel]) -> dict[str, Any]:
-    """The json_schema output format of ``output``, as ``messages.parse`` would send it."""
-    return dict(anthropic.transform_schema(output))
