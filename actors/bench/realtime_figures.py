@@ -32,7 +32,7 @@ COST_TARGET = 1.1
 # (inside a pipeline run, a plain text call can only be the quick answer too).
 PHASES: dict[str, tuple[str, ...]] = {
     "assessment": ("assessment",),
-    "planning": ("plan",),
+    "planning": ("outline", "plan"),  # the outline: hierarchical planning's first call
     "dispatch": ("microtask",),
     "quick answer": ("quick", "text"),
     "reconcile + synthesis": ("reconcile", "synthesis"),
