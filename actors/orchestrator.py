@@ -390,6 +390,7 @@ class Orchestrator:
         with tracing.span("task", task_id=record.task_id) as span:
             resumed = bool(record.microtasks)  # with the plan it had before a restart
             dispatching: asyncio.Task[None] | None = None
+            streamed: Dispatcher | None = None
             try:
                 if resumed:
                     pass
@@ -398,7 +399,7 @@ class Orchestrator:
                     record.complexity = self._level_for(len(record.given_plan))
                     record.set_plan(dag.assign_branches(record.given_plan))
                 else:
-                    dispatching = await self._plan_streamed(record)
+                    streamed, dispatching = await self._plan_streamed(record)
                 if not resumed:
                     await asyncio.to_thread(
                         self._store.plan_made,
@@ -415,6 +416,8 @@ class Orchestrator:
                     }
                 )
                 await record.emit(EventKind.PLANNED, detail=record.plan_source)
+                if streamed is not None:  # sealed after PLANNED: what starts now is after it
+                    streamed.seal(record.microtasks)
                 record.state = TaskState.RUNNING
                 limit = self._settings.levels[record.complexity].time_limit_s
                 try:
@@ -435,14 +438,16 @@ class Orchestrator:
                     record.quick_task.cancel()
                     await asyncio.gather(record.quick_task, return_exceptions=True)
 
-    async def _plan_streamed(self, record: TaskRecord) -> asyncio.Task[None] | None:
+    async def _plan_streamed(
+        self, record: TaskRecord
+    ) -> tuple[Dispatcher | None, asyncio.Task[None] | None]:
         """Plan the task; with ``stream_plan``, dispatch each microtask as it arrives and
-        return that dispatch (sealed with the final plan) for the caller to await."""
+        return that dispatcher (to seal with the final plan) and its run, to await."""
         plan_span = tracing.span("plan", task_id=record.task_id)
         if not self._settings.stream_plan:
             with plan_span, ledger.attributed(record.task_id, "plan"):
                 await self._plan(record)
-            return None
+            return None, None
         dispatcher = self._dispatcher(record, open_plan=True)
         dispatching = asyncio.create_task(dispatcher.run())
 
@@ -465,8 +470,7 @@ class Orchestrator:
             dispatching.cancel()
             await asyncio.gather(dispatching, return_exceptions=True)
             raise
-        dispatcher.seal(record.microtasks)
-        return dispatching
+        return dispatcher, dispatching
 
     async def _record_report(self, record: TaskRecord, finished_at: float) -> None:
         """Count a finished task and store its report before anyone is told it ended."""

@@ -375,8 +375,8 @@ def _events(system, task_id: str) -> list:
 
 @pytest.fixture
 def realistic(system):
-    """The simulator at realistic speed (first token + tokens / speed, x0.05) for one test."""
-    ray.get(system.simulator.reconfigure.remote({"latency": "realistic", "time_scale": 0.05}))
+    """The simulator at realistic speed (first token + tokens / speed, x0.02) for one test."""
+    ray.get(system.simulator.reconfigure.remote({"latency": "realistic", "time_scale": 0.02}))
     yield
     ray.get(system.simulator.reconfigure.remote({"latency": "fixed"}))
 
