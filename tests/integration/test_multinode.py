@@ -51,11 +51,11 @@ def findings() -> dict[str, Any]:
 
 def test_head_keeps_the_control_actors_and_agents_spread(findings):
     assert all(findings["pinned_on_head"].values()), findings["pinned_on_head"]
-    # SPREAD is best effort: on a loaded machine one pool's two agents may share a node, but
-    # the pools together must use more than one machine.
-    widest = max(len(nodes) for nodes in findings["placement"].values())
-    assert widest >= 2, findings["placement"]  # some pool's agents on at least two machines
+    # SPREAD is best effort: on a loaded machine each pool's agents may share a node (seen in
+    # CI: research, analysis and validation each on one, three machines in all), but the
+    # pools together must use more than one machine.
     every_node = {n for nodes in findings["placement"].values() for n in nodes}
+    assert len(every_node) >= 2, findings["placement"]
     assert every_node <= {findings["head"], *findings["workers"]}
     assert every_node & set(findings["workers"])  # the workers are really used
 
