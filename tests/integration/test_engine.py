@@ -378,7 +378,7 @@ def realistic(system):
     """The simulator at realistic speed (first token + tokens / speed, x0.02) for one test."""
     ray.get(system.simulator.reconfigure.remote({"latency": "realistic", "time_scale": 0.02}))
     yield
-    ray.get(system.simulator.reconfigure.remote({"latency": "fixed"}))
+    ray.get(system.simulator.reconfigure.remote({"latency": "fixed", "time_scale": 0.1}))
 
 
 def test_a_streamed_plan_is_dispatched_as_it_arrives_and_the_answer_streams(system, realistic):

@@ -111,6 +111,35 @@ def test_orchestrator_killed_while_planning_plans_again_and_answers(system):
     assert sorted(asked) == sorted(e.id for e in report.timeline)  # each exactly once
 
 
+def test_orchestrator_killed_while_the_plan_streams_resumes_with_what_arrived(system):
+    start = _last_seq(system)
+    # At realistic speed (x0.05) the planner thinks for ~2.5 s, then writes its microtasks
+    # over ~0.4 s: the first is dispatched while the rest are still being written.
+    realistic = {"latency": "realistic", "time_scale": 0.05}
+    ray.get(system.simulator.reconfigure.remote(realistic))
+    try:
+        task_id = ray.get(system.orchestrator.submit.remote(REQUEST))
+        waiting = system.orchestrator.wait.remote(task_id)
+        _kill_while_the_plan_streams(system, task_id)
+        report = ray.get(waiting, timeout=180)
+    finally:
+        ray.get(system.simulator.reconfigure.remote({"latency": "fixed", "time_scale": 0.1}))
+    assert report.state is TaskState.DONE and report.failed == 0
+    assert report.plan_source == "streaming" and report.microtasks >= 1
+    assert any("plan stream cut by a restart" in cut for cut in report.cut), report.cut
+    plans = [e for e in _since(system, start) if e["purpose"] == "plan"]
+    assert len(plans) == 1  # what had arrived was kept: the plan was not asked for again
+
+
+def _kill_while_the_plan_streams(system, task_id: str) -> None:
+    def dispatching_while_planning() -> bool:
+        kinds = [e.kind for e in ray.get(system.orchestrator.events.remote(task_id, 0, 0.01))]
+        return EventKind.STARTED in kinds and EventKind.PLANNED not in kinds
+
+    wait_until(dispatching_while_planning, timeout_s=60, every_s=0.02)
+    _kill_orchestrator(system)
+
+
 def test_orchestrator_killed_while_merging_redoes_no_microtask(system):
     start = _last_seq(system)
     task_id = ray.get(system.orchestrator.submit.remote(SLOW + REQUEST))
