@@ -130,6 +130,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_to_stderr(verbose: bool) -> None:
+    """Log lines on stderr (stdout is for the answer): INFO with ``-v``, else WARNING."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark has its own options (bench --help)
@@ -137,11 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(args.verbose)
     try:
         settings = load_settings()
     except ConfigurationError as exc:  # before anything starts: one line, not a traceback

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 
+from actors.cli import log_to_stderr
 from actors.config import load_settings
 from actors.errors import ConfigurationError
 
@@ -128,11 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None and args.runs < 0:
         print("--runs must be 0 or more", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(args.verbose)
     config = plans.quick() if args.quick else plans.full()
     if args.runs is not None:
         config.backups_runs = args.runs
@@ -187,11 +183,7 @@ def _realtime(args: argparse.Namespace) -> int:
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(args.verbose)
     try:
         settings = load_settings()
     except ConfigurationError as exc:

@@ -25,8 +25,9 @@ import bot
 from actors import telegram_format as fmt
 from actors.config import Settings
 from actors.jobs import JobState, JobStore
-from actors.models import Complexity, EventKind, ProgressEvent, RunReport, TaskState
+from actors.models import EventKind, ProgressEvent, RunReport
 from actors.system import System
+from tests.unit.factories import report
 
 TOKEN = "123456:TEST-secret-token-do-not-log"
 ALICE, BOB = 4242, 4343
@@ -98,7 +99,7 @@ class FakeOrchestrator:
         return [event]
 
     def _wait(self, task_id: str, timeout_s: float | None = None) -> RunReport:
-        return _report(task_id, f"Answer to: {self._texts[task_id]}")
+        return report(task_id=task_id, result=f"Answer to: {self._texts[task_id]}")
 
     def _cancel(self, task_id: str) -> bool:
         return True
@@ -108,32 +109,6 @@ class FakeOrchestrator:
 
     def _tasks(self) -> list:
         return []
-
-
-def _report(task_id: str, result: str) -> RunReport:
-    return RunReport(
-        task_id=task_id,
-        state=TaskState.DONE,
-        complexity=Complexity.SIMPLE,
-        plan_source="direct",
-        microtasks=1,
-        agents=1,
-        max_parallel=1,
-        wall_s=0.1,
-        work_s=0.1,
-        parallelism=1.0,
-        speedup=1.0,
-        succeeded=1,
-        failed=0,
-        retries=0,
-        backups=0,
-        input_tokens=10,
-        output_tokens=10,
-        cost_usd=0.0,
-        simulated=True,
-        result=result,
-        confidence=0.9,
-    )
 
 
 class FlakyJobStore(JobStore):

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from actors.errors import ConfigurationError
-from actors.models import Complexity, Microtask, MicrotaskResult, Role, RunReport, TaskState, Usage
+from actors.models import Complexity, Microtask, MicrotaskResult, Role, RunReport, Usage
 from actors.store import _MIGRATIONS, SCHEMA_VERSION, Store
+from tests.unit.factories import report
 
 
 def _mt(id_: str, deps: tuple[str, ...] = ()) -> Microtask:
@@ -27,11 +28,9 @@ def _result(task_id: str, id_: str, cost: float = 0.01) -> MicrotaskResult:
 
 
 def _report(task_id: str, cost: float) -> RunReport:
-    return RunReport(
-        task_id=task_id, state=TaskState.DONE, complexity=Complexity.SIMPLE, plan_source="given",
-        microtasks=2, agents=1, max_parallel=1, wall_s=1.0, work_s=1.0, speedup=1.0, succeeded=2,
-        failed=0, retries=0, backups=0, input_tokens=20, output_tokens=10, cost_usd=cost,
-        simulated=True, result="answer", confidence=0.8,
+    return report(
+        task_id=task_id, plan_source="given", microtasks=2, wall_s=1.0, work_s=1.0,
+        succeeded=2, input_tokens=20, output_tokens=10, cost_usd=cost, confidence=0.8,
     )  # fmt: skip
 
 
