@@ -94,6 +94,10 @@ def bench_settings(settings: Settings, url: str, capacity: dict[Role, int], home
             "output_tokens_per_minute": _UNLIMITED * 100,
             "max_concurrency": max(total * 4, 64),
         },
+        # The peers have no budgets: dag-1000's simulated calls cost more than the default
+        # $5 a task, which stopped its last 100 microtasks (seen in the 2026-12-02 run).
+        task_budget_usd=1_000_000.0,
+        daily_budget_usd=1_000_000.0,
         home=home,
     )
 
