@@ -2,10 +2,14 @@
 
 Like ``graphlib``'s loop: a microtask starts the moment its own dependencies
 are done; there are no level barriers. Each attempt is one call to its role's
-pool. An attempt past its deadline is cancelled (by the pool, which starts the
-clock when an agent takes it; here as a backstop) and retried — on another
-agent, since the pool remembers who tried — with exponential backoff and
-jitter, up to ``max_attempts``.
+pool. An attempt past its deadline is cancelled by the pool, which starts the
+clock when an agent takes it, and retried — on another agent, since the pool
+remembers who tried — with exponential backoff and jitter, up to
+``max_attempts``. Time queued for a free agent does not count: under load a
+microtask may wait in its pool for minutes. The dispatcher's own backstop is
+for a pool that stopped answering: past it, the pool is asked how many agents
+are idle, and only a pool that gives no answer has its call cancelled (a dead
+pool's call fails through Ray at once).
 
 A microtask running past the p90 of the durations seen so far (and past twice
 their median: with near-constant latencies nothing straggles) gets a backup
@@ -60,6 +64,8 @@ OnResult = Callable[[MicrotaskResult], Coroutine[Any, Any, None]]
 CallPool = Callable[[Role, MicrotaskRequest, float], Coroutine[Any, Any, MicrotaskResult]]
 IdleAgents = Callable[[Role], Coroutine[Any, Any, int]]
 _BACKUP_CHECK_S = 0.1  # how often stragglers are looked for once backups are possible
+_BACKSTOP_GRACE_S = 30.0  # past twice the run deadline, the pool is asked if it still answers
+_POOL_ANSWER_S = 10.0  # a pool that answers nothing within this is taken as stuck
 # Paid answers one attempt may use: an answer and one retry (of a cut or malformed answer).
 # Reserved at launch, so attempts running side by side (backups) never pass the cap together.
 _PAID_PER_ATTEMPT = 2
@@ -166,7 +172,7 @@ class Dispatcher:
                     attempt = self._inflight.pop(call, None)
                     if attempt is not None:  # None: the losing copy of a backup pair
                         await self._settle(call, attempt)
-                self._enforce_deadlines()
+                await self._enforce_backstops()
                 if self._settings.backups:
                     await self._start_backups()
         finally:
@@ -238,10 +244,7 @@ class Dispatcher:
         attempt.reserved_usd = held
         attempt.paid_cap = request.max_paid_calls or 0
         self._reserved[mt.id] = self._reserved.get(mt.id, 0) + attempt.paid_cap
-        # The pool enforces the run deadline from the moment an agent takes the
-        # microtask (time queued for a free agent does not count). This backstop
-        # catches a call that never comes back at all, e.g. from a dead pool.
-        attempt.deadline = attempt.submitted + 2 * self._settings.microtask_timeout_s + 30
+        attempt.deadline = attempt.submitted + self._backstop_s()
         self._inflight[call] = attempt
         return True
 
@@ -253,7 +256,7 @@ class Dispatcher:
             return  # another copy already decided this microtask
         error: BaseException | None
         if call.cancelled():
-            error = TimeoutError("the pool gave no answer before the backstop deadline")
+            error = TimeoutError("the pool stopped answering")
         else:
             error = call.exception()
         if error is None:
@@ -333,17 +336,42 @@ class Dispatcher:
         admission.release(self._record, attempt.reserved_usd)
         attempt.reserved_usd = 0.0
 
-    def _enforce_deadlines(self) -> None:
+    def _backstop_s(self) -> float:
+        """How long an attempt runs before its pool is asked whether it still answers."""
+        return 2 * self._settings.microtask_timeout_s + _BACKSTOP_GRACE_S
+
+    async def _enforce_backstops(self) -> None:
+        """Cancel the attempts past their backstop whose pool no longer answers; the
+        others are queued behind other work or running under the pool's deadline."""
         now = time.monotonic()
-        for call, attempt in self._inflight.items():
-            if now >= attempt.deadline:
-                attempt.deadline = float("inf")
-                call.cancel()  # the pool call is cancelled, and with it the agent's
-                log.warning(
-                    "task %s microtask %s passed its deadline",
-                    self._record.task_id,
-                    attempt.microtask.id,
-                )
+        answers: dict[Role, bool] = {}  # asked once per role and pass
+        for call, attempt in list(self._inflight.items()):
+            if now < attempt.deadline:
+                continue
+            role = attempt.microtask.role
+            if role not in answers:
+                answers[role] = await self._pool_answers(role)
+            if answers[role]:
+                attempt.deadline = time.monotonic() + self._backstop_s()
+                continue
+            attempt.deadline = float("inf")
+            call.cancel()  # the pool call is cancelled, and with it the agent's
+            log.warning(
+                "task %s microtask %s: the %s pool gave no answer; its call is cancelled",
+                self._record.task_id,
+                attempt.microtask.id,
+                role.value,
+            )
+
+    async def _pool_answers(self, role: Role) -> bool:
+        """Whether ``role``'s pool answers a question at all (no way to ask: it does not)."""
+        if self._idle_agents is None:
+            return False
+        try:
+            await asyncio.wait_for(self._idle_agents(role), _POOL_ANSWER_S)
+        except Exception:  # timed out, or the pool is gone
+            return False
+        return True
 
     async def _start_backups(self) -> None:
         settings, record = self._settings, self._record

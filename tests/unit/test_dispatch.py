@@ -367,3 +367,39 @@ async def test_cancelling_a_dispatch_whose_plan_is_arriving_ends_cleanly():
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(running, 10)
     assert record.reserved_usd == pytest.approx(0.0) and record.results == {}
+
+
+# --- the backstop: a pool that stops answering, not one that is busy ----------------
+
+
+async def test_a_call_queued_past_its_backstop_runs_on_while_its_pool_answers(monkeypatch):
+    monkeypatch.setattr("actors.dispatch._BACKSTOP_GRACE_S", 0.05)
+    pool = FakePool(delays={"queued": 0.6})  # waits in the pool's queue behind other work
+    asked: list[Role] = []
+
+    async def idle(role: Role) -> int:
+        asked.append(role)
+        return 0
+
+    record = _record([_mt("queued")])
+    settings = _settings(microtask_timeout_s=0.05)  # backstop 0.15 s
+    await Dispatcher(record, settings, pool, random.Random(0), idle_agents=idle).run()
+    assert record.results["queued"].attempt == 1 and record.retries == 0
+    assert len(asked) >= 2  # asked again each time the extended backstop passed
+
+
+async def test_a_call_whose_pool_gives_no_answer_is_cancelled_and_retried(monkeypatch):
+    monkeypatch.setattr("actors.dispatch._BACKSTOP_GRACE_S", 0.05)
+    monkeypatch.setattr("actors.dispatch._POOL_ANSWER_S", 0.05)
+    pool = FakePool(first_delays={"stuck": 60.0})
+
+    async def stuck(role: Role) -> int:
+        await asyncio.sleep(60)
+        return 0
+
+    record = _record([_mt("stuck")])
+    settings = _settings(microtask_timeout_s=0.05)
+    await Dispatcher(record, settings, pool, random.Random(0), idle_agents=stuck).run()
+    assert record.results["stuck"].attempt == 2 and record.retries == 1
+    retried = [e for e in record.events if e.kind is EventKind.RETRIED]
+    assert "stopped answering" in retried[0].detail
