@@ -254,11 +254,8 @@ class Dispatcher:
         self._release(attempt)
         if mt.id in record.results or mt.id in record.failures:
             return  # another copy already decided this microtask
-        error: BaseException | None
-        if call.cancelled():
-            error = TimeoutError("the pool stopped answering")
-        else:
-            error = call.exception()
+        stopped = call.cancelled()  # by the backstop: the pool stopped answering
+        error = TimeoutError("the pool stopped answering") if stopped else call.exception()
         if error is None:
             result = call.result()
             self._count(mt, result.usage)  # at once: the hold just released must not go missing
