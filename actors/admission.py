@@ -48,12 +48,8 @@ _CRUMB_USD = 1e-9  # what float sums of holds leave behind once all are given ba
 
 def purpose_of(request: MicrotaskRequest) -> Purpose:
     """The purpose whose model and ``max_tokens`` answer ``request`` (as the agent picks)."""
-    if request.kind is CallKind.SYNTHESIS:
-        return Purpose.SYNTHESIS
-    if request.kind is CallKind.RECONCILE:
-        return Purpose.RECONCILE
-    if request.kind is CallKind.QUICK:
-        return Purpose.QUICK
+    if request.kind is not CallKind.MICROTASK:  # each side call has its purpose's name
+        return Purpose(request.kind.value)
     return Purpose(request.microtask.role.value)
 
 

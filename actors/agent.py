@@ -166,9 +166,9 @@ class Agent:
             await relay.flush()
             content, claims, confidence = completion.text, [], 1.0
             usage, simulated = completion.usage, completion.simulated
-        elif request.kind is CallKind.SYNTHESIS:
+        elif request.kind in (CallKind.SYNTHESIS, CallKind.OVERVIEW):
             completion = await self._client.complete(
-                Purpose.SYNTHESIS,
+                Purpose(request.kind.value),
                 SYSTEM_PROMPTS[Role.GENERATION],
                 mt.instructions,
                 max_paid_calls=cap,

@@ -76,7 +76,7 @@ class TaskProgress:
             self._roles[event.microtask_id] = event.role
             if event.kind in _ENDED:
                 self._ended.add(event.microtask_id)
-        if event.kind is EventKind.MERGING:  # a resumed task writes its answer afresh
+        if event.kind is EventKind.PLANNED:  # a resumed task writes its answer afresh
             self._attempt, self._pieces = None, []
         elif event.kind is EventKind.ANSWER:
             if event.attempt != self._attempt:  # the writer started over

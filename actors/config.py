@@ -75,6 +75,7 @@ class Purpose(StrEnum):
     RECONCILE = "reconcile"  # grouping claims by meaning, before the synthesis
     SYNTHESIS = "synthesis"
     QUICK = "quick"  # a short direct answer shown while the plan runs (quick_answer)
+    OVERVIEW = "overview"  # the short close of an answer written in sections
 
 
 class Effort(StrEnum):
@@ -149,6 +150,8 @@ def _default_models() -> dict[Purpose, str]:
         Purpose.ASSESSMENT: "claude-haiku-5-5",
         # A short direct answer while the plan runs: a good model thinking little.
         Purpose.QUICK: "claude-sonnet-5-5",
+        # A sectioned answer's closing overview: short, on the critical path, so fast.
+        Purpose.OVERVIEW: "claude-sonnet-5-5",
     }
 
 
@@ -166,6 +169,7 @@ def _default_output_tokens() -> dict[Purpose, int]:
         Purpose.RECONCILE: 8192,
         Purpose.SYNTHESIS: 32_000,
         Purpose.QUICK: 2048,
+        Purpose.OVERVIEW: 2048,
     }
 
 
@@ -181,6 +185,7 @@ def _default_effort() -> dict[Purpose, Effort]:
         Purpose.PLANNING: Effort.HIGH,
         Purpose.SYNTHESIS: Effort.HIGH,
         Purpose.QUICK: Effort.LOW,
+        Purpose.OVERVIEW: Effort.LOW,
     }
 
 
@@ -303,6 +308,12 @@ class Settings(BaseSettings):
     plan_mode: str = Field(default="flat", pattern="^(flat|hierarchical)$")
     # The synthesis streams to every front door as it is written (ANSWER progress events).
     stream_answer: bool = True
+    # "sections": the plan ends with generation microtasks that each write one section of
+    # the answer (about answer_words in all); each reaches followers as soon as it and
+    # those before it are done, and a short overview closes it (actors.sections).
+    # "writer": one synthesis call writes the whole answer after the dispatch.
+    answer_mode: str = Field(default="writer", pattern="^(writer|sections)$")
+    answer_words: int = Field(default=1800, ge=100)
     # A request that goes to the DAG first gets a short direct answer, streamed as QUICK
     # events while the microtasks run; the full answer says what it adds or corrects.
     # The bot asks for it unless PARALLEL_AGENTS_TELEGRAM_QUICK_ANSWER is false (BotConfig);

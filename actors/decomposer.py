@@ -36,6 +36,7 @@ from actors.models import (
     Usage,
 )
 from actors.plan_stream import OnMicrotask, PlanStream
+from actors.sections import sections_rule
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class Decomposer:
             + f"\n\nComplexity: {level.value}. Plan at most {limit} microtasks"
             + f" (use most of them for a {level.value} request)."
         )
+        if self._settings.answer_mode == "sections":
+            prompt += "\n\n" + sections_rule(self._settings.answer_words)
         notes: list[str] = []
         cut: list[str] = []
         usage = Usage()

@@ -25,6 +25,7 @@ from actors.errors import ModelBehaviorError, ProviderError
 from actors.llm import LLMClient
 from actors.models import BranchDraft, Microtask, MicrotaskDraft, PlanDraft, PlanOutline, Usage
 from actors.plan_stream import OnMicrotask, PlanStream
+from actors.sections import sections_rule
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ class HierarchicalPlanner:
             + f"Plan branch {branch.id} only ({branch.title}: {branch.focus}); other agents "
             + f"plan the other branches. Plan at most {size} microtasks."
         )
+        finals = [b for b in branches if not any(b.id in other.depends_on for other in branches)]
+        if self._settings.answer_mode == "sections" and branch in finals:  # it writes them
+            prompt += "\n\n" + sections_rule(self._settings.answer_words // len(finals))
         stream = PlanStream(size, lambda mt: joins.arrived(branch.id, mt))
         budget = self._settings.max_tokens_for(Purpose.PLANNING, size)
         try:

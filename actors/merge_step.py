@@ -8,6 +8,10 @@ batches fall back to topic names — still leaves the writer time), and each cal
 holds its estimated cost against the task budget (``admission.held``). When the writer
 fails, times out, is cut twice or the budget is spent, the answer is stitched from the
 parts (``merger.fallback_answer``): finished work is never lost.
+
+An answer the plan wrote in sections (``actors.sections``) gets no writer: its claims are
+reconciled while the sections are written, and a fast model adds a short overview (if
+that fails, the sections stand without it).
 """
 
 from __future__ import annotations
@@ -15,12 +19,23 @@ from __future__ import annotations
 import asyncio
 
 from actors import admission, merger, tracing
+from actors.claims import MergeSummary
 from actors.config import Settings
 from actors.dispatch import CallPool
 from actors.errors import MicrotaskTimeoutError, TaskCancelledError, TruncatedAnswerError
-from actors.models import CallKind, Microtask, MicrotaskRequest, Reconciliation, Role, Usage
+from actors.models import (
+    CallKind,
+    EventKind,
+    Microtask,
+    MicrotaskRequest,
+    MicrotaskResult,
+    Reconciliation,
+    Role,
+    Usage,
+)
 from actors.reconcile import reconcile
 from actors.report import TaskRecord
+from actors.sections import SectionedAnswer
 
 
 class MergeStep:
@@ -30,7 +45,16 @@ class MergeStep:
         self._settings = settings
         self._call_pool = call_pool
 
-    async def run(self, record: TaskRecord) -> None:
+    def sectioned(self, record: TaskRecord) -> SectionedAnswer:
+        """The follower of a task whose plan writes its answer in sections (inactive when
+        the plan has none); its reconciliation is this step's."""
+
+        async def reconcile_early(results: list[MicrotaskResult], missing: list[str]):
+            return await self._reconcile(record, results, missing)
+
+        return SectionedAnswer(record, reconcile_early)
+
+    async def run(self, record: TaskRecord, sections: SectionedAnswer | None = None) -> None:
         """Set ``record.summary`` and ``record.answer`` from the task's results."""
         results = record.ordered_results()
         if record.plan_source == "direct":
@@ -39,15 +63,16 @@ class MergeStep:
             if not results:
                 record.answer = merger.fallback_answer(record.text, results, record.summary)
             return
+        if sections is not None and sections.active:
+            await sections.advance()  # the dispatch is over: whatever is left goes now
+            if sections.sent:
+                await self._close_sections(record, sections)
+                return
+            if sections.reconciling is not None:  # no section came through: one writer
+                sections.reconciling.cancel()
         budget = self._settings.synthesis_timeout_s
         started = asyncio.get_running_loop().time()
-        with tracing.span("reconcile", task_id=record.task_id):
-            summary = await reconcile(
-                results,
-                record.missing_titles(),
-                lambda prompt: self._reconcile_batch(record, prompt, started + budget / 2),
-                batch_claims=self._settings.reconcile_batch_claims,
-            )
+        summary = await self._reconcile(record, results, record.missing_titles())
         record.summary = summary
         record.notes.extend(summary.notes)
         prompt = merger.synthesis_prompt(
@@ -80,6 +105,59 @@ class MergeStep:
             return
         record.simulated = record.simulated or result.simulated
         record.answer = result.content + "\n\n" + merger.render_footer(summary)
+
+    async def _reconcile(
+        self, record: TaskRecord, results: list[MicrotaskResult], missing: list[str]
+    ) -> MergeSummary:
+        """The claims of ``results`` reconciled by meaning within half the synthesis budget."""
+        deadline = asyncio.get_running_loop().time() + self._settings.synthesis_timeout_s / 2
+        with tracing.span("reconcile", task_id=record.task_id):
+            return await reconcile(
+                results,
+                missing,
+                lambda prompt: self._reconcile_batch(record, prompt, deadline),
+                batch_claims=self._settings.reconcile_batch_claims,
+            )
+
+    async def _close_sections(self, record: TaskRecord, sections: SectionedAnswer) -> None:
+        """A sectioned answer: its reconciliation (begun during the dispatch), then the
+        overview, within ``synthesis_timeout_s``; the answer is the sections, the overview
+        and the footer."""
+        budget = self._settings.synthesis_timeout_s
+        started = asyncio.get_running_loop().time()
+        if sections.reconciling is None:  # the dispatch ended before the groundwork did
+            work = [r for r in record.ordered_results() if r.microtask_id not in sections.ids]
+            summary = await self._reconcile(record, work, record.missing_titles())
+        else:
+            summary = await sections.reconciling
+        summary = summary.model_copy(update={"missing": record.missing_titles()})
+        record.summary = summary
+        record.notes.extend(summary.notes)
+        texts = sections.texts()
+        prompt = merger.overview_prompt(record.text, texts, summary, quick_take=record.quick_answer)
+        overview = Microtask(
+            id="overview", role=Role.GENERATION, title="Overview", instructions=prompt
+        )
+        request = self._side_request(record, overview, CallKind.OVERVIEW, started + budget)
+        closing = ""
+        try:
+            with admission.held(record, self._settings, request):
+                try:
+                    async with asyncio.timeout_at(started + budget):
+                        result = await self._call_pool(Role.GENERATION, request, 0.0)
+                except Exception as exc:
+                    record.usage += paid_usage(exc)
+                    raise
+                record.usage += result.usage
+            record.simulated = record.simulated or result.simulated
+            closing = "## In short\n\n" + result.content.strip()
+            await record.emit(EventKind.ANSWER, attempt=1, detail=closing + "\n\n")
+        except (asyncio.CancelledError, TaskCancelledError):
+            raise
+        except Exception as exc:  # the sections stand on their own
+            record.note(f"overview failed ({type(exc).__name__}); the sections stand without it")
+        body = "\n\n".join([*texts, closing] if closing else texts)
+        record.answer = body + "\n\n" + merger.render_footer(summary)
 
     async def _reconcile_batch(
         self, record: TaskRecord, prompt: str, deadline: float

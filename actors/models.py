@@ -62,6 +62,7 @@ class CallKind(StrEnum):
     RECONCILE = "reconcile"  # a validation agent groups claims by meaning (Reconciliation)
     SYNTHESIS = "synthesis"  # the final answer as plain text
     QUICK = "quick"  # a short direct answer while the plan runs (quick_answer)
+    OVERVIEW = "overview"  # the short close of an answer written in sections
 
 
 class EventKind(StrEnum):

@@ -48,6 +48,7 @@ from actors.plan_stream import STREAMING_PLAN, OnMicrotask
 from actors.quick_take import quick_take
 from actors.ray_metrics import OrchestratorMetrics
 from actors.report import SEQ_SPAN, TaskRecord, end_event, settled
+from actors.sections import SectionedAnswer
 from actors.stats import Stats, StatsSnapshot
 from actors.store import Store
 
@@ -391,6 +392,8 @@ class Orchestrator:
             resumed = bool(record.microtasks)  # with the plan it had before a restart
             dispatching: asyncio.Task[None] | None = None
             streamed: Dispatcher | None = None
+            sections: SectionedAnswer | None = None  # answer_mode "sections"
+            following: asyncio.Task[None] | None = None  # its follower, during the dispatch
             try:
                 if resumed:
                     pass
@@ -418,6 +421,10 @@ class Orchestrator:
                 await record.emit(EventKind.PLANNED, detail=record.plan_source)
                 if streamed is not None:  # sealed after PLANNED: what starts now is after it
                     streamed.seal(record.microtasks)
+                if self._settings.answer_mode == "sections" and record.plan_source != "direct":
+                    sections = self._merger.sectioned(record)
+                    if sections.active:
+                        following = asyncio.create_task(sections.follow())
                 record.state = TaskState.RUNNING
                 limit = self._settings.levels[record.complexity].time_limit_s
                 try:
@@ -425,15 +432,20 @@ class Orchestrator:
                 except TimeoutError:
                     record.note(f"time limit of {limit:.0f} s reached; merging what finished")
             finally:
-                if dispatching is not None and not dispatching.done():
-                    dispatching.cancel()  # cancelled while planning
-                    await asyncio.gather(dispatching, return_exceptions=True)
+                if sections is not None:
+                    sections.close()
+                for task in (dispatching, following):
+                    if task is not None and not task.done():
+                        task.cancel()  # the dispatch: cancelled while planning
+                        await asyncio.gather(task, return_exceptions=True)
             try:
                 record.state = TaskState.MERGING
                 await record.emit(EventKind.MERGING)
                 with tracing.span("merge", task_id=record.task_id):
-                    await self._merger.run(record)
+                    await self._merger.run(record, sections)
             finally:
+                if sections is not None:
+                    sections.stop()
                 if record.quick_task is not None:  # the full answer is ready (or the task ended)
                     record.quick_task.cancel()
                     await asyncio.gather(record.quick_task, return_exceptions=True)

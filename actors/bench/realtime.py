@@ -89,6 +89,23 @@ VARIANTS: tuple[Variant, ...] = (
         {"stream_plan": True, "stream_answer": True, "quick_answer": True},
         needs=("quick_answer",),
     ),
+    Variant(
+        "sections",
+        "answer in sections",
+        {"stream_plan": True, "stream_answer": True, "answer_mode": "sections"},
+        needs=("answer_mode",),
+    ),
+    Variant(
+        "sections-quick",
+        "answer in sections, quick answer first",
+        {
+            "stream_plan": True,
+            "stream_answer": True,
+            "answer_mode": "sections",
+            "quick_answer": True,
+        },
+        needs=("answer_mode", "quick_answer"),
+    ),
 )
 # Switched off explicitly where a variant does not ask for it, whatever its default.
 _OFF = {"quick_answer": False}

@@ -35,7 +35,7 @@ PHASES: dict[str, tuple[str, ...]] = {
     "planning": ("outline", "plan"),  # the outline: hierarchical planning's first call
     "dispatch": ("microtask",),
     "quick answer": ("quick", "text"),
-    "reconcile + synthesis": ("reconcile", "synthesis"),
+    "reconcile + synthesis": ("reconcile", "synthesis", "overview"),
 }
 PHASE_COLORS = {  # Okabe-Ito, colour-blind safe
     "assessment": "#999999",
@@ -156,21 +156,14 @@ def variant_figures(
 ) -> VariantFigures:
     """A variant's figures from its task's events and report and the simulator's request log.
 
-    ``t0`` is the task's start (wall clock). The first answer token is the first ANSWER event
-    once the merge began (the full answer's writer; with nothing streamed, the end). Text
-    before it — ANSWER events while the DAG runs, or an event kind named for the quick
-    answer — is the quick take, which counts as the first useful text.
+    ``t0`` is the task's start (wall clock). The first answer token is the first ANSWER event:
+    the writer's, or a section's while the DAG still runs (with nothing streamed, the end).
+    The quick take (QUICK events) counts as the first useful text.
     """
     full = report.wall_s
-    merging = _first(events, [EventKind.MERGING.value])
-    token_at = _first(events, [EventKind.ANSWER.value], after=merging) if merging >= 0 else -1.0
+    token_at = _first(events, [EventKind.ANSWER.value])
     first_token = token_at - t0 if token_at >= 0 else full
-    early = [
-        e.at
-        for e in events
-        if ("quick" in e.kind.value or e.kind is EventKind.ANSWER)
-        and (merging < 0 or e.at < merging)
-    ]
+    early = [e.at for e in events if e.kind is EventKind.QUICK]
     first_useful = min([first_token, *(at - t0 for at in early)])
     calls = [e for e in log if e["at"] >= t0]
     found = phases(calls, t0)

@@ -26,6 +26,9 @@ _SHARES: tuple[tuple[str, str, float], ...] = (
     ("generation", "g", 0.05),
 )
 _BRANCHES = re.compile(r"at most\s+(\d+)\s+branches", re.IGNORECASE)
+# The rule of answer_mode "sections" (decomposer.sections_rule).
+_SECTIONS = re.compile(r"one section of the final answer.*?about (\d+) words in all", re.S)
+_WORDS_PER_SECTION = 350  # how long a section the simulated planner aims at
 _IN_ALL = re.compile(r"with\s+(\d+)\s+microtasks in all", re.IGNORECASE)
 _PLAN_SIZE = re.compile(r"(?:at most|up to|no more than)\s+(\d+)\s+microtasks?", re.IGNORECASE)
 _RESEARCH = (
@@ -90,13 +93,24 @@ def plan(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
     n = limit if limit <= 4 else max(4, round(limit * rng.uniform(0.8, 1.0)))
     words = keywords(prompt.request)
     subject = _subject(prompt.request)
+    sizes = plan_sizes(n)
+    sections = _SECTIONS.search(prompt.conversation)
+    answer_words = int(sections.group(1)) if sections else 0
+    if sections and n >= 6:  # the last level writes the answer, one section each
+        wanted = max(2, min(6, n // 4, round(answer_words / _WORDS_PER_SECTION)))
+        while sizes[3] < wanted:  # taken from the largest level
+            sizes[max(range(3), key=lambda i: sizes[i])] -= 1
+            sizes[3] += 1
     levels: list[list[dict[str, Any]]] = []
-    for (role, prefix, _), count in zip(_SHARES, plan_sizes(n), strict=True):
+    for (role, prefix, _), count in zip(_SHARES, sizes, strict=True):
         items = []
         for i in range(count):
             kw = words[(i + len(levels)) % len(words)]
             other = words[(i + len(levels) + 1) % len(words)]
-            fields = _wording(role, kw, other, subject, i, count, rng)
+            if role == "generation" and sections and n >= 6:
+                fields = _section(kw, subject, i, count, answer_words // count)
+            else:
+                fields = _wording(role, kw, other, subject, i, count, rng)
             items.append({"id": f"{prefix}{i + 1}", "role": role, **fields})
         if items:
             levels.append(items)
@@ -159,6 +173,21 @@ def _subject(request: str) -> str:
     if len(text) <= 80:
         return text
     return text[:80].rsplit(" ", 1)[0]
+
+
+def _section(kw: str, subject: str, i: int, count: int, words: int) -> dict[str, Any]:
+    """A generation microtask writing section ``i`` of ``count`` of the answer."""
+    last = i == count - 1
+    title = "Recommendations and next steps" if last else f"What matters about {kw}"
+    return {
+        "title": title,
+        "instructions": f"Write section {i + 1} of {count} of the final answer to: {subject}, "
+        f"in about {words} words, from the validated results"
+        + (", ending with concrete next steps in order of priority." if last else f" on {kw}."),
+        "depends_on": [],
+        "priority": 1,
+        "critical": False,
+    }
 
 
 def _wording(

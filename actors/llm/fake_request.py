@@ -43,6 +43,7 @@ class CallPurpose(StrEnum):
     PLAN = "plan"  # PlanDraft schema
     OUTLINE = "outline"  # PlanOutline schema (hierarchical planning)
     QUICK = "quick"  # plain text under a "quick take" system prompt (quick_answer)
+    OVERVIEW = "overview"  # plain text closing the <section> blocks of a sectioned answer
     SYNTHESIS = "synthesis"  # plain text over <result id=...> blocks
     RECONCILE = "reconcile"  # Reconciliation schema
     MICROTASK = "microtask"  # AgentOutput schema
@@ -259,6 +260,8 @@ def purpose_of(schema: dict[str, Any] | None, prompt: Prompt) -> CallPurpose:
     if schema is None:
         if "<result id=" in prompt.last_user:
             return CallPurpose.SYNTHESIS
+        if "<section>" in prompt.last_user:
+            return CallPurpose.OVERVIEW
         return CallPurpose.QUICK if "quick take" in prompt.system.lower() else CallPurpose.TEXT
     root = resolve(schema)
     props = root.get("properties") or {}

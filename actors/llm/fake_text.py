@@ -9,7 +9,9 @@ request reads the same. Sizes follow what Claude writes (tokens at chars/4):
 - synthesis: 2,000-3,500 tokens in sections (Findings, Analysis, Checks,
   Recommendations) made from the ``<result>`` blocks, opening "Simulated synthesis: ".
 
-A ``[sim-output-tokens N]`` marker replaces the drawn size with N. All prose starts with
+A prompt asking for a length ("in about N words") gets about that many words, a little
+over as often as not, as models write them; a ``[sim-output-tokens N]`` marker replaces
+the drawn size with N tokens. All prose starts with
 ``SIMULATED_PREFIX``.
 """
 
@@ -46,6 +48,7 @@ _STOPWORD_TEXT = """
 """
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 # Microtask content size by role, in tokens.
+_WORDS_ASKED = re.compile(r"\bin about (\d+) words\b", re.IGNORECASE)
 _ROLE_TOKENS = {
     "research": (250, 450),
     "analysis": (400, 700),
@@ -134,11 +137,20 @@ def fit(text: str, chars: int) -> str:
     return (cut[:space] if space > 0 else cut[: max(1, chars - 1)]).rstrip(",;:") + "."
 
 
+def asked_tokens(prompt: Prompt, rng: random.Random) -> int | None:
+    """The length the prompt asks for ("in about N words"), as a model writes it: in
+    tokens (4 per 3 words), a little over as often as not; None when it asks none."""
+    asked = _WORDS_ASKED.findall(prompt.last_user)
+    if not asked:
+        return None
+    return max(1, round(int(asked[-1]) * 4 / 3 * rng.uniform(0.95, 1.15)))
+
+
 def plain_answer(prompt: Prompt, rng: random.Random) -> str:
     """A plain text answer about the request."""
     if is_greeting(prompt.request) and prompt.markers.output_tokens is None:
         return SIMULATED_PREFIX + GREETING_REPLY
-    tokens = prompt.markers.output_tokens or rng.randint(150, 400)
+    tokens = prompt.markers.output_tokens or asked_tokens(prompt, rng) or rng.randint(150, 400)
     body = paragraphs(rng, keywords(prompt.request), tokens)
     return fit(SIMULATED_PREFIX + body, max(len(SIMULATED_PREFIX) + 1, tokens * 4))
 
@@ -148,7 +160,7 @@ def microtask_content(prompt: Prompt, rng: random.Random) -> str:
     if is_greeting(prompt.request) and prompt.markers.output_tokens is None:
         return SIMULATED_PREFIX + GREETING_REPLY
     low, high = _ROLE_TOKENS.get(prompt.role, (300, 500))
-    tokens = prompt.markers.output_tokens or rng.randint(low, high)
+    tokens = prompt.markers.output_tokens or asked_tokens(prompt, rng) or rng.randint(low, high)
     head = f"{SIMULATED_PREFIX}{prompt.title}. "
     words = keywords(prompt.request)
     body = paragraphs(rng, words, max(1, tokens - len(head) // 4))

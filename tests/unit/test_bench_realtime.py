@@ -221,6 +221,8 @@ def test_a_variant_runs_only_once_settings_has_its_field():
     assert skipped == [
         "hierarchical plan: Settings has no plan_mode yet",
         "quick answer first: Settings has no quick_answer yet",
+        "answer in sections: Settings has no answer_mode yet",
+        "answer in sections, quick answer first: Settings has no answer_mode, quick_answer yet",
     ]
     chosen, skipped = runnable(["today", "quick"], fields=["quick_answer"])
     assert [v.name for v in chosen] == ["today", "quick"] and skipped == []

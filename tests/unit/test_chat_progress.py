@@ -79,7 +79,7 @@ def test_answer_pieces_append_and_a_new_attempt_starts_over():
     assert task.answer == "The shop is safe"
     task.add(_piece(2, "The shop "))  # the writer's call was retried
     assert task.answer == "The shop "
-    task.add(_event(EventKind.MERGING))  # a resumed task writes its answer again
+    task.add(_event(EventKind.PLANNED))  # a resumed task writes its answer again
     assert task.answer == ""
     task.add(_piece(1, "Again"))
     assert task.answer == "Again"
