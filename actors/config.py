@@ -300,6 +300,9 @@ class Settings(BaseSettings):
     output_tokens: dict[Purpose, int] = Field(default_factory=_default_output_tokens)
     effort: dict[Purpose, Effort] = Field(default_factory=_default_effort)
     plan_tokens_per_microtask: int = Field(default=150, ge=1)
+    # Cache breakpoints on prompt prefixes other calls send too, where long enough for the
+    # model (actors.llm.prompt_parts); False: none, every call pays full input.
+    prompt_caching: bool = True
     # The planning call streams and each microtask is dispatched as soon as it is complete
     # and its dependencies are done (False: the whole plan first, then dispatch).
     stream_plan: bool = True

@@ -222,6 +222,7 @@ class Dispatcher:
         cannot hold the attempt's estimated cost on top of what is spent and held."""
         record = self._record
         number = record.attempts.get(mt.id, 0) + 1
+        shares_request, shares_context = self._sharing(mt)
         request = MicrotaskRequest(
             task_id=record.task_id,
             microtask=mt,
@@ -232,6 +233,8 @@ class Dispatcher:
             timeout_s=self._settings.microtask_timeout_s,
             max_paid_calls=min(_PAID_PER_ATTEMPT, self._paid_calls_left(mt)),
             trace_context=tracing.inject(),  # the task span: each attempt's span is its child
+            shares_request=shares_request,
+            shares_context=shares_context,
         )
         try:
             held = admission.reserve(record, self._settings, request)
@@ -247,6 +250,15 @@ class Dispatcher:
         attempt.deadline = attempt.submitted + self._backstop_s()
         self._inflight[call] = attempt
         return True
+
+    def _sharing(self, mt: Microtask) -> tuple[bool, bool]:
+        """Whether other microtasks of the plan (so far) send ``mt``'s prompt prefix: up to
+        the request (the same role: the same system prompt), and up to the context (the
+        same role and dependencies). Only a shared prefix is worth a cache write."""
+        same_role = [o for o in self._record.microtasks if o.role is mt.role and o.id != mt.id]
+        needs = set(mt.depends_on)
+        siblings = bool(needs) and any(set(o.depends_on) == needs for o in same_role)
+        return bool(same_role), siblings
 
     async def _settle(self, call: asyncio.Task[MicrotaskResult], attempt: _Attempt) -> None:
         """Record one finished attempt: a result, a retry, or a final failure."""

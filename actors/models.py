@@ -201,17 +201,19 @@ class Usage(BaseModel):
     """Tokens and cost of one or more model calls."""
 
     requests: int = 0
-    input_tokens: int = 0
+    input_tokens: int = 0  # uncached input, as the API reports it
     output_tokens: int = 0
+    cache_write_tokens: int = 0  # input written to the prompt cache (5 min: 1.25x input)
+    cache_read_tokens: int = 0  # input read from it (0.1x input; Opus 5.5 0.05x)
     cost_usd: float = 0.0
+    # What caching saved against the same input sent uncached (the writes' premium counted).
+    cache_saved_usd: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            requests=self.requests + other.requests,
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            cost_usd=self.cost_usd + other.cost_usd,
-        )
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in _USAGE})
+
+
+_USAGE = tuple(Usage.model_fields)
 
 
 class MicrotaskRequest(BaseModel):
@@ -228,6 +230,11 @@ class MicrotaskRequest(BaseModel):
     max_paid_calls: int | None = Field(
         default=None, description="answers this attempt may still pay for (None: no cap)"
     )
+    # Whether other calls of the same role send the same prompt prefix up to the request
+    # (other microtasks of the role in the plan) and up to the dependencies' context
+    # (siblings with the same dependencies): the agent marks those prefixes for caching.
+    shares_request: bool = False
+    shares_context: bool = False
     timeout_s: float | None = Field(
         default=None, description="deadline for the agent's run, from the moment it starts"
     )
@@ -313,6 +320,11 @@ class RunReport(BaseModel):
     backups: int
     input_tokens: int
     output_tokens: int
+    cache_write_tokens: int = Field(default=0, description="input written to the prompt cache")
+    cache_read_tokens: int = Field(default=0, description="input read from the prompt cache")
+    cache_saved_usd: float = Field(
+        default=0.0, description="what caching saved against sending that input uncached"
+    )
     paid_calls: int = Field(default=0, description="model answers paid for, failed ones included")
     first_microtask_s: float | None = Field(
         default=None, description="seconds from the request to the first microtask's start"

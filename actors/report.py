@@ -244,6 +244,9 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         backups=record.backups,
         input_tokens=record.usage.input_tokens,
         output_tokens=record.usage.output_tokens,
+        cache_write_tokens=record.usage.cache_write_tokens,
+        cache_read_tokens=record.usage.cache_read_tokens,
+        cache_saved_usd=round(record.usage.cache_saved_usd, 6),
         paid_calls=record.usage.requests,
         first_microtask_s=_since_start(record, EventKind.STARTED),
         first_answer_s=_since_start(record, EventKind.ANSWER) or round(wall_s, 3),
@@ -276,6 +279,9 @@ def settled(report: RunReport, paid: LedgerSummary) -> RunReport:
             "unsettled_calls": paid.count("unknown"),
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_saved_usd": round(usage.cache_saved_usd, 6),
             "cost_usd": round(usage.cost_usd, 6),
         }
     )

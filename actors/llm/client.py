@@ -45,7 +45,8 @@ from actors.errors import (
 from actors.llm import catalog, streaming
 from actors.llm.ledger import CALL_HEADER, CallLedger, new_call_id
 from actors.llm.limiter import Limiter, Outcome, RateLimiter
-from actors.llm.pricing import cost_usd
+from actors.llm.pricing import cache_saving_usd, cost_usd
+from actors.llm.prompt_parts import Part, Prompt, content_blocks, joined
 from actors.llm.streaming import Sent
 from actors.llm.structured_output import (
     Cut,
@@ -151,7 +152,7 @@ class LLMClient:
         self,
         purpose: Purpose,
         system: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
@@ -166,7 +167,7 @@ class LLMClient:
         self,
         purpose: Purpose,
         system: str,
-        prompt: str,
+        prompt: Prompt,
         *,
         on_text: Callable[[str], Awaitable[None]],
         max_tokens: int | None = None,
@@ -190,7 +191,7 @@ class LLMClient:
         self,
         purpose: Purpose,
         system: str,
-        prompt: str,
+        prompt: Prompt,
         output: type[T],
         *,
         max_tokens: int | None = None,
@@ -213,7 +214,7 @@ class LLMClient:
         self,
         purpose: Purpose,
         system: str,
-        prompt: str,
+        prompt: Prompt,
         output: type[T],
         *,
         items: str,
@@ -245,7 +246,7 @@ class LLMClient:
         self,
         purpose: Purpose,
         system: str,
-        prompt: str,
+        prompt: Prompt,
         max_tokens: int | None,
         timeout_s: float | None,
         max_paid_calls: int | None,
@@ -266,7 +267,7 @@ class LLMClient:
         self,
         purpose: Purpose,
         system: str,
-        prompt: str,
+        prompt: Prompt,
         output: type[T],
         max_tokens: int | None,
         timeout_s: float | None,
@@ -346,7 +347,7 @@ class LLMClient:
         self,
         call: _Call,
         system: str,
-        prompt: str,
+        prompt: Prompt,
         max_tokens: int | None,
         timeout_s: float | None,
         extra: dict[str, Any],
@@ -354,8 +355,12 @@ class LLMClient:
         parse: Callable[[Message], R],
         salvage: Callable[[Message], R] | None = None,
     ) -> tuple[R, Sent]:
-        system, prompt = self._checked(system, prompt)
+        parts = [Part(prompt)] if isinstance(prompt, str) else list(prompt)
+        parts = [Part(p.text.replace("\x00", ""), p.shared) for p in parts]
+        system, text = self._checked(system, joined(parts))
         model, info = call.model, catalog.info(call.model)
+        minimum = info.min_cache_tokens if self._settings.prompt_caching else None
+        blocks = content_blocks(system, parts, minimum)
         budget = max_tokens or self._settings.max_tokens_for(call.purpose)
         extra = _with_effort(extra, self._settings.effort[call.purpose].value, info.effort)
         attempts = self._settings.limiter.max_attempts
@@ -369,7 +374,7 @@ class LLMClient:
                 timeout = timeout_s or max(
                     self._settings.llm_timeout_s, info.first_token_s + budget / info.tokens_per_s
                 )
-                lease = await self._limiter.acquire(_estimate(system, prompt + note), budget)
+                lease = await self._limiter.acquire(_estimate(system, text + note), budget)
                 outcome, sent, message = Outcome.CONNECTION, None, None
                 headers: Mapping[str, str] = {}
                 call_id = new_call_id()
@@ -380,7 +385,7 @@ class LLMClient:
                             "model": model,
                             "max_tokens": budget,
                             "system": system,
-                            "messages": [{"role": "user", "content": prompt + note}],
+                            "messages": [{"role": "user", "content": _content(blocks, note)}],
                             "timeout": timeout,
                             "extra_headers": {CALL_HEADER: call_id},
                             **extra,
@@ -535,13 +540,23 @@ class _Call:
 
     def paid(self, message: Message, simulated: bool) -> Usage:
         """Count one answer received (paid for, usable or not) and return its usage."""
+        used = message.usage
+        written = used.cache_creation_input_tokens or 0
+        read = used.cache_read_input_tokens or 0
         spent = Usage(
             requests=1,
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
+            input_tokens=used.input_tokens,
+            output_tokens=used.output_tokens,
+            cache_write_tokens=written,
+            cache_read_tokens=read,
             cost_usd=cost_usd(
-                message.model, message.usage.input_tokens, message.usage.output_tokens
+                message.model,
+                used.input_tokens,
+                used.output_tokens,
+                cache_write_tokens=written,
+                cache_read_tokens=read,
             ),
+            cache_saved_usd=cache_saving_usd(message.model, written, read),
         )
         self.usage = self.usage + spent
         self.simulated = self.simulated or simulated
@@ -580,6 +595,14 @@ def _with_effort(extra: dict[str, Any], effort: str, accepted: bool) -> dict[str
 
 def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
+
+
+def _content(blocks: list[dict[str, Any]], note: str) -> str | list[dict[str, Any]]:
+    """The user message's content: plain text unless a block carries a cache breakpoint;
+    a correction after a malformed answer goes last, after every shared prefix."""
+    if not any("cache_control" in block for block in blocks):
+        return "".join(block["text"] for block in blocks) + note
+    return [*blocks, {"type": "text", "text": note}] if note else blocks
 
 
 def _estimate(system: str, prompt: str) -> int:

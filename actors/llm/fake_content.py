@@ -51,6 +51,7 @@ from actors.llm.fake_request import (
     Prompt,
     RequestKind,
     answer_shape,
+    document_names,
     estimate_tokens,
     input_tokens,
     latency_hint,
@@ -70,6 +71,7 @@ __all__ = [
     "RequestKind",
     "answer_shape",
     "describe",
+    "document_names",
     "estimate_tokens",
     "input_tokens",
     "latency_hint",
@@ -164,7 +166,12 @@ def message(
         "stop_details": (
             {"type": "refusal", "category": None, "explanation": None} if refused else None
         ),
-        "usage": {"input_tokens": input_tokens(body), "output_tokens": thinking + written},
+        "usage": {
+            "input_tokens": input_tokens(body),
+            "output_tokens": thinking + written,
+            "cache_creation_input_tokens": 0,  # the simulator's PromptCache fills these in
+            "cache_read_input_tokens": 0,
+        },
     }
     return Reply(payload, purpose, options.effort, thinking, tool_json)
 

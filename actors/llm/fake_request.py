@@ -291,6 +291,18 @@ def microtask_id(body: dict[str, Any]) -> str | None:
     return match.group(1) if match else None
 
 
+_DOCUMENT_TAG = re.compile(r'<document name="([^"]*)"')
+
+
+def document_names(body: dict[str, Any]) -> list[str]:
+    """The names of the ``<document name="...">`` blocks in the prompt, for the request log
+    (tests check that a user's document reached every microtask)."""
+    text = flatten(body.get("system") or "") + "".join(
+        flatten(m.get("content")) for m in body["messages"] if isinstance(m, dict)
+    )
+    return _DOCUMENT_TAG.findall(text)
+
+
 def prompt_sha(body: dict[str, Any]) -> str:
     """sha256 of the system prompt and messages, for the request log."""
     blob = json.dumps([body.get("system"), body.get("messages")], sort_keys=True, default=str)

@@ -79,9 +79,10 @@ def events(reply: Reply, rng: random.Random) -> list[Event]:
         "stop_sequence": payload["stop_sequence"],
         "stop_details": payload["stop_details"],
     }
-    usage = {
-        "input_tokens": payload["usage"]["input_tokens"],
-        "output_tokens": payload["usage"]["output_tokens"],
+    usage = {  # the final counts, cache included, as the API repeats them here
+        key: value
+        for key, value in payload["usage"].items()
+        if key in ("input_tokens", "output_tokens") or key.startswith("cache_")
     }
     stream.append(Event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
     stream.append(Event("message_stop", {"type": "message_stop"}))

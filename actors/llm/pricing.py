@@ -39,3 +39,16 @@ def cost_usd(
         + cache_read_tokens * m.cache_read_price
     )
     return total / 1_000_000
+
+
+def cache_saving_usd(model: str, cache_write_tokens: int, cache_read_tokens: int) -> float:
+    """What the cache saved one call against sending the same input uncached: reads at
+    their discount, less the premium its writes cost (negative for a write never read).
+
+    >>> round(cache_saving_usd("claude-opus-5-5", 0, 1_000_000), 2)  # $4 input, $0.20 read
+    3.8
+    """
+    m = info(model)
+    saved = cache_read_tokens * (m.input_price - m.cache_read_price)
+    premium = cache_write_tokens * (m.cache_write_5m_price - m.input_price)
+    return (saved - premium) / 1_000_000

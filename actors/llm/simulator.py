@@ -77,7 +77,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from actors.config import SimulatorSettings
-from actors.llm import fake_content, fake_request, fake_stream
+from actors.llm import fake_cache, fake_content, fake_request, fake_stream
 from actors.llm.ledger import CALL_HEADER
 from actors.llm.simulator_state import (
     LOG_FIELDS,
@@ -140,6 +140,7 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.StreamResp
         _validate(body, need_max_tokens=True)
         try:
             kind, purpose, options = fake_content.describe(body)
+            fake_cache.breakpoints(body)  # more than 4 is a 400 before anything else
         except ValueError as exc:
             raise _bad(str(exc)) from exc
         streamed = bool(body.get("stream"))
@@ -149,6 +150,7 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.StreamResp
             kind=kind.value,
             purpose=purpose.value,
             microtask=fake_content.microtask_id(body),
+            documents=fake_content.document_names(body),
             max_tokens=body["max_tokens"],
             effort=options.effort,
             stream=streamed,
@@ -176,6 +178,17 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.StreamResp
             hinted if hinted is not None else sim.delay(draw, body["model"], reply.output_tokens)
         )
         entry["delay_s"] = round(delay, 6)
+        usage_in = reply.payload["usage"]
+        begins_in = sim.pacing(delay, body["model"], reply.output_tokens)[0]
+        cached = sim.cache.account(
+            body, usage_in["input_tokens"], time.monotonic(), begins_in, cfg.time_scale
+        )
+        usage_in.update(
+            input_tokens=cached.uncached,
+            cache_creation_input_tokens=cached.written,
+            cache_read_input_tokens=cached.read,
+        )
+        entry.update(cache_read=cached.read, cache_write=cached.written)
         response: web.StreamResponse
         if streamed:
             stream = fake_stream.events(reply, fake_content.seeded_rng(entry["prompt_sha"]))

@@ -17,12 +17,15 @@ evenly over the output tokens, thinking included.
 Each request log entry holds ``seq``, ``at``, ``status``, ``latency_s`` (measured) and
 ``LOG_FIELDS`` (None until known): ``prompt_sha``, ``model``, ``kind`` (text / json_schema
 / tool), ``purpose`` (plan / synthesis / reconcile / microtask / assessment / text /
-other), ``microtask``, ``max_tokens``, ``effort`` (in force; None where the model takes
+other), ``microtask``, ``documents`` (names of the prompt's ``<document name="...">``
+blocks), ``max_tokens``, ``effort`` (in force; None where the model takes
 none), ``thinking_tokens``, ``output_tokens`` (thinking included), ``stop_reason`` and
 ``delay_s`` (the wait chosen), ``call_id`` (the client's ``x-parallel-agents-call``
 header, to match the caller's call ledger), ``stream`` (True for ``"stream": true``) and
 ``first_token_s`` (from arrival to the first text or tool-input delta — thinking does not
-count; a non-streamed answer's first token comes with the whole answer). A stream is logged
+count; a non-streamed answer's first token comes with the whole answer), ``cache_read``
+and ``cache_write`` (input tokens read from and written to the prompt cache,
+``actors.llm.fake_cache``). A stream is logged
 200 only once sent to its end, 529 when it ended in an ``overloaded_error`` event, 500 after
 a hang. ``stats()`` counts ``status_counts``, ``kinds``, ``purposes`` and ``stop_reasons``.
 
@@ -43,6 +46,7 @@ from typing import Any
 
 from actors.config import SimulatorSettings
 from actors.llm.catalog import info
+from actors.llm.fake_cache import PromptCache
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ LOG_FIELDS = (
     "kind",
     "purpose",
     "microtask",
+    "documents",
     "max_tokens",
     "effort",
     "thinking_tokens",
@@ -63,6 +68,8 @@ LOG_FIELDS = (
     "call_id",
     "stream",
     "first_token_s",
+    "cache_read",
+    "cache_write",
 )
 FAULTS = ("hang", "429", "529", "500", "malformed", "refusal")  # checked in this order
 _REALISTIC_SIGMA = 0.25  # spread of a real model's speed from one call to the next
@@ -109,6 +116,7 @@ class SimulatorState:
         self._in_flight = 0  # admitted and not yet answered
         self._admitted: deque[float] = deque()  # monotonic admission times, last 60 s
         self._log: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
+        self.cache = PromptCache()
         self.reset_stats()
 
     # --- operator API ---
