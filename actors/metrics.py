@@ -20,7 +20,7 @@ from prometheus_client.core import (
 
 from actors.llm.limiter import LimiterSnapshot
 from actors.models import AgentState, PoolSnapshot
-from actors.stats import DURATION_BUCKETS, StatsSnapshot
+from actors.stats import DURATION_BUCKETS, TASK_DURATION_BUCKETS, StatsSnapshot
 
 PREFIX = "parallel_agents"
 
@@ -71,9 +71,14 @@ class _Snapshots:
     """A one-shot Prometheus collector over snapshots taken for this scrape."""
 
     def __init__(
-        self, stats: StatsSnapshot, pools: Sequence[PoolSnapshot], limiter: LimiterSnapshot
+        self,
+        stats: StatsSnapshot,
+        pools: Sequence[PoolSnapshot],
+        limiter: LimiterSnapshot,
+        daily_budget_usd: float,
     ) -> None:
         self._stats, self._pools, self._limiter = stats, pools, limiter
+        self._daily_budget_usd = daily_budget_usd
 
     def collect(self) -> Iterator[Metric]:
         stats, pools, limiter = self._stats, self._pools, self._limiter
@@ -99,12 +104,19 @@ class _Snapshots:
             labels=["role"],
         )
         for role, per_bucket in sorted(stats.duration_buckets.items()):
-            cumulative, buckets = 0, []
-            for bound, n in zip([*DURATION_BUCKETS, float("inf")], per_bucket, strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            buckets = _cumulative(DURATION_BUCKETS, per_bucket)
             durations.add_metric([role], buckets, stats.duration_sum.get(role, 0.0))
         yield durations
+        task_durations = HistogramMetricFamily(
+            f"{PREFIX}_task_duration_seconds",
+            "Time to answer of finished tasks: accepted to final report (wall_s)",
+        )
+        task_durations.add_metric(
+            [],
+            _cumulative(TASK_DURATION_BUCKETS, stats.task_duration_buckets),
+            stats.task_duration_sum,
+        )
+        yield task_durations
 
         retries = CounterMetricFamily(f"{PREFIX}_retries", "Microtask attempts retried")
         retries.add_metric([], stats.retries_total)
@@ -143,6 +155,12 @@ class _Snapshots:
         cost = CounterMetricFamily(f"{PREFIX}_cost_usd", "Model cost in US dollars")
         cost.add_metric([], stats.cost_usd_total)
         yield cost
+        budget = GaugeMetricFamily(
+            f"{PREFIX}_daily_budget_usd",
+            "Daily budget in US dollars: new tasks are refused once the last 24 h spent it",
+        )
+        budget.add_metric([], self._daily_budget_usd)
+        yield budget
 
         for name, value, text in (
             ("limiter_concurrency_limit", limiter.concurrency_limit, "AIMD concurrency limit"),
@@ -155,10 +173,23 @@ class _Snapshots:
             yield gauge
 
 
+def _cumulative(bounds: Sequence[float], per_bucket: Sequence[int]) -> list[tuple[str, int]]:
+    """Prometheus buckets (``le``, count at or below) from per-bucket counts with +Inf last."""
+    cumulative, buckets = 0, []
+    for bound, n in zip([*bounds, float("inf")], per_bucket, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return buckets
+
+
 def prometheus_text(
-    stats: StatsSnapshot, pools: Sequence[PoolSnapshot], limiter: LimiterSnapshot
+    stats: StatsSnapshot,
+    pools: Sequence[PoolSnapshot],
+    limiter: LimiterSnapshot,
+    *,
+    daily_budget_usd: float,
 ) -> bytes:
-    """The Prometheus exposition text for one scrape."""
+    """The Prometheus exposition text for one scrape (``ops/alerts.yml`` alerts on its names)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshots(stats, pools, limiter))
+    registry.register(_Snapshots(stats, pools, limiter, daily_budget_usd))
     return generate_latest(registry)

@@ -18,6 +18,8 @@ from actors.models import EventKind, ProgressEvent, Role, RunReport, TaskState
 
 # Upper bounds (seconds) of the microtask-duration histogram buckets; +Inf is implied.
 DURATION_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Upper bounds (seconds) of the task time-to-answer (wall_s) histogram; +Inf is implied.
+TASK_DURATION_BUCKETS: tuple[float, ...] = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class StatsSnapshot(BaseModel):
@@ -40,6 +42,11 @@ class StatsSnapshot(BaseModel):
         description="role -> count per bucket of DURATION_BUCKETS plus +Inf (not cumulative)"
     )
     duration_sum: dict[str, float]
+    task_duration_buckets: list[int] = Field(
+        description="finished tasks per bucket of TASK_DURATION_BUCKETS plus +Inf, by wall_s "
+        "(not cumulative; since this orchestrator started)"
+    )
+    task_duration_sum: float
 
 
 class Stats:
@@ -59,6 +66,8 @@ class Stats:
         self._cost = float(totals.get("cost_usd", 0.0))
         self._buckets = {r.value: [0] * (len(DURATION_BUCKETS) + 1) for r in Role}
         self._duration_sum = {r.value: 0.0 for r in Role}
+        self._task_buckets = [0] * (len(TASK_DURATION_BUCKETS) + 1)
+        self._task_duration_sum = 0.0
 
     def observe(self, event: ProgressEvent) -> None:
         """Count one progress event of any task."""
@@ -85,6 +94,8 @@ class Stats:
         at = time.time() if at is None else at
         ok = report.state is TaskState.DONE and report.failed == 0
         self._finished.append((at, report.wall_s, ok))
+        self._task_buckets[bisect.bisect_left(TASK_DURATION_BUCKETS, report.wall_s)] += 1
+        self._task_duration_sum += report.wall_s
         state = report.state.value
         self._tasks_total[state] = self._tasks_total.get(state, 0) + 1
         self._input_tokens += report.input_tokens
@@ -120,6 +131,8 @@ class Stats:
             cost_usd_total=round(self._cost, 6),
             duration_buckets={role: list(b) for role, b in self._buckets.items()},
             duration_sum={role: round(s, 6) for role, s in self._duration_sum.items()},
+            task_duration_buckets=list(self._task_buckets),
+            task_duration_sum=round(self._task_duration_sum, 6),
         )
 
     def _count(self, role: str, status: str) -> None:

@@ -12,11 +12,14 @@ step, a newer one is refused with a clear message rather than silently misread.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,7 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 _LISTED_CHARS = 200  # of a request, in listings (history); the store keeps all of it
+MAX_TREND_DAYS = 365  # the longest window of daily trends (GET /history/daily)
 
 
 @dataclass
@@ -325,6 +329,57 @@ class Store:
             ).fetchall()
         return [dict(row) for row in rows]
 
+    def daily(self, days: int = 30, now: float | None = None) -> list[dict[str, Any]]:
+        """Trends per UTC day of the last ``days`` (today included), oldest first.
+
+        Each day: ``tasks`` finished, how many ``succeeded`` (done with no failed microtask)
+        and the ``success_rate`` in percent, ``p50_wall_s`` and ``p95_wall_s`` (time to
+        answer, nearest rank), tokens and cost. A day without tasks is a row of zeros (rate
+        and times None), so a chart over the rows has no gaps.
+        """
+        now = time.time() if now is None else now
+        days = max(1, min(days, MAX_TREND_DAYS))
+        today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        first = today - timedelta(days=days - 1)
+        day = "date(finished_at, 'unixepoch') AS day"
+        with self._lock:
+            sums = self._db.execute(
+                f"SELECT {day}, COUNT(*) AS tasks,"
+                " SUM(state = 'done' AND failed = 0) AS succeeded,"
+                " SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,"
+                " SUM(cost_usd) AS cost_usd FROM tasks WHERE finished_at >= ? GROUP BY day",
+                (first.timestamp(),),
+            ).fetchall()
+            walls = self._db.execute(
+                f"SELECT {day}, wall_s FROM tasks WHERE finished_at >= ? AND wall_s IS NOT NULL"
+                " ORDER BY day, wall_s",
+                (first.timestamp(),),
+            ).fetchall()
+        by_day = {row["day"]: row for row in sums}
+        sorted_walls: dict[str, list[float]] = {}
+        for row in walls:
+            sorted_walls.setdefault(row["day"], []).append(float(row["wall_s"]))
+        trends = []
+        for n in range(days):
+            date = (first + timedelta(days=n)).date().isoformat()
+            row, times = by_day.get(date), sorted_walls.get(date, [])
+            tasks = row["tasks"] if row else 0
+            succeeded = row["succeeded"] if row else 0
+            trends.append(
+                {
+                    "day": date,
+                    "tasks": tasks,
+                    "succeeded": succeeded,
+                    "success_rate": round(100.0 * succeeded / tasks, 1) if tasks else None,
+                    "p50_wall_s": _nearest_rank(times, 0.50),
+                    "p95_wall_s": _nearest_rank(times, 0.95),
+                    "input_tokens": row["input_tokens"] if row else 0,
+                    "output_tokens": row["output_tokens"] if row else 0,
+                    "cost_usd": round(row["cost_usd"], 6) if row else 0.0,
+                }
+            )
+        return trends
+
     def totals(self) -> dict[str, Any]:
         """Sums over every finished task, for long-term figures that survive restarts."""
         with self._lock:
@@ -347,3 +402,10 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _nearest_rank(ordered: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile of ascending ``ordered``: the smallest value with ``q`` at or below."""
+    if not ordered:
+        return None
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 3)

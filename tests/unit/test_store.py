@@ -8,7 +8,15 @@ import time
 import pytest
 
 from actors.errors import ConfigurationError
-from actors.models import Complexity, Microtask, MicrotaskResult, Role, RunReport, Usage
+from actors.models import (
+    Complexity,
+    Microtask,
+    MicrotaskResult,
+    Role,
+    RunReport,
+    TaskState,
+    Usage,
+)
 from actors.store import _MIGRATIONS, SCHEMA_VERSION, Store
 from tests.unit.factories import report
 
@@ -153,3 +161,39 @@ def test_each_orchestrator_start_gets_a_larger_incarnation_across_reopening(tmp_
     store.close()
     again = Store(tmp_path / "s.sqlite3")  # the next process on the same home
     assert again.next_incarnation(time.time()) > first >= 1
+
+
+def test_daily_trends_count_each_utc_day_of_the_window(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    day = 86_400
+    midnight = 20_000 * day  # 2024-10-04 00:00 UTC
+    finished = [  # (task, finished at, wall_s, state, failed, cost)
+        ("y1", midnight - 3600, 4.0, TaskState.DONE, 0, 0.10),  # yesterday, 23:00
+        ("y2", midnight - 60, 9.0, TaskState.FAILED, 2, 0.30),
+        ("t1", midnight + 10, 1.0, TaskState.DONE, 0, 0.01),  # today
+        ("t2", midnight + 20, 2.0, TaskState.DONE, 1, 0.02),  # done, but a microtask failed
+        ("t3", midnight + 30, 3.0, TaskState.DONE, 0, 0.03),
+        ("t4", midnight + 40, 40.0, TaskState.DONE, 0, 0.04),
+        ("old", midnight - 5 * day, 1.0, TaskState.DONE, 0, 9.0),  # before the window
+    ]
+    for task_id, at, wall_s, state, failed, cost in finished:
+        store.task_started(task_id, at - wall_s, "r")
+        changes = {"state": state, "failed": failed, "wall_s": wall_s, "cost_usd": cost}
+        store.task_finished(report(task_id=task_id, **changes), "r", at - wall_s, at)
+    store.task_started("running", midnight + 50, "not finished: not counted")
+
+    before, yesterday, today = store.daily(days=3, now=midnight + 3600)
+    assert before == {
+        "day": "2024-10-02", "tasks": 0, "succeeded": 0, "success_rate": None,
+        "p50_wall_s": None, "p95_wall_s": None, "input_tokens": 0, "output_tokens": 0,
+        "cost_usd": 0.0,
+    }  # fmt: skip
+    assert yesterday["day"] == "2024-10-03" and today["day"] == "2024-10-04"
+    assert (yesterday["tasks"], yesterday["succeeded"], yesterday["success_rate"]) == (2, 1, 50.0)
+    assert (yesterday["p50_wall_s"], yesterday["p95_wall_s"]) == (4.0, 9.0)
+    assert yesterday["cost_usd"] == pytest.approx(0.40)
+    assert (today["tasks"], today["succeeded"], today["success_rate"]) == (4, 3, 75.0)
+    assert (today["p50_wall_s"], today["p95_wall_s"]) == (2.0, 40.0)  # nearest rank
+    assert (today["input_tokens"], today["output_tokens"]) == (40, 40)  # 10 + 10 per task
+    assert today["cost_usd"] == pytest.approx(0.10)
+    assert len(store.daily(days=10_000, now=midnight)) == 365  # the window is capped
