@@ -6,7 +6,10 @@ system by name (or starts it, detached) and serves the Bot API at
 ``TELEGRAM_API_BASE_URL`` by long polling, or by webhook when
 ``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_URL`` is set.
 
-Only users in ``TELEGRAM_ALLOWED_USER_IDS`` are served. Every request is stored
+Only users in ``TELEGRAM_ALLOWED_USER_IDS`` are served. A document (plain text,
+Markdown or PDF) sent with a caption is a request about that document: its size is
+checked before it is downloaded, and it is read into text before the job is stored.
+Every request is stored
 in the job store (``actors.jobs``) before any work starts, so a redelivered
 update runs once and an answer survives a restart of the bot: unfinished jobs
 resume at start-up and each answer is delivered exactly once. Answers are
@@ -54,6 +57,7 @@ from telegram.ext import (
 from actors import home_lock
 from actors import telegram_format as fmt
 from actors.config import Settings, load_settings
+from actors.documents import ACCEPTED, Document, check_size, read_document
 from actors.errors import ConfigurationError, UserInputError
 from actors.intake import clean_request
 from actors.job_runner import BotConfig, JobRunner
@@ -77,7 +81,8 @@ COMMANDS = {
 HELP = (
     "Send any question or task as a message. Simple ones are answered directly; "
     "complex ones are split into microtasks that many agents work on in parallel, "
-    "with a live progress message, then the merged answer.\n\n"
+    "with a live progress message, then the merged answer. To ask about a document, "
+    f"send it as a file ({ACCEPTED}) with the request as its caption.\n\n"
     + "\n".join(f"/{name} - {what}" for name, what in COMMANDS.items())
     + "\n\n/parallel-test and /parallel-status work too."
 )
@@ -158,33 +163,84 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Treat any other text as a request: store it, check it, queue it."""
+    """Treat any other text as a request: check it, store it, queue it."""
     assert update.effective_message is not None
-    job = _record(update, context, update.effective_message.text or "", JobKind.REQUEST)
-    if job is None:
-        return
-    runner = _runner(context)
+    text = update.effective_message.text or ""
     try:
-        clean_request(job.text, context.bot_data["max_chars"])
+        clean_request(text, _settings(context).max_request_chars)
     except UserInputError as exc:
-        context.bot_data["store"].finished(job.update_id, JobState.FAILED, f"Sorry, {exc}.")
-        await runner.deliver(context.bot_data["store"].get(job.update_id))
+        await _refuse(update, context, text, exc)
         return
-    await _acknowledge(update, runner.enqueue(job), None)
+    job = _record(update, context, text, JobKind.REQUEST)
+    if job is not None:
+        await _acknowledge(update, _runner(context).enqueue(job), None)
+
+
+async def document_request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A document with its caption as the request: checked, downloaded, read, then queued."""
+    message = update.effective_message
+    assert message is not None and message.document is not None
+    settings = _settings(context)
+    caption, file = message.caption or "", message.document
+    name = file.file_name or "document"
+    try:
+        if not caption.strip():
+            raise UserInputError(f"send {name} again with a caption: the caption is the request")
+        clean_request(caption, settings.max_request_chars)
+        check_size(name, file.file_size or 0, settings)  # before downloading it
+        data = bytes(await (await file.get_file()).download_as_bytearray())
+        document = await asyncio.to_thread(read_document, name, data, settings)  # PDFs take CPU
+    except UserInputError as exc:
+        await _refuse(update, context, caption, exc)
+        return
+    job = _record(update, context, caption, JobKind.REQUEST, document)
+    if job is not None:
+        await _acknowledge(update, _runner(context).enqueue(job), None)
+
+
+async def unsupported(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Refuse a photo, voice note, sticker or the like: only documents are read."""
+    assert update.effective_message is not None
+    await update.effective_message.reply_text(
+        f"Sorry, I read only text and documents: send {ACCEPTED} as a file, with the request "
+        "as its caption."
+    )
+
+
+def _settings(context: ContextTypes.DEFAULT_TYPE) -> Settings:
+    settings: Settings = context.bot_data["settings"]
+    return settings
 
 
 def _record(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, kind: JobKind
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    text: str,
+    kind: JobKind,
+    *documents: Document,
 ) -> Job | None:
     """Store the job before anything runs; None when this update was already handled."""
     assert update.effective_chat is not None and update.effective_user is not None
     store: JobStore = context.bot_data["store"]
     job = store.record(
-        update.update_id, update.effective_chat.id, update.effective_user.id, text, kind
+        update.update_id, update.effective_chat.id, update.effective_user.id, text, kind, documents
     )
     if job is None:
         log.info("update %s was delivered again; ignored", update.update_id)
     return job
+
+
+async def _refuse(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, refusal: UserInputError
+) -> None:
+    """Say why a request is refused, once: it is stored as a failed job, so a redelivered
+    update stays silent."""
+    job = _record(update, context, text, JobKind.REQUEST)
+    if job is None:
+        return
+    store: JobStore = context.bot_data["store"]
+    store.finished(job.update_id, JobState.FAILED, f"Sorry, {refusal}.")
+    await _runner(context).deliver(store.get(job.update_id) or job)
 
 
 async def _acknowledge(update: Update, ahead: int, started: str | None) -> None:
@@ -247,7 +303,7 @@ def build_application(
         runner=JobRunner(app.bot, system, store, config),
         allowed=settings.allowed_user_ids,
         refused=set(),
-        max_chars=settings.max_request_chars,
+        settings=settings,
     )
     app.add_handler(TypeHandler(Update, gatekeeper), group=-1)
     app.add_handler(CommandHandler("start", start))
@@ -260,6 +316,8 @@ def build_application(
     app.add_handler(MessageHandler(filters.Regex(r"^/parallel-test\b"), parallel_test))
     app.add_handler(MessageHandler(filters.Regex(r"^/parallel-status\b"), parallel_status))
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, request))
+    app.add_handler(MessageHandler(filters.Document.ALL, document_request))
+    app.add_handler(MessageHandler(filters.ATTACHMENT & ~filters.Document.ALL, unsupported))
     app.add_error_handler(error_handler)
     return app
 

@@ -3,7 +3,8 @@
 Routes: ``GET /health``, ``GET /status`` (dashboard JSON), ``GET /pools``,
 ``GET /metrics`` (Prometheus text), ``POST /tasks``, ``GET /tasks``,
 ``GET /tasks/{id}``, ``DELETE /tasks/{id}``, ``GET /tasks/{id}/events``
-(server-sent events ending with the result) and ``GET /`` (a live dashboard page).
+(server-sent events ending with the result), ``GET /history/daily`` (trends per UTC
+day) and ``GET /`` (a live dashboard page).
 
 Who may call is decided before a route runs (``actors.http_guard``): the ``Host``
 must name this server, a browser's ``Origin`` must be its own, and with
@@ -61,9 +62,11 @@ from actors.http_guard import (
     Refusal,
     is_public,
     task_body,
+    task_documents,
 )
 from actors.metrics import dashboard_status, prometheus_text
 from actors.models import ProgressEvent, Role
+from actors.store import MAX_TREND_DAYS
 
 APP_NAME = "parallel-agents"
 _CALL_TIMEOUT_S = 10.0
@@ -380,17 +383,27 @@ class Gateway:
         """Prometheus text format, one consistent view of the whole cluster."""
         stats, pools, limiter = await self._snapshots()
         return Response(
-            prometheus_text(stats, pools, limiter), media_type="text/plain; version=0.0.4"
+            prometheus_text(
+                stats, pools, limiter, daily_budget_usd=self._settings.daily_budget_usd
+            ),
+            media_type="text/plain; version=0.0.4",
         )
 
     # The body is read by hand (task_body): capped, and only after the guard has passed.
     @app.post("/tasks", status_code=202, openapi_extra=TASK_BODY_OPENAPI)
     async def submit(self, request: Request) -> dict[str, str]:
-        """Accept a request (``{"text": ..., "quick_answer": ...}``); 202 with its task id."""
+        """Accept a request (``{"text": ..., "quick_answer": ..., "documents": [...]}``); 202
+        with its task id. A document is ``{"name", "text"}`` or ``{"name", "data_base64"}``."""
         body = await task_body(request, self.access.max_body_bytes)
+        documents = await asyncio.to_thread(task_documents, body, self._settings)  # PDF parsing
         caller = self.access.caller(request.headers)
         task_id = await self._call(
-            ORCHESTRATOR_NAME, "submit", body.text, user=caller, quick=body.quick_answer
+            ORCHESTRATOR_NAME,
+            "submit",
+            body.text,
+            user=caller,
+            quick=body.quick_answer,
+            documents=documents or None,
         )
         return {"task_id": task_id}
 
@@ -400,6 +413,16 @@ class Gateway:
         caller = self.access.caller(request.headers)
         rows = await self._call(ORCHESTRATOR_NAME, "history", limit, user=caller)
         return {"tasks": self._mine(rows, request)}
+
+    @app.get("/history/daily")
+    async def daily(self, days: int = 30) -> dict[str, Any]:
+        """Per UTC day, oldest first: tasks, success rate, p50/p95 time to answer, tokens, cost.
+
+        Over every caller's finished tasks, like ``/status``; ``days`` is 1 to 365.
+        """
+        if not 1 <= days <= MAX_TREND_DAYS:
+            raise HTTPException(422, f"days must be 1 to {MAX_TREND_DAYS}, not {days}")
+        return {"days": await self._call(ORCHESTRATOR_NAME, "daily", days)}
 
     @app.get("/tasks/{task_id}")
     async def task(self, task_id: str, request: Request) -> dict[str, Any]:

@@ -15,11 +15,13 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
 
 from actors.config import Settings, SimulatorSettings, load_settings
+from actors.documents import Document, check_limits, check_size, read_document
 from actors.errors import ConfigurationError, ParallelAgentsError, UserInputError
 from actors.intake import clean_request
 from actors.live_view import RunView
@@ -53,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
         "and nothing else there.",
     )
     run.add_argument("text", help="the request; '-' reads it from standard input")
+    run.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        dest="files",
+        metavar="PATH",
+        help="a document the request is about: plain text, Markdown or PDF; repeatable "
+        "(limits: PARALLEL_AGENTS_MAX_DOCUMENT_BYTES per file, PARALLEL_AGENTS_MAX_DOCUMENTS)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object (the report)")
     run.add_argument("--address", help="Ray cluster address (default: running one, or local)")
     run.add_argument("--quiet", action="store_true", help="no progress or summary on stderr")
@@ -215,13 +226,14 @@ def _simulator(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     raw = sys.stdin.buffer.read() if args.text == "-" else args.text
     text = clean_request(raw, settings.max_request_chars)  # fail before starting Ray
+    documents = _read_files(args.files, settings)  # ... and so does a refused file
     answer = _reserve_stdout()
     view = RunView(
         Console(file=sys.stderr), Console(file=answer), json_out=args.json, quiet=args.quiet
     )
     try:
         # The actors of a system this run starts get no bot or API token (they need neither).
-        report = _submit_and_follow(args, settings.for_actors(), text, view)
+        report = _submit_and_follow(args, settings.for_actors(), text, documents, view)
     finally:
         view.close()  # the terminal as it was before anything else is printed
     if args.timeline:
@@ -236,6 +248,21 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if report.state is TaskState.CANCELLED:
         return EXIT_CANCELLED
     return EXIT_OK if report.state is TaskState.DONE else EXIT_FAILED
+
+
+def _read_files(paths: list[str], settings: Settings) -> list[Document]:
+    """The ``--file`` documents, read and checked; ``UserInputError`` names the first refused."""
+    documents = []
+    for path in paths:
+        try:
+            with Path(path).open("rb") as file:
+                check_size(path, os.fstat(file.fileno()).st_size, settings)  # before reading it
+                data = file.read()
+        except OSError as exc:
+            raise UserInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        documents.append(read_document(path, data, settings))
+    check_limits(documents, settings)
+    return documents
 
 
 def _reserve_stdout() -> TextIO:
@@ -257,9 +284,14 @@ def _reserve_stdout() -> TextIO:
 
 
 def _submit_and_follow(
-    args: argparse.Namespace, settings: Settings, text: str, progress: RunView
+    args: argparse.Namespace,
+    settings: Settings,
+    text: str,
+    documents: list[Document],
+    progress: RunView,
 ) -> RunReport:
-    """Find or start the system, submit ``text``, show its progress, return the report."""
+    """Find or start the system, submit ``text`` with ``documents``, show its progress,
+    return the report."""
 
     import ray
 
@@ -275,7 +307,10 @@ def _submit_and_follow(
         system = start_system(settings, resume=False)  # a private run: only its own task
         progress.say(f"pools warm in {time.monotonic() - started:.1f} s")
     orchestrator = system.orchestrator
-    task_id = str(ray.get(orchestrator.submit.remote(text, quick=args.quick)))
+    submitted: ray.ObjectRef = orchestrator.submit.remote(
+        text, quick=args.quick, documents=documents or None
+    )
+    task_id = str(ray.get(submitted))
     progress.say(f"task {task_id} submitted")
     after = 0
     try:

@@ -303,6 +303,10 @@ class Settings(BaseSettings):
     # Cache breakpoints on prompt prefixes other calls send too, where long enough for the
     # model (actors.llm.prompt_parts); False: none, every call pays full input.
     prompt_caching: bool = True
+    # Before several microtasks of one role go out together, their shared prefix is
+    # written to the cache first (a max_tokens 0 call), so they read it instead of all
+    # writing it; costs one first-token wait per role and task (actors.dispatch).
+    warm_cache: bool = True
     # The planning call streams and each microtask is dispatched as soon as it is complete
     # and its dependencies are done (False: the whole plan first, then dispatch).
     stream_plan: bool = True
@@ -329,6 +333,12 @@ class Settings(BaseSettings):
     reconcile_batch_claims: int = Field(default=60, ge=2)
     llm_timeout_s: float = Field(default=60.0, gt=0)
     max_request_chars: int = Field(default=20_000, ge=1)
+    # Documents sent with a request (``actors.documents``): per file, raw bytes (checked before
+    # parsing) and extracted characters; per request, how many and their characters in all.
+    max_document_bytes: int = Field(default=10_000_000, ge=1)
+    max_document_chars: int = Field(default=100_000, ge=1)
+    max_documents: int = Field(default=5, ge=1)
+    max_documents_chars: int = Field(default=150_000, ge=1)
     # Admission limits: past them a request is refused clearly (HTTP 429), never queued blindly.
     max_running_tasks: int = Field(default=50, ge=1)
     max_tasks_per_user: int = Field(default=5, ge=1)

@@ -17,25 +17,39 @@ A caller is known by its token: ``http:<sha256(token)[:12]>``, or ``http:anonymo
 when no token is configured (loopback only). Routes scope tasks to that identity.
 
 ``task_body`` reads a ``POST /tasks`` body with the same cap (a chunked body has no
-length to check up front) and says exactly what is wrong with it.
+length to check up front) and says exactly what is wrong with it; ``task_documents``
+reads the documents it carries (413 past a limit, 422 for a file that is refused).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.config import Settings
+from actors.documents import (
+    ACCEPTED,
+    Document,
+    DocumentLimitError,
+    check_limits,
+    check_size,
+    read_document,
+    text_document,
+)
+from actors.errors import UserInputError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
@@ -43,6 +57,24 @@ ANY_HOST = "*"
 ANONYMOUS = "http:anonymous"
 # (method, path) a caller without the token may use.
 OPEN_ROUTES = frozenset({("GET", "/health"), ("GET", "/")})
+
+
+class DocumentIn(BaseModel):
+    """One document of a ``POST /tasks`` body: its text, or its bytes in base64 (a PDF)."""
+
+    name: str = Field(strict=True, min_length=1, description="the file's name, e.g. notes.md")
+    text: str | None = Field(
+        default=None, strict=True, description="the document's text (plain text or Markdown)"
+    )
+    data_base64: str | None = Field(
+        default=None, strict=True, description=f"the file's bytes in base64: {ACCEPTED}"
+    )
+
+    @model_validator(mode="after")
+    def _one_content(self) -> DocumentIn:
+        if (self.text is None) == (self.data_base64 is None):
+            raise ValueError("give either text or data_base64")
+        return self
 
 
 class TaskIn(BaseModel):
@@ -55,13 +87,34 @@ class TaskIn(BaseModel):
         description="a short quick take first, while the plan runs (default: the server's "
         "PARALLEL_AGENTS_QUICK_ANSWER)",
     )
+    documents: list[DocumentIn] = Field(
+        default=[], description="documents the request is about, attached after it"
+    )
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` written in place: the OpenAPI page resolves no ``$defs``."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 # The body ``POST /tasks`` reads by hand, for the OpenAPI page.
 TASK_BODY_OPENAPI = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": TaskIn.model_json_schema()}},
+        "content": {"application/json": {"schema": _inlined(TaskIn.model_json_schema())}},
     }
 }
 # The dashboard page runs only its own inline script, talks only to this server and
@@ -89,9 +142,14 @@ class Refusal(Exception):
 
 
 def body_limit(settings: Settings) -> int:
-    """Bytes a task body may have: the longest allowed request with every character
-    JSON-escaped as a surrogate pair (12 bytes), plus room for the envelope."""
-    return 12 * settings.max_request_chars + 4096
+    """Bytes a task body may have: the longest allowed request and documents' text with
+    every character JSON-escaped as a surrogate pair (12 bytes), one file of the largest
+    size in base64, and room for the envelopes. Several large PDFs in one body are refused
+    with 413 (send them as separate requests, or as text); a bound per body keeps one
+    request from holding tens of megabytes in the app."""
+    text = 12 * (settings.max_request_chars + settings.max_documents_chars)
+    one_file = 4 * math.ceil(settings.max_document_bytes / 3)
+    return text + one_file + settings.max_documents * 1024 + 4096
 
 
 def is_public(settings: Settings) -> bool:
@@ -245,3 +303,33 @@ async def task_body(request: Request, max_bytes: int) -> TaskIn:
 def _describe(error: Mapping[str, Any]) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "body"
     return f"{where}: {error['msg']}"
+
+
+def task_documents(body: TaskIn, settings: Settings) -> list[Document]:
+    """The body's documents, read and checked (a PDF is parsed: call it off the event loop).
+
+    ``Refusal`` 413 past a size or count limit, 422 for a file that is refused (its type,
+    bad base64, no text) naming the file and what is accepted.
+    """
+    try:
+        documents = [_document(given, settings) for given in body.documents]
+        check_limits(documents, settings)
+    except DocumentLimitError as exc:
+        raise Refusal(413, str(exc)) from None
+    except UserInputError as exc:
+        raise Refusal(422, str(exc)) from None
+    return documents
+
+
+def _document(given: DocumentIn, settings: Settings) -> Document:
+    if given.text is not None:
+        return text_document(given.name, given.text, settings)
+    assert given.data_base64 is not None
+    # 4 base64 characters carry 3 bytes: refuse an oversized file before decoding it.
+    encoded = "".join(given.data_base64.split())  # line-wrapped base64 (``base64`` does so)
+    check_size(given.name, len(encoded) // 4 * 3, settings)
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise UserInputError(f"{given.name}: data_base64 is not valid base64") from None
+    return read_document(given.name, data, settings)

@@ -304,6 +304,7 @@ class JobRunner:
                 user=job.submitter,
                 idempotency_key=job.idempotency_key,
                 quick=self._config.quick_answer,
+                documents=job.documents or None,
             )
             task_id = str(await self._ask(submitted))
             self._store.started(job.update_id, task_id)

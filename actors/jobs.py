@@ -15,24 +15,30 @@ request is therefore stored here first, keyed by its ``update_id``:
   plus a random part, so it names this job alone: update ids start again for
   a new job store or a new bot token, while the orchestrator keeps keys for good.
 
+A request's documents (a Telegram file, read when the message came) are stored with
+it, so a restarted bot submits them again without downloading anything.
+
 SQLite in WAL mode under ``settings.home``; the schema carries a version and a
 newer one than this code knows is refused rather than misread.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from actors.config import private_file
+from actors.documents import Document
 from actors.errors import ConfigurationError
 
-SCHEMA_VERSION = 2  # 2 added idempotency_key
+SCHEMA_VERSION = 3  # 2 added idempotency_key, 3 documents
 DEFAULT_FILENAME = "bot-jobs.sqlite3"
 
 _SCHEMA = """
@@ -50,10 +56,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     delivered           INTEGER NOT NULL DEFAULT 0,
     created             REAL    NOT NULL,
     updated             REAL    NOT NULL,
-    idempotency_key     TEXT
+    idempotency_key     TEXT,
+    documents           TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (delivered, user_id);
 """
+_DOCUMENTS = TypeAdapter(list[Document])
 
 
 class JobState(StrEnum):
@@ -88,6 +96,7 @@ class Job(BaseModel):
     created: float
     updated: float
     idempotency_key: str  # what the orchestrator dedupes this job's submits by
+    documents: list[Document] = []  # sent with the request, attached after its text
 
     @property
     def submitter(self) -> str:
@@ -132,22 +141,42 @@ class JobStore:
             self._db.executescript(_SCHEMA)
             if found is None:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            elif found == 1:
-                self._db.execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT")
+            elif found < SCHEMA_VERSION:
+                if found < 2:
+                    self._db.execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT")
+                self._db.execute("ALTER TABLE jobs ADD COLUMN documents TEXT")
                 self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     # --- writes -------------------------------------------------------------------
 
     def record(
-        self, update_id: int, chat_id: int, user_id: int, text: str, kind: JobKind
+        self,
+        update_id: int,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        kind: JobKind,
+        documents: Sequence[Document] = (),
     ) -> Job | None:
         """Store a new job; None when this update id was seen before (a redelivery)."""
         now = time.time()
         key = f"telegram:{update_id}:{uuid.uuid4().hex[:12]}"
+        stored = json.dumps([d.model_dump() for d in documents]) if documents else None
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO jobs (update_id, chat_id, user_id, kind, text, state, "
-            "created, updated, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (update_id, chat_id, user_id, kind.value, text, JobState.RECEIVED.value, now, now, key),
+            "created, updated, idempotency_key, documents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                update_id,
+                chat_id,
+                user_id,
+                kind.value,
+                text,
+                JobState.RECEIVED.value,
+                now,
+                now,
+                key,
+                stored,
+            ),
         )
         return self.get(update_id) if cursor.rowcount == 1 else None
 
@@ -204,4 +233,5 @@ def _job(row: sqlite3.Row) -> Job:
     data["delivered"] = bool(data["delivered"])
     # Jobs from schema 1 were never submitted with a key: any stable one will do.
     data["idempotency_key"] = data["idempotency_key"] or f"telegram:{data['update_id']}"
+    data["documents"] = _DOCUMENTS.validate_json(data["documents"]) if data["documents"] else []
     return Job.model_validate(data)

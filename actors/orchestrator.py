@@ -20,9 +20,11 @@ import ray
 
 from actors import complexity, dag, home_lock, lifecycle, tracing
 from actors.admission import DAY_S, Admission
-from actors.config import NAMESPACE, Settings, pool_actor_name
+from actors.agent import build_prompt, microtask_system
+from actors.config import NAMESPACE, Purpose, Settings, pool_actor_name
 from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
+from actors.documents import Document, attach
 from actors.errors import (
     UnknownTaskError,
     UserInputError,
@@ -31,6 +33,7 @@ from actors.intake import clean_request
 from actors.llm import LLMClient, RemoteLimiter, ledger
 from actors.merge_step import MergeStep
 from actors.models import (
+    AgentOutput,
     Complexity,
     ComplexityAssessment,
     EventKind,
@@ -106,6 +109,7 @@ class Orchestrator:
         user: str | None = None,
         idempotency_key: str | None = None,
         quick: bool | None = None,
+        documents: list[Document] | None = None,
     ) -> str:
         """Accept a request and start it; returns the task id at once.
 
@@ -115,10 +119,13 @@ class Orchestrator:
         A repeated ``idempotency_key`` of the same user (e.g. a Telegram update id)
         returns the first task's id and starts nothing, across restarts too. ``quick``:
         a quick take first when the request goes to the DAG (None: ``quick_answer``).
+        ``documents`` follow the request in its text (``actors.documents.attach``), so every
+        agent and a resumed task see them.
         Raises ``UserInputError`` for unusable text, ``CapacityError`` past a limit.
         """
         await self._ensure_resumed()
         clean = clean_request(text, self._settings.max_request_chars)
+        clean = attach(clean, documents or [], self._settings)
         if plan is not None:
             problems = dag.validate(plan)
             if problems:
@@ -275,6 +282,11 @@ class Orchestrator:
         """Finished and running tasks from the durable store (only ``user``'s when given),
         newest first; each names its ``user``, requests shortened."""
         return await asyncio.to_thread(self._store.recent, limit, user)
+
+    @_retried
+    async def daily(self, days: int = 30) -> list[dict]:
+        """Trends per UTC day of the last ``days`` from the durable store (``Store.daily``)."""
+        return await asyncio.to_thread(self._store.daily, days)
 
     @_retried
     async def stats(self) -> StatsSnapshot:
@@ -509,7 +521,11 @@ class Orchestrator:
                 if not assessment.parallelizable:
                     record.plan_source = "direct"
                     answer = Microtask(
-                        id="answer", role=Role.GENERATION, title="Answer", instructions=record.text
+                        id="answer",
+                        role=Role.GENERATION,
+                        title="Answer",
+                        # The request (and its documents) opens the prompt already.
+                        instructions="Answer the request above directly.",
                     )
                     record.set_plan([answer])
                     return
@@ -551,6 +567,7 @@ class Orchestrator:
             on_result=self._keep_result,
             idle_agents=self._idle_agents,
             open_plan=open_plan,
+            warm=self._warm,
         )
 
     async def _keep_result(self, result: MicrotaskResult) -> None:
@@ -571,6 +588,15 @@ class Orchestrator:
         except asyncio.CancelledError:
             ray.cancel(ref)
             raise
+
+    async def _warm(self, request: MicrotaskRequest) -> Usage:
+        """Write the prefix ``request`` shares with its role's other microtasks to the
+        prompt cache, exactly as the agents will send it (system prompt, request, format)."""
+        role = request.microtask.role
+        with ledger.attributed(request.task_id, f"warm-{role.value}"):
+            return await self._client.warm(
+                Purpose(role.value), microtask_system(role), build_prompt(request)[:1], AgentOutput
+            )
 
     async def _idle_agents(self, role: Role) -> int:
         idle: int = await self._pools[role].idle_agents.remote()

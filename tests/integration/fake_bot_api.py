@@ -2,8 +2,9 @@
 
 It answers ``{root}/bot{token}/{method}`` like Telegram does for the methods the
 bot uses (getMe, deleteWebhook, setMyCommands, getUpdates with long polling and
-offsets, sendMessage, editMessageText, sendMessageDraft, sendChatAction; anything
-else answers ``true``), records every call, and can answer 429 with
+offsets, sendMessage, editMessageText, sendMessageDraft, sendChatAction, getFile and
+the file download at ``{root}/file/bot{token}/{file_path}``, recorded as a ``download``
+call; anything else answers ``true``), records every call, and can answer 429 with
 ``parameters.retry_after`` on demand. Drafts are refused (400) outside private
 chats (negative chat ids) and everywhere while ``refuse_drafts`` is set.
 python-telegram-bot posts form-encoded data with nested objects as JSON strings;
@@ -14,7 +15,8 @@ Messages keep their ``entities`` (in ``Call.params``); with ``check_entities``
 over 4096 UTF-16 units, or whose entity reaches past the text (measured in
 UTF-16 units as Telegram does), is refused with 400.
 
-Tests put updates in with ``enqueue`` (``message_update`` builds one) and read
+Tests put updates in with ``enqueue`` (``message_update`` builds one,
+``document_update`` one carrying a file the fake then serves) and read
 what the bot did from ``calls`` / ``texts_to``; ``wait_for`` awaits a condition
 on the recorded calls instead of sleeping.
 """
@@ -62,6 +64,8 @@ class FakeBotAPI:
         self._changed = asyncio.Condition()
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self.files: dict[str, bytes] = {}  # file_id -> the bytes getFile and the download serve
         self._texts: dict[tuple[int, int], str] = {}  # (chat, message) -> current text
         self._failures: dict[str, list[float]] = {}  # method -> retry_after to answer with
         self._runner: web.AppRunner | None = None
@@ -70,6 +74,7 @@ class FakeBotAPI:
     async def __aenter__(self) -> FakeBotAPI:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{file_path:.+}", self._download)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -101,6 +106,31 @@ class FakeBotAPI:
             length = 1 + len(list(itertools.takewhile(_command_char, text[1:])))
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
         return {"update_id": next(self._update_ids), "message": message}
+
+    def document_update(
+        self,
+        user_id: int,
+        name: str,
+        data: bytes,
+        caption: str | None = None,
+        file_size: int | None = None,
+    ) -> dict:
+        """A private message carrying the file ``name`` with ``data`` and ``caption``;
+        ``file_size`` is the size Telegram reports (default: the real one)."""
+        update = self.message_update(user_id, "")
+        message = update["message"]
+        del message["text"]
+        file_id = f"file-{next(self._file_ids)}"
+        self.files[file_id] = data
+        message["document"] = {
+            "file_id": file_id,
+            "file_unique_id": f"unique-{file_id}",
+            "file_name": name,
+            "file_size": len(data) if file_size is None else file_size,
+        }
+        if caption is not None:
+            message["caption"] = caption
+        return update
 
     def enqueue(self, update: dict) -> None:
         """Hand ``update`` to the bot at its next (or current) getUpdates."""
@@ -177,6 +207,19 @@ class FakeBotAPI:
             self._changed.notify_all()
         return response
 
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        file_path = request.match_info["file_path"]
+        call = Call("download", {"file_path": file_path})
+        self.calls.append(call)
+        data = self.files.get(file_path.removeprefix("documents/"))
+        if data is None:
+            call.status = 404
+        async with self._changed:
+            self._changed.notify_all()
+        return web.Response(status=call.status, body=data)
+
     async def _get_updates(self, params: dict[str, Any]) -> list[dict]:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
@@ -214,6 +257,18 @@ class FakeBotAPI:
             refusal = _entity_refusal(params.get("text", ""), params.get("entities") or [])
             if refusal:
                 return 400, {"ok": False, "error_code": 400, "description": refusal}
+        if method == "getFile":
+            file_id = str(params.get("file_id"))
+            if file_id not in self.files:
+                return 400, {"ok": False, "error_code": 400, "description": "invalid file_id"}
+            return ok(
+                {
+                    "file_id": file_id,
+                    "file_unique_id": f"unique-{file_id}",
+                    "file_size": len(self.files[file_id]),
+                    "file_path": f"documents/{file_id}",
+                }
+            )
         if method == "sendMessage":
             chat_id = int(params["chat_id"])
             message_id = next(self._message_ids)

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import signal
 import sqlite3
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 import ray
 from fake_bot_api import FakeBotAPI  # tests/integration is on sys.path (no packages)
 from telegram import MessageEntity
+from test_documents import PNG, pdf_with_text  # tests/unit is on sys.path too
 
 from actors import telegram_format as fmt
 from actors.config import Settings
@@ -43,6 +46,11 @@ EDIT_INTERVAL_S = 0.5
 COMPLEX = (
     "Create a comprehensive threat analysis of an online shop with a public REST API, "
     "a PostgreSQL database, a payment provider and a React front end"
+)
+# A document for a request, under 6,000 characters: agent prompts still cut the request
+# (documents included) at 8,000.
+THREAT_NOTES = "# Threat notes\n\n" + "\n".join(
+    f"- finding {i}: the checkout API trusts the price the client sends" for i in range(40)
 )
 # A medium request: planned as several microtasks, then one long answer written for it.
 STREAMED = "Compare PostgreSQL and MySQL for an online shop: performance, replication and cost"
@@ -296,6 +304,71 @@ async def test_over_long_request_is_refused_with_the_limit(system, fake, tmp_pat
     async with running_bot(fake, system, tmp_path, max_request_chars=50):
         reply = await _say(fake, "x" * 80)
     assert "the limit is 50" in reply
+    assert _task_count(system) == before
+
+
+async def _send(fake: FakeBotAPI, update: dict, user: int = USER) -> str:
+    """Send ``update`` and return the next message the bot sends to ``user``'s chat."""
+    before = len(fake.texts_to(user))
+    fake.enqueue(update)
+    await fake.wait_for(lambda: len(fake.texts_to(user)) > before)
+    return fake.texts_to(user)[before]
+
+
+def _simulated_requests(system, after_seq: int = 0) -> list[dict]:
+    """The simulator's request log (``GET /requests``) past ``after_seq``, oldest first."""
+    url = ray.get(system.simulator.url.remote())
+    with urllib.request.urlopen(f"{url}/requests", timeout=10) as answer:
+        entries: list[dict] = json.load(answer)["requests"]
+    return [entry for entry in entries if entry["seq"] > after_seq]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "says"),
+    [
+        ("threat-notes.md", THREAT_NOTES.encode(), "finding 39: the checkout API"),
+        (
+            "shop-audit.pdf",
+            pdf_with_text("Shop audit", "The checkout API trusts the price the client sends"),
+            "The checkout API trusts",
+        ),
+    ],
+    ids=["markdown", "pdf"],
+)
+async def test_a_document_with_its_caption_reaches_every_microtask(
+    system, fake, tmp_path, name, data, says
+):
+    seen = max((e["seq"] for e in await asyncio.to_thread(_simulated_requests, system)), default=0)
+    async with running_bot(fake, system, tmp_path) as (_, store):
+        fake.enqueue(fake.document_update(USER, name, data, caption=COMPLEX))
+        await fake.wait_for(lambda: store.count() == 1 and store.undelivered() == [], 90)
+        job = store.get(1000)  # the fake's first update id
+    assert job.state is JobState.ANSWERED and job.text == COMPLEX
+    assert [d.name for d in job.documents] == [name] and says in job.documents[0].text
+    assert [c.status for c in fake.calls_of("download")] == [200]
+    prompts = await asyncio.to_thread(_simulated_requests, system, seen)
+    microtasks = [e for e in prompts if e["purpose"] == "microtask"]
+    assert len(microtasks) > 1, "the request was not planned as several microtasks"
+    assert all(e["documents"] == [name] for e in microtasks), [e["documents"] for e in microtasks]
+
+
+async def test_an_oversized_binary_or_captionless_document_is_refused_with_one_reply(
+    system, fake, tmp_path
+):
+    before = _task_count(system)
+    async with running_bot(fake, system, tmp_path, max_document_bytes=1_000) as (_, store):
+        huge = fake.document_update(USER, "dump.md", b"x" * 10, "Summarise", file_size=5_000_000)
+        fake.enqueue(huge)  # delivered twice: still one reply
+        too_big = await _send(fake, huge)
+        image = await _send(fake, fake.document_update(USER, "shot.png", PNG, "What is this?"))
+        bare = await _send(fake, fake.document_update(USER, "notes.md", b"# notes"))
+        await _say(fake, "/help")  # marker: a second reply to the twice-sent update came by now
+        assert store.count() == 3 and store.undelivered() == []
+    assert too_big == "Sorry, dump.md is 5 MB; the limit is 1 kB per document."
+    assert "shot.png is a PNG image" in image and "Markdown (.md) or PDF" in image
+    assert "notes.md" in bare and "caption" in bare
+    assert fake.texts_to(USER) == [too_big, image, bare, bot.HELP]
+    assert [c.params["file_id"] for c in fake.calls_of("getFile")] == ["file-2"]  # the PNG only
     assert _task_count(system) == before
 
 

@@ -390,3 +390,52 @@ def test_load_of_100_tasks_at_once_loses_none_and_memory_stays_flat(http, system
         while (snapshot := ray.get(pool.snapshot.remote())).size > snapshot.min:
             assert time.monotonic() < end, snapshot
             time.sleep(0.5)
+
+
+def test_daily_trends_count_a_finished_task_today_and_show_on_the_page(
+    http, serve_url, system, tmp_path
+):
+    def today_row() -> dict:
+        days = http.get("/history/daily", params={"days": 7}).json()["days"]
+        assert len(days) == 7
+        assert days[-1]["day"] == time.strftime("%Y-%m-%d", time.gmtime())
+        return days[-1]
+
+    before = today_row()
+    task_id = http.post("/tasks", json={"text": "Hello"}).json()["task_id"]
+    report = ray.get(system.orchestrator.wait.remote(task_id), timeout=120)
+    after = today_row()
+    assert after["tasks"] >= before["tasks"] + 1 and after["succeeded"] >= 1
+    assert after["cost_usd"] >= before["cost_usd"] + report.cost_usd - 1e-6
+    assert after["input_tokens"] >= before["input_tokens"] + report.input_tokens
+    assert after["p50_wall_s"] is not None and after["p95_wall_s"] >= after["p50_wall_s"]
+    assert http.get("/history/daily", params={"days": 366}).status_code == 422
+
+    page = browser_dom(f"{serve_url}/", tmp_path)
+    assert f'data-day="{after["day"]}"' in page  # today's row in the trends table
+    assert "<polyline" in page  # and the sparklines were drawn
+
+
+def _simulated_requests(system, after_seq: int = 0) -> list[dict]:
+    """The simulator's request log (``GET /requests``) past ``after_seq``, oldest first."""
+    url = ray.get(system.simulator.url.remote())
+    entries = httpx.get(f"{url}/requests", timeout=10).json()["requests"]
+    return [entry for entry in entries if entry["seq"] > after_seq]
+
+
+def test_a_task_with_a_document_reaches_its_microtasks_and_bad_ones_are_refused(http, system):
+    seen = max((e["seq"] for e in _simulated_requests(system)), default=0)
+    notes = {"name": "shop-notes.md", "text": "# Shop\n\nThe checkout trusts the client's price."}
+    accepted = http.post("/tasks", json={"text": "What is wrong here?", "documents": [notes]})
+    assert accepted.status_code == 202, accepted.text
+    report = ray.get(system.orchestrator.wait.remote(accepted.json()["task_id"]), timeout=120)
+    assert report.state.value == "done"
+    microtasks = [e for e in _simulated_requests(system, seen) if e["purpose"] == "microtask"]
+    assert microtasks and all("shop-notes.md" in e["documents"] for e in microtasks)
+
+    png = {"name": "shot.png", "data_base64": "iVBORw0KGgoAAAANSUhEUg=="}
+    refused = http.post("/tasks", json={"text": "And this?", "documents": [png]})
+    assert refused.status_code == 422 and "shot.png is a PNG image" in refused.json()["detail"]
+    huge = {"name": "huge.md", "text": "w" * (Settings().max_document_chars + 1)}
+    refused = http.post("/tasks", json={"text": "And this?", "documents": [huge]})
+    assert refused.status_code == 413 and "per document" in refused.json()["detail"]

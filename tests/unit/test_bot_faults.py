@@ -75,7 +75,9 @@ class FakeOrchestrator:
             await asyncio.Event().wait()  # never answers; the bot's timeout cancels it
         return getattr(self, f"_{name}")(*args, **kwargs)
 
-    def _submit(self, text: str, plan=None, user=None, idempotency_key=None, quick=None) -> str:
+    def _submit(
+        self, text: str, plan=None, user=None, idempotency_key=None, quick=None, documents=None
+    ) -> str:
         key = (user, idempotency_key)
         if idempotency_key is not None and key in self.tasks_by_key:
             return self.tasks_by_key[key]
