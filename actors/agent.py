@@ -68,6 +68,12 @@ _CONTEXT_CHARS = 4_000  # per dependency result; keeps prompts bounded on wide D
 _PURPOSE = {role: Purpose(role.value) for role in Role}
 
 
+def microtask_system(role: Role) -> str:
+    """The system prompt of a microtask of ``role``: the same for all of them, so it opens
+    the prefix they share."""
+    return SYSTEM_PROMPTS[role] + "\n\n" + _OUTPUT_RULES
+
+
 def build_prompt(request: MicrotaskRequest) -> list[Part]:
     """The user prompt for one microtask, most shared part first, so that calls sharing a
     prefix can read it from the prompt cache (``actors.llm.prompt_parts``): the request
@@ -194,7 +200,7 @@ class Agent:
         else:
             structured = await self._client.structured(
                 _PURPOSE[mt.role],
-                SYSTEM_PROMPTS[mt.role] + "\n\n" + _OUTPUT_RULES,
+                microtask_system(mt.role),
                 build_prompt(request),
                 AgentOutput,
                 max_paid_calls=cap,

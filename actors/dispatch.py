@@ -63,9 +63,12 @@ log = logging.getLogger(__name__)
 OnResult = Callable[[MicrotaskResult], Coroutine[Any, Any, None]]
 CallPool = Callable[[Role, MicrotaskRequest, float], Coroutine[Any, Any, MicrotaskResult]]
 IdleAgents = Callable[[Role], Coroutine[Any, Any, int]]
+# Writes the prompt prefix a request shares with its role's other calls to the cache.
+Warm = Callable[[MicrotaskRequest], Coroutine[Any, Any, Usage]]
 _BACKUP_CHECK_S = 0.1  # how often stragglers are looked for once backups are possible
 _BACKSTOP_GRACE_S = 30.0  # past twice the run deadline, the pool is asked if it still answers
 _POOL_ANSWER_S = 10.0  # a pool that answers nothing within this is taken as stuck
+_WARM_WAIT_S = 15.0  # a cache warm-up that takes longer is given up: its group goes anyway
 # Paid answers one attempt may use: an answer and one retry (of a cut or malformed answer).
 # Reserved at launch, so attempts running side by side (backups) never pass the cap together.
 _PAID_PER_ATTEMPT = 2
@@ -106,6 +109,7 @@ class Dispatcher:
         on_result: OnResult | None = None,
         idle_agents: IdleAgents | None = None,
         open_plan: bool = False,
+        warm: Warm | None = None,
     ) -> None:
         self._record = record
         self._settings = settings
@@ -123,6 +127,9 @@ class Dispatcher:
         self._durations: list[float] = []  # of finished attempts, for the backup p90
         self._reserved: dict[str, int] = {}  # microtask id -> paid answers held by attempts
         self._refused = ""  # why the task budget last refused an attempt ("" never)
+        self._warm = warm if settings.warm_cache and settings.prompt_caching else None
+        self._warming: dict[Role, asyncio.Task[Usage]] = {}  # cache warm-ups under way
+        self._warmed: set[Role] = set()  # roles whose shared prefix was warmed (or tried)
 
     @property
     def _cap(self) -> int:
@@ -155,19 +162,23 @@ class Dispatcher:
             while self._scheduler.is_active():
                 self._arrived.clear()
                 self._take_ready()
-                while self._waiting and len(self._inflight) < self._cap:
-                    mt = self._waiting[0]
+                for mt in list(self._waiting):
+                    if len(self._inflight) >= self._cap:
+                        break
+                    if self._held_for_warming(mt):
+                        continue
                     if not self._launch(mt):
                         break  # the budget is held by calls in flight: wait for them to settle
-                    self._waiting.pop(0)
+                    self._waiting.remove(mt)
                     await self._record.emit(EventKind.STARTED, microtask=mt, attempt=1)
-                if not self._inflight:
+                if not self._inflight and not self._warming:
                     if self._waiting:  # nothing in flight will free any budget now
                         self._note_budget()
                         break
                     if self._scheduler.sealed:
                         break
                 done = await self._wait()
+                self._warm_ups_ended()
                 for call in done:
                     attempt = self._inflight.pop(call, None)
                     if attempt is not None:  # None: the losing copy of a backup pair
@@ -179,12 +190,12 @@ class Dispatcher:
             for call, attempt in self._inflight.items():
                 call.cancel()
                 self._release(attempt)  # holds must not outlive the dispatch (merge checks)
-            for asking in self._idle_asking.values():
+            for asking in [*self._idle_asking.values(), *self._warming.values()]:
                 asking.cancel()
 
     async def _wait(self) -> set[asyncio.Task[MicrotaskResult]]:
         """Wait for a call to end, the next deadline or check, or (open plan) an arrival."""
-        waits: set[asyncio.Future[Any]] = set(self._inflight)
+        waits: set[asyncio.Future[Any]] = {*self._inflight, *self._warming.values()}
         arrival = None
         if not self._scheduler.sealed:
             arrival = asyncio.ensure_future(self._arrived.wait())
@@ -196,7 +207,7 @@ class Dispatcher:
         finally:
             if arrival is not None:
                 arrival.cancel()
-        return {call for call in done if call is not arrival}  # type: ignore[misc]
+        return {call for call in done if call in self._inflight}
 
     def _take_ready(self) -> None:
         """Queue newly ready microtasks; those already done (before a restart) just count."""
@@ -250,6 +261,52 @@ class Dispatcher:
         attempt.deadline = attempt.submitted + self._backstop_s()
         self._inflight[call] = attempt
         return True
+
+    def _held_for_warming(self, mt: Microtask) -> bool:
+        """Whether ``mt`` waits for its role's shared prefix to be written to the cache.
+
+        When two or more microtasks of a role are ready at once and share the prompt up to
+        the request, sent together they would all pay the cache write and none could read
+        it (an entry is usable once its writer's answer began). So the prefix is written
+        first (``warm``) and they follow. Once per role and task; the warm-up decides
+        itself whether the prefix is long enough to cache (if not, it sends nothing)."""
+        if self._warm is None or mt.role in self._warmed:
+            return False
+        if mt.role in self._warming:
+            return True
+        if sum(1 for o in self._waiting if o.role is mt.role) < 2:
+            return False  # alone for now: it writes, later ones read
+        shares_request, _ = self._sharing(mt)
+        if not shares_request:
+            return False
+        request = MicrotaskRequest(
+            task_id=self._record.task_id,
+            microtask=mt,
+            request_text=self._record.text,
+            shares_request=True,
+        )
+        warming = asyncio.wait_for(self._warm(request), _WARM_WAIT_S)
+        self._warming[mt.role] = asyncio.ensure_future(warming)
+        return True
+
+    def _warm_ups_ended(self) -> None:
+        """Count finished warm-ups; their roles' microtasks may go now."""
+        for role, warming in list(self._warming.items()):
+            if not warming.done():
+                continue
+            del self._warming[role]
+            self._warmed.add(role)
+            if warming.cancelled():
+                continue
+            error = warming.exception()
+            if error is None:
+                self._record.usage += warming.result()
+            else:  # the group goes uncached; what the failed call paid still counts
+                paid = getattr(error, "usage", None)
+                if isinstance(paid, Usage):
+                    self._record.usage += paid
+                log.info("task %s: warming the %s prefix failed: %s", self._record.task_id,
+                         role.value, error)  # fmt: skip
 
     def _sharing(self, mt: Microtask) -> tuple[bool, bool]:
         """Whether other microtasks of the plan (so far) send ``mt``'s prompt prefix: up to

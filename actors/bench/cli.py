@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     realtime.add_argument(
         "--no-single-agent", action="store_true", help="leave out the single-agent call"
     )
+    parser.add_argument(
+        "--caching",
+        action="store_true",
+        help="prompt caching instead: a complex request with a 40,000-character document and "
+        "a short request, each with caching off and on (OUT/caching.md, OUT/caching.json; "
+        "uses --time-scale)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return parser
 
@@ -125,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.realtime:
         return _realtime(args)
+    if args.caching:
+        return _caching(args)
     if args.runs is not None and args.runs < 0:
         print("--runs must be 0 or more", file=sys.stderr)
         return 2
@@ -157,6 +166,31 @@ def main(argv: list[str] | None = None) -> int:
             met = "n/a" if check.met is None else ("met" if check.met else "MISSED")
             print(f"{met:>6}  {check.target}: {check.measured}")
     say("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _caching(args: argparse.Namespace) -> int:
+    """``bench --caching``: prompt caching off and on, side by side; 0 when it ran."""
+    from actors.bench.caching import run, write
+    from actors.bench.realtime import SECURITY
+
+    if args.time_scale <= 0:
+        print("bench: --time-scale must be above 0", file=sys.stderr)
+        return 2
+    log_to_stderr(args.verbose)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    results = run(SECURITY, settings, lambda line: print(f"bench: {line}", file=sys.stderr),
+                  args.time_scale)  # fmt: skip
+    paths = write(results, args.out)
+    if args.json:
+        print(json.dumps(results.model_dump(mode="json")))
+    for line in results.checks:
+        print(f"bench: {line}", file=sys.stderr)
+    print("bench: wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from actors import dag
-from actors.agent import _OUTPUT_RULES, SYSTEM_PROMPTS, build_prompt
+from actors.agent import build_prompt, microtask_system
 from actors.config import Purpose
 from actors.llm import LLMClient
 from actors.models import AgentOutput, Microtask, MicrotaskRequest, MicrotaskResult, Role
@@ -50,7 +50,7 @@ class MicrotaskCaller:
         started = time.time()
         answer = await self._client.structured(
             Purpose(mt.role.value),
-            SYSTEM_PROMPTS[mt.role] + "\n\n" + _OUTPUT_RULES,
+            microtask_system(mt.role),
             build_prompt(request),
             AgentOutput,
         )

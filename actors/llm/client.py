@@ -242,6 +242,42 @@ class LLMClient:
             purpose, system, prompt, output, max_tokens, timeout_s, partial, max_paid_calls, send
         )
 
+    async def warm(
+        self, purpose: Purpose, system: str, prompt: Prompt, output: type[BaseModel] | None = None
+    ) -> Usage:
+        """Write ``prompt``'s shared prefixes to the prompt cache ahead of a fan-out.
+
+        A cache entry is usable only once the response that writes it has begun, so calls
+        sent together all pay the write. This sends the prefix first with ``max_tokens: 0``
+        (the API's pre-warm: no answer, the entry written at once), the way the calls after
+        it will send it: same system prompt, effort and output format (``output``). Nothing
+        is sent when caching is off or no shared prefix is long enough for the model.
+        Returns what the warm-up cost; raises like any call.
+        """
+        model = self._settings.models[purpose]
+        minimum = catalog.info(model).min_cache_tokens if self._settings.prompt_caching else None
+        parts = [Part(prompt)] if isinstance(prompt, str) else list(prompt)
+        if not any("cache_control" in block for block in content_blocks(system, parts, minimum)):
+            return Usage()
+        extra = self._shaped(model, output)[1] if output is not None else {}
+        call = _Call(purpose, model, "warm-up", None)
+        await self._run(call, system, parts, 0, None, extra, self._send, _nothing, _nothing)
+        return call.usage
+
+    def _shaped(self, model: str, output: type[BaseModel]) -> tuple[str, dict[str, Any]]:
+        """(mode, request fields) asking ``model`` for an ``output`` instance."""
+        mode = self._mode if catalog.info(model).forced_tools else "json_schema"
+        if mode == "tool":
+            name = tool_name(output)
+            tool = {
+                "name": name,
+                "description": f"Record the answer as {output.__name__}.",
+                "input_schema": input_schema(output),
+            }
+            return mode, {"tools": [tool], "tool_choice": {"type": "tool", "name": name}}
+        schema = output_schema(output)
+        return mode, {"output_config": {"format": {"type": "json_schema", "schema": schema}}}
+
     async def _text(
         self,
         purpose: Purpose,
@@ -276,19 +312,7 @@ class LLMClient:
         send: _Send,
     ) -> Structured[T]:
         model = self._settings.models[purpose]
-        mode = self._mode if catalog.info(model).forced_tools else "json_schema"
-        extra: dict[str, Any]
-        if mode == "tool":
-            name = tool_name(output)
-            tool = {
-                "name": name,
-                "description": f"Record the answer as {output.__name__}.",
-                "input_schema": input_schema(output),
-            }
-            extra = {"tools": [tool], "tool_choice": {"type": "tool", "name": name}}
-        else:
-            schema = output_schema(output)
-            extra = {"output_config": {"format": {"type": "json_schema", "schema": schema}}}
+        mode, extra = self._shaped(model, output)
 
         def parse(message: Message) -> T:
             return validate(message, output, mode)
@@ -361,7 +385,7 @@ class LLMClient:
         model, info = call.model, catalog.info(call.model)
         minimum = info.min_cache_tokens if self._settings.prompt_caching else None
         blocks = content_blocks(system, parts, minimum)
-        budget = max_tokens or self._settings.max_tokens_for(call.purpose)
+        budget = self._settings.max_tokens_for(call.purpose) if max_tokens is None else max_tokens
         extra = _with_effort(extra, self._settings.effort[call.purpose].value, info.effort)
         attempts = self._settings.limiter.max_attempts
         note = ""  # corrective note after a malformed answer
@@ -595,6 +619,11 @@ def _with_effort(extra: dict[str, Any], effort: str, accepted: bool) -> dict[str
 
 def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
+
+
+def _nothing(message: Message) -> None:
+    """The value of a warm-up's answer (``max_tokens: 0``: there is none)."""
+    return None
 
 
 def _content(blocks: list[dict[str, Any]], note: str) -> str | list[dict[str, Any]]:

@@ -21,10 +21,10 @@ markers left out (they do not change the prompt).
 >>> body = {"model": "claude-opus-5-5", "messages": [{"role": "user", "content": [
 ...     {"type": "text", "text": "x" * 4000, "cache_control": {"type": "ephemeral"}},
 ...     {"type": "text", "text": "the question"}]}]}
->>> cache.account(body, total=1003, now=0.0, begins_in=1.0, time_scale=1.0)
-CacheUse(read=0, written=1000, uncached=3)
+>>> cache.account(body, total=1003, now=0.0, begins_in=1.0, time_scale=1.0)  # doctest: +ELLIPSIS
+CacheUse(read=0, written=1000, uncached=3, keys=('...',))
 >>> cache.account(body, total=1003, now=2.0, begins_in=1.0, time_scale=1.0)
-CacheUse(read=1000, written=0, uncached=3)
+CacheUse(read=1000, written=0, uncached=3, keys=())
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class CacheUse:
     read: int
     written: int
     uncached: int
+    keys: tuple[str, ...] = ()  # the prefixes written (short key hashes), for the request log
 
 
 @dataclass
@@ -87,8 +88,9 @@ class PromptCache:
                 entry.expires_at = now + entry.ttl_s
                 read, start = points[index].tokens, index + 1
                 break
-        written = 0
+        written, keys = 0, []
         for point in points[start:]:
+            keys.append(point.key[:12])
             ttl = point.ttl_s * time_scale
             entry = self._entries.get(point.key)
             usable = now + begins_in
@@ -98,7 +100,7 @@ class PromptCache:
                 entry.usable_at = min(entry.usable_at, usable)
                 entry.expires_at = max(entry.expires_at, usable + ttl)
             written = point.tokens - read
-        return CacheUse(read, written, max(0, total - read - written))
+        return CacheUse(read, written, max(0, total - read - written), tuple(keys))
 
     def _expire(self, now: float) -> None:
         for key in [k for k, e in self._entries.items() if e.expires_at <= now]:

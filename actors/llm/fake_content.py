@@ -18,6 +18,9 @@ It answers as Claude does, not kindly:
   forced tool's ``input`` keeps only what was complete. ``stop_reason: "max_tokens"``.
 - **Refusals** (``[sim-refuse]`` marker or the ``rate_refusal`` knob): no text, maybe a
   thinking block, a few output tokens, ``stop_reason: "refusal"`` with ``stop_details``.
+- **Prompt caching** (``fake_cache``, accounted by the app): ``cache_creation_input_tokens``
+  and ``cache_read_input_tokens`` start at 0 here. ``max_tokens: 0`` (not streamed) is the
+  API's pre-warm: no thinking, no content, ``stop_reason: "max_tokens"``.
 
 Plain requests get prose prefixed ``[simulated] ``; structured requests (forced tool or
 ``output_config.format`` json_schema) get an instance valid for their schema
@@ -128,10 +131,12 @@ def message(
         options, body["model"], purpose, seeded_rng(*key, "thinking"), greeting=greeting
     )
     thinking = min(thinking, prompt.max_tokens)
-    refused = refuse or prompt.markers.refuse
+    refused = (refuse or prompt.markers.refuse) and prompt.max_tokens > 0
     if refused:
         thinking = min(thinking, _REFUSAL_THINKING)
-    content: list[dict[str, Any]] = [_thinking_block()] if options.thinks else []
+    # max_tokens 0 pre-warms the prompt cache: no thinking, no answer.
+    thinks = options.thinks and prompt.max_tokens > 0
+    content: list[dict[str, Any]] = [_thinking_block()] if thinks else []
     budget = prompt.max_tokens - thinking  # what is left for the visible answer
     written, stop_reason, tool_json = 0, "end_turn", ""
     if refused:

@@ -162,8 +162,10 @@ def check_body(body: dict[str, Any], need_max_tokens: bool) -> None:
     if need_max_tokens:
         if "max_tokens" not in body:
             raise ValueError("max_tokens: Field required")
-        if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
-            raise ValueError("max_tokens: Input should be an integer greater than or equal to 1")
+        if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 0:
+            raise ValueError("max_tokens: Input should be an integer greater than or equal to 0")
+        if body["max_tokens"] == 0 and body.get("stream"):  # 0 pre-warms the cache only
+            raise ValueError("max_tokens: 0 is not supported with streaming")
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise ValueError("messages: Field required")
@@ -241,7 +243,7 @@ def read_prompt(body: dict[str, Any], seed: int) -> Prompt:
         system=_ANY_MARKER.sub("", flatten(body.get("system") or "")),
         last_user=_ANY_MARKER.sub("", _last_user(body)),
         conversation=_ANY_MARKER.sub("", "\n\n".join(flatten(m["content"]) for m in messages)),
-        max_tokens=int(body.get("max_tokens") or 1),
+        max_tokens=int(body["max_tokens"]) if body.get("max_tokens") is not None else 1,
         markers=markers(body),
     )
 

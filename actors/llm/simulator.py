@@ -188,7 +188,9 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.StreamResp
             cache_creation_input_tokens=cached.written,
             cache_read_input_tokens=cached.read,
         )
-        entry.update(cache_read=cached.read, cache_write=cached.written)
+        entry.update(
+            cache_read=cached.read, cache_write=cached.written, cache_keys=list(cached.keys)
+        )
         response: web.StreamResponse
         if streamed:
             stream = fake_stream.events(reply, fake_content.seeded_rng(entry["prompt_sha"]))

@@ -25,9 +25,10 @@ header, to match the caller's call ledger), ``stream`` (True for ``"stream": tru
 ``first_token_s`` (from arrival to the first text or tool-input delta — thinking does not
 count; a non-streamed answer's first token comes with the whole answer), ``cache_read``
 and ``cache_write`` (input tokens read from and written to the prompt cache,
-``actors.llm.fake_cache``). A stream is logged
-200 only once sent to its end, 529 when it ended in an ``overloaded_error`` event, 500 after
-a hang. ``stats()`` counts ``status_counts``, ``kinds``, ``purposes`` and ``stop_reasons``.
+``actors.llm.fake_cache``), ``cache_keys`` (short hashes of the prefixes written). A stream
+is logged 200 only once sent to its end, 529 when it ended in an ``overloaded_error`` event,
+500 after a hang. ``stats()`` counts ``status_counts``, ``kinds``, ``purposes`` and
+``stop_reasons``.
 
 Mid-stream errors (``rate_stream_error``) are drawn from a stream of their own, for streamed
 requests only, so streaming changes none of the other draws.
@@ -70,6 +71,7 @@ LOG_FIELDS = (
     "first_token_s",
     "cache_read",
     "cache_write",
+    "cache_keys",
 )
 FAULTS = ("hang", "429", "529", "500", "malformed", "refusal")  # checked in this order
 _REALISTIC_SIGMA = 0.25  # spread of a real model's speed from one call to the next

@@ -438,3 +438,26 @@ def test_a_quick_take_streams_beside_the_plan_and_the_answer_follows(system, rea
     assert quick["at"] < plan["at"] + plan["latency_s"]  # beside the planning call
     assert "quick" in kinds and kinds.index("quick") < kinds.index("answer")
     assert report.paid_calls == sum(1 for c in calls if c["status"] == 200)  # counted
+
+
+# --- prompt caching (issue 15) -----------------------------------------------------------
+
+
+def test_a_long_request_is_cached_once_per_role_and_read_by_the_fan_out(system):
+    url = ray.get(system.simulator.url.remote())
+    seen = len(_requests(url))
+    spec = " ".join(
+        f"Requirement {n}: the service keeps an audit trail of change {n}." for n in range(280)
+    )
+    report = _run(system, SECURITY + ". The specification follows. " + spec)
+    assert report.state is TaskState.DONE and report.failed == 0
+    calls = [c for c in _requests(url)[seen:] if c["status"] == 200]
+    research = [c for c in calls if (c["microtask"] or "").startswith("r")]
+    warm_ups = [c for c in calls if c["max_tokens"] == 0]
+    assert len(research) >= 2 and warm_ups  # the planner's research fan-out, warmed first
+    # One write of the shared prefix per role (its warm-up), and the fan-out reads it.
+    assert len(warm_ups) <= len(Role) and all(c["cache_write"] > 0 for c in warm_ups)
+    assert all(c["cache_write"] == 0 for c in research)
+    # The plan streams: its first microtask may go before any other is known, uncached.
+    assert sum(c["cache_read"] > 0 for c in research) >= len(research) - 1
+    assert report.cache_read_tokens > 0 and report.cache_saved_usd > 0

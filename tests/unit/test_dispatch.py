@@ -403,3 +403,42 @@ async def test_a_call_whose_pool_gives_no_answer_is_cancelled_and_retried(monkey
     assert record.results["stuck"].attempt == 2 and record.retries == 1
     retried = [e for e in record.events if e.kind is EventKind.RETRIED]
     assert "stopped answering" in retried[0].detail
+
+
+# --- warming the prompt cache before a fan-out ----------------------------------------
+
+
+async def test_a_fan_out_waits_for_one_warm_up_of_its_shared_prefix():
+    pool = FakePool()
+    warmed: list[tuple[str, float]] = []
+
+    async def warm(request: MicrotaskRequest) -> Usage:
+        await asyncio.sleep(0.05)
+        warmed.append((request.microtask.role.value, time.time()))
+        return Usage(requests=1, cache_write_tokens=5000)
+
+    plan = [_mt("r1"), _mt("r2"), _mt("r3"), _mt("a", "r1", "r2", "r3")]
+    record = _record(plan)
+    await Dispatcher(record, _settings(), pool, random.Random(0), warm=warm).run()
+    assert len(warmed) == 1  # once for the role, not once per call
+    assert all(started > warmed[0][1] for _, _, started in pool.calls)  # all after it
+    assert record.usage.cache_write_tokens == 5000 and len(record.results) == 4
+
+
+async def test_a_failed_warm_up_only_costs_the_cache_and_the_fan_out_goes_on():
+    async def broken(request: MicrotaskRequest) -> Usage:
+        raise RuntimeError("warm-up refused")
+
+    record = _record([_mt("r1"), _mt("r2")])
+    off = _settings(warm_cache=False)
+    await Dispatcher(record, _settings(), FakePool(), random.Random(0), warm=broken).run()
+    assert len(record.results) == 2
+    calls: list[MicrotaskRequest] = []
+
+    async def never(request: MicrotaskRequest) -> Usage:
+        calls.append(request)
+        return Usage()
+
+    await Dispatcher(_record([_mt("r1"), _mt("r2")]), off, FakePool(), random.Random(0),
+                     warm=never).run()  # fmt: skip
+    assert calls == []  # warm_cache=False

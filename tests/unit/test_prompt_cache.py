@@ -108,3 +108,27 @@ async def test_caching_off_or_a_short_prompt_sends_no_breakpoint(sim: SimulatorS
     assert short.usage.cost_usd == pytest.approx(
         cost_usd(short.model, short.usage.input_tokens, short.usage.output_tokens)
     )
+
+
+async def test_a_warm_up_lets_a_whole_fan_out_read_what_it_wrote(sim: SimulatorServer):
+    import asyncio
+
+    from actors.models import AgentOutput
+
+    client = LLMClient(Settings(), base_url=sim.url)
+    shared = Part("<request>\n" + LONG + "\n</request>\n\n", shared=True)
+    warm = await client.warm(Purpose.ANALYSIS, "Be brief.", [shared], AgentOutput)
+    fan_out = await asyncio.gather(
+        *(
+            client.structured(Purpose.ANALYSIS, "Be brief.", [shared, Part(f"Part {n}.")],
+                              AgentOutput)
+            for n in range(3)
+        )
+    )  # fmt: skip
+    short = await client.warm(Purpose.ANALYSIS, "Be brief.", [Part("hi", shared=True)])
+    await client.close()
+    assert warm.requests == 1 and warm.output_tokens == 0 and warm.cache_write_tokens > 4000
+    assert [a.usage.cache_read_tokens for a in fan_out] == [warm.cache_write_tokens] * 3
+    assert [a.usage.cache_write_tokens for a in fan_out] == [0, 0, 0]
+    assert short.requests == 0  # too short to cache: nothing sent
+    assert [e["max_tokens"] for e in sim.recent_requests()].count(0) == 1
