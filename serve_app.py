@@ -392,7 +392,7 @@ class Gateway:
     # The body is read by hand (task_body): capped, and only after the guard has passed.
     @app.post("/tasks", status_code=202, openapi_extra=TASK_BODY_OPENAPI)
     async def submit(self, request: Request) -> dict[str, str]:
-        """Accept a request (``{"text": ..., "quick_answer": ..., "documents": [...]}``); 202
+        """Accept a request (``{"text", "quick_answer", "documents", "cost_limit_usd"}``); 202
         with its task id. A document is ``{"name", "text"}`` or ``{"name", "data_base64"}``."""
         body = await task_body(request, self.access.max_body_bytes)
         documents = await asyncio.to_thread(task_documents, body, self._settings)  # PDF parsing
@@ -404,6 +404,7 @@ class Gateway:
             user=caller,
             quick=body.quick_answer,
             documents=documents or None,
+            cost_limit_usd=body.cost_limit_usd,
         )
         return {"task_id": task_id}
 

@@ -64,6 +64,14 @@ def call_estimate_usd(settings: Settings, request: MicrotaskRequest) -> float:
     return cost_usd(settings.models[purpose], input_tokens, settings.max_tokens_for(purpose))
 
 
+def budget_of(record: TaskRecord, settings: Settings) -> tuple[float, str]:
+    """The most ``record`` may spend, and how to name that limit to a person."""
+    if record.budget_usd is not None and record.budget_usd < settings.task_budget_usd:
+        return record.budget_usd, f"the cost limit of ${record.budget_usd:.2f} set for this request"
+    budget = settings.task_budget_usd
+    return budget, f"the task budget of ${budget:.2f} (PARALLEL_AGENTS_TASK_BUDGET_USD)"
+
+
 def reserve(record: TaskRecord, settings: Settings, request: MicrotaskRequest) -> float:
     """Hold the estimated cost of one call against ``record``'s budget; returns the amount.
 
@@ -71,12 +79,12 @@ def reserve(record: TaskRecord, settings: Settings, request: MicrotaskRequest) -
     flight hold and this call's estimate together would pass ``task_budget_usd``.
     """
     amount = call_estimate_usd(settings, request)
-    spent, holding, budget = record.usage.cost_usd, record.reserved_usd, settings.task_budget_usd
+    spent, holding = record.usage.cost_usd, record.reserved_usd
+    budget, named = budget_of(record, settings)
     if spent + holding + amount > budget:
         raise TaskBudgetError(
-            f"the task budget of ${budget:.2f} (PARALLEL_AGENTS_TASK_BUDGET_USD) does not cover "
-            f"another call: ${spent:.4f} spent, ${holding:.4f} held by calls in flight, "
-            f"this {purpose_of(request).value} call may cost ${amount:.4f}"
+            f"{named} does not cover another call: ${spent:.4f} spent, ${holding:.4f} held "
+            f"by calls in flight, this {purpose_of(request).value} call may cost ${amount:.4f}"
         )
     record.reserved_usd = holding + amount
     return amount

@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         "(default: PARALLEL_AGENTS_QUICK_ANSWER, off)",
     )
     run.add_argument(
+        "--cost-limit",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="stop the task at this cost and answer with what finished (default: "
+        "PARALLEL_AGENTS_TASK_BUDGET_USD, $5)",
+    )
+    run.add_argument(
         "--timeline",
         metavar="FILE.png",
         help="also write a Gantt chart of the run: one lane per agent, bars coloured by role",
@@ -227,6 +235,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     raw = sys.stdin.buffer.read() if args.text == "-" else args.text
     text = clean_request(raw, settings.max_request_chars)  # fail before starting Ray
     documents = _read_files(args.files, settings)  # ... and so does a refused file
+    if args.cost_limit is not None and not args.cost_limit > 0:
+        raise UserInputError(f"--cost-limit must be above 0, not {args.cost_limit:g}")
     answer = _reserve_stdout()
     view = RunView(
         Console(file=sys.stderr), Console(file=answer), json_out=args.json, quiet=args.quiet
@@ -308,7 +318,7 @@ def _submit_and_follow(
         progress.say(f"pools warm in {time.monotonic() - started:.1f} s")
     orchestrator = system.orchestrator
     submitted: ray.ObjectRef = orchestrator.submit.remote(
-        text, quick=args.quick, documents=documents or None
+        text, quick=args.quick, documents=documents or None, cost_limit_usd=args.cost_limit
     )
     task_id = str(ray.get(submitted))
     progress.say(f"task {task_id} submitted")

@@ -220,10 +220,8 @@ class Dispatcher:
 
     def _note_budget(self) -> None:
         """Say once that the task budget stopped work, and why."""
-        note = (
-            f"stopped at the task budget of ${self._settings.task_budget_usd:.2f} "
-            "(PARALLEL_AGENTS_TASK_BUDGET_USD); the answer merges what finished"
-        )
+        note = f"stopped at {admission.budget_of(self._record, self._settings)[1]}; "
+        note += "the answer merges what finished"
         if note not in self._record.notes:
             self._record.note(note)
             log.warning("task %s: %s", self._record.task_id, self._refused)

@@ -90,6 +90,12 @@ class TaskIn(BaseModel):
     documents: list[DocumentIn] = Field(
         default=[], description="documents the request is about, attached after it"
     )
+    cost_limit_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="the task stops at this cost and answers with what finished (default: "
+        "the server's PARALLEL_AGENTS_TASK_BUDGET_USD)",
+    )
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:

@@ -50,8 +50,14 @@ def dashboard_status(
             }
             for p in pools
         },
-        "tokens": {"input": stats.input_tokens_total, "output": stats.output_tokens_total},
+        "tokens": {
+            "input": stats.input_tokens_total,
+            "output": stats.output_tokens_total,
+            "cache_write": stats.cache_write_tokens_total,
+            "cache_read": stats.cache_read_tokens_total,
+        },
         "cost_usd": stats.cost_usd_total,
+        "cache_saved_usd": stats.cache_saved_usd_total,
         "totals": {
             "tasks": stats.tasks_total,
             "retries": stats.retries_total,
@@ -151,10 +157,18 @@ class _Snapshots:
         tokens = CounterMetricFamily(f"{PREFIX}_tokens", "Model tokens", labels=["direction"])
         tokens.add_metric(["input"], stats.input_tokens_total)
         tokens.add_metric(["output"], stats.output_tokens_total)
+        tokens.add_metric(["cache_write"], stats.cache_write_tokens_total)
+        tokens.add_metric(["cache_read"], stats.cache_read_tokens_total)
         yield tokens
         cost = CounterMetricFamily(f"{PREFIX}_cost_usd", "Model cost in US dollars")
         cost.add_metric([], stats.cost_usd_total)
         yield cost
+        saved = CounterMetricFamily(
+            f"{PREFIX}_cache_saved_usd",
+            "What prompt caching saved against sending the same input uncached, in US dollars",
+        )
+        saved.add_metric([], stats.cache_saved_usd_total)
+        yield saved
         budget = GaugeMetricFamily(
             f"{PREFIX}_daily_budget_usd",
             "Daily budget in US dollars: new tasks are refused once the last 24 h spent it",

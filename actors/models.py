@@ -326,6 +326,12 @@ class RunReport(BaseModel):
         default=0.0, description="what caching saved against sending that input uncached"
     )
     paid_calls: int = Field(default=0, description="model answers paid for, failed ones included")
+    estimated_cost_usd: float | None = Field(
+        default=None, description="the estimate once the plan was known (actors.estimate)"
+    )
+    token_multiple: float | None = Field(
+        default=None, description="tokens used against one agent answering directly"
+    )
     first_microtask_s: float | None = Field(
         default=None, description="seconds from the request to the first microtask's start"
     )

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import ray
 
-from actors import complexity, dag, home_lock, lifecycle, tracing
+from actors import admission, complexity, dag, home_lock, lifecycle, tracing
 from actors.admission import DAY_S, Admission
 from actors.agent import build_prompt, microtask_system
 from actors.config import NAMESPACE, Purpose, Settings, pool_actor_name
@@ -29,6 +29,7 @@ from actors.errors import (
     UnknownTaskError,
     UserInputError,
 )
+from actors.estimate import for_level, for_plan
 from actors.intake import clean_request
 from actors.llm import LLMClient, RemoteLimiter, ledger
 from actors.merge_step import MergeStep
@@ -110,6 +111,7 @@ class Orchestrator:
         idempotency_key: str | None = None,
         quick: bool | None = None,
         documents: list[Document] | None = None,
+        cost_limit_usd: float | None = None,
     ) -> str:
         """Accept a request and start it; returns the task id at once.
 
@@ -120,12 +122,15 @@ class Orchestrator:
         returns the first task's id and starts nothing, across restarts too. ``quick``:
         a quick take first when the request goes to the DAG (None: ``quick_answer``).
         ``documents`` follow the request in its text (``actors.documents.attach``), so every
-        agent and a resumed task see them.
+        agent and a resumed task see them. ``cost_limit_usd``: the task stops there (if
+        below ``task_budget_usd``) and merges what finished.
         Raises ``UserInputError`` for unusable text, ``CapacityError`` past a limit.
         """
         await self._ensure_resumed()
         clean = clean_request(text, self._settings.max_request_chars)
         clean = attach(clean, documents or [], self._settings)
+        if cost_limit_usd is not None and not cost_limit_usd > 0:
+            raise UserInputError(f"the cost limit must be above $0, not {cost_limit_usd!r}")
         if plan is not None:
             problems = dag.validate(plan)
             if problems:
@@ -140,6 +145,7 @@ class Orchestrator:
             user=user,
             observer=self._observe,
             quick=self._settings.quick_answer if quick is None else quick,
+            budget_usd=cost_limit_usd,
         )
         # Checked and counted in one step, with no await in between: concurrent submits
         # cannot all pass through one free slot.
@@ -172,6 +178,18 @@ class Orchestrator:
         self._start(record)
         log.info("task %s accepted (%d chars)", task_id, len(clean))
         return task_id
+
+    async def estimate(self, text: str | bytes, documents: list[Document] | None = None) -> dict:
+        """What ``text`` would cost, before it is submitted (``actors.estimate``): its
+        complexity verdict (one call to the fastest model, not counted to any task) and the
+        level's typical plan. Keys: complexity, direct, microtasks, cost_usd, low_usd,
+        high_usd. Raises ``UserInputError`` as ``submit`` would."""
+        clean = attach(
+            clean_request(text, self._settings.max_request_chars), documents or [], self._settings
+        )
+        verdict, _ = await self._decomposer.assess(clean)
+        direct = not verdict.parallelizable
+        return for_level(self._settings, verdict.level, clean, direct).model_dump(mode="json")
 
     async def _task_with_key(self, user: str | None, idempotency_key: str) -> str | None:
         """The task ``user`` first submitted with ``idempotency_key``, if there is one."""
@@ -430,6 +448,7 @@ class Orchestrator:
                         "plan_source": record.plan_source,
                     }
                 )
+                self._estimate_from_plan(record)
                 await record.emit(EventKind.PLANNED, detail=record.plan_source)
                 if streamed is not None:  # sealed after PLANNED: what starts now is after it
                     streamed.seal(record.microtasks)
@@ -547,6 +566,20 @@ class Orchestrator:
         record.notes.extend(f"plan: {note}" for note in plan.notes)
         record.cut.extend(plan.cut)
         record.set_plan(plan.microtasks)
+
+    def _estimate_from_plan(self, record: TaskRecord) -> None:
+        """The task's cost estimate now that its plan is known; a note when it is over the
+        request's cost limit (the task stops at the limit and merges what finished)."""
+        if record.plan_source == "direct":
+            return
+        estimate = for_plan(self._settings, record.complexity, record.text, record.microtasks)
+        record.estimated_usd = estimate.cost_usd
+        budget, named = admission.budget_of(record, self._settings)
+        if estimate.low_usd > budget:
+            record.note(
+                f"the plan's estimated cost (${estimate.low_usd:.2f} to "
+                f"${estimate.high_usd:.2f}) is over {named}: the answer will merge what it pays for"
+            )
 
     def _level_for(self, size: int) -> Complexity:
         """The smallest complexity level whose bounds hold ``size`` microtasks."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors import dag
+from actors.estimate import token_multiple
 from actors.llm.ledger import LedgerSummary
 from actors.merger import Conflict, MergeSummary
 from actors.models import (
@@ -97,6 +98,10 @@ class TaskRecord:
     # Set once the work has ended: the report is being written and a cancel is a no-op.
     finishing: bool = False
     quick: bool = False  # a quick take first (actors.quick_take)
+    # The caller's cost limit for this request (None: task_budget_usd), and the estimate
+    # made once the plan was known (actors.estimate).
+    budget_usd: float | None = None
+    estimated_usd: float | None = None
     quick_answer: str = ""  # its text, once written
     quick_task: asyncio.Task[None] | None = None
 
@@ -248,6 +253,8 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         cache_read_tokens=record.usage.cache_read_tokens,
         cache_saved_usd=round(record.usage.cache_saved_usd, 6),
         paid_calls=record.usage.requests,
+        estimated_cost_usd=record.estimated_usd,
+        token_multiple=token_multiple(_used_tokens(record.usage), record.text),
         first_microtask_s=_since_start(record, EventKind.STARTED),
         first_answer_s=_since_start(record, EventKind.ANSWER) or round(wall_s, 3),
         cost_usd=round(record.usage.cost_usd, 6),
@@ -260,6 +267,13 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         cut=list(record.cut),
         timeline=timeline,
     )
+
+
+def _used_tokens(usage: Usage) -> int:
+    return (
+        usage.input_tokens + usage.cache_write_tokens + usage.cache_read_tokens
+        + usage.output_tokens
+    )  # fmt: skip
 
 
 def settled(report: RunReport, paid: LedgerSummary) -> RunReport:

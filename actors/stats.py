@@ -38,6 +38,11 @@ class StatsSnapshot(BaseModel):
     input_tokens_total: int
     output_tokens_total: int
     cost_usd_total: float
+    cache_write_tokens_total: int = Field(default=0, description="since this orchestrator started")
+    cache_read_tokens_total: int = Field(default=0, description="since this orchestrator started")
+    cache_saved_usd_total: float = Field(
+        default=0.0, description="what prompt caching saved, since this orchestrator started"
+    )
     duration_buckets: dict[str, list[int]] = Field(
         description="role -> count per bucket of DURATION_BUCKETS plus +Inf (not cumulative)"
     )
@@ -64,6 +69,7 @@ class Stats:
         self._input_tokens = int(totals.get("input_tokens", 0))
         self._output_tokens = int(totals.get("output_tokens", 0))
         self._cost = float(totals.get("cost_usd", 0.0))
+        self._cache = [0, 0, 0.0]  # written tokens, read tokens, saved USD (since start)
         self._buckets = {r.value: [0] * (len(DURATION_BUCKETS) + 1) for r in Role}
         self._duration_sum = {r.value: 0.0 for r in Role}
         self._task_buckets = [0] * (len(TASK_DURATION_BUCKETS) + 1)
@@ -101,6 +107,9 @@ class Stats:
         self._input_tokens += report.input_tokens
         self._output_tokens += report.output_tokens
         self._cost += report.cost_usd
+        self._cache[0] += report.cache_write_tokens
+        self._cache[1] += report.cache_read_tokens
+        self._cache[2] += report.cache_saved_usd
 
     def snapshot(self, active_tasks: int, now: float | None = None) -> StatsSnapshot:
         now = time.time() if now is None else now
@@ -129,6 +138,9 @@ class Stats:
             input_tokens_total=self._input_tokens,
             output_tokens_total=self._output_tokens,
             cost_usd_total=round(self._cost, 6),
+            cache_write_tokens_total=int(self._cache[0]),
+            cache_read_tokens_total=int(self._cache[1]),
+            cache_saved_usd_total=round(self._cache[2], 6),
             duration_buckets={role: list(b) for role, b in self._buckets.items()},
             duration_sum={role: round(s, 6) for role, s in self._duration_sum.items()},
             task_duration_buckets=list(self._task_buckets),

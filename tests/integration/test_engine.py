@@ -116,6 +116,25 @@ def test_security_request_on_the_default_models_is_planned_run_and_written_whole
     # Microtasks start as the plan streams in, so several run at once (the average
     # parallelism is lower than with the whole plan first: early ones run alone).
     assert report.parallelism == report.speedup and report.max_parallel >= 2
+    # Cost known before (from the verdict, and from the plan) within 30 % of the actual.
+    before = ray.get(system.orchestrator.estimate.remote(SECURITY))
+    assert before["complexity"] == report.complexity.value and not before["direct"]
+    assert abs(before["cost_usd"] / report.cost_usd - 1) <= 0.3, (before, report.cost_usd)
+    assert report.estimated_cost_usd is not None
+    assert abs(report.estimated_cost_usd / report.cost_usd - 1) <= 0.3
+    assert report.token_multiple is not None and report.token_multiple > 2
+
+
+def test_a_request_past_its_cost_limit_stops_and_keeps_what_finished(system):
+    orchestrator = system.orchestrator
+    task_id = ray.get(orchestrator.submit.remote(SECURITY, cost_limit_usd=0.3))
+    report = ray.get(orchestrator.wait.remote(task_id), timeout=120)
+    notes = ray.get(orchestrator.status.remote(task_id))["notes"]
+    assert report.state is TaskState.DONE and 0 < report.cost_usd <= 0.3
+    assert report.succeeded > 0 and report.missing  # kept what finished, named the rest
+    assert any("cost limit of $0.30 set for this request" in note for note in notes), notes
+    with pytest.raises(ray.exceptions.RayTaskError, match="cost limit must be above"):
+        ray.get(orchestrator.submit.remote(SECURITY, cost_limit_usd=0))
 
 
 def test_a_microtask_cut_twice_or_refused_fails_clearly_and_is_named_missing(system):

@@ -211,3 +211,13 @@ async def test_a_good_body_keeps_its_text(loopback):
     async with _client(loopback) as client:
         answer = await client.post("/tasks", json={"text": "caf\u00e9 \U0001f600"})
     assert answer.status_code == 202 and answer.json() == {"text": "caf\u00e9 \U0001f600"}
+
+
+def test_a_cost_limit_must_be_above_zero():
+    from pydantic import ValidationError
+
+    from actors.http_guard import TaskIn
+
+    assert TaskIn.model_validate({"text": "x", "cost_limit_usd": 0.5}).cost_limit_usd == 0.5
+    with pytest.raises(ValidationError, match="greater than 0"):
+        TaskIn.model_validate({"text": "x", "cost_limit_usd": 0})
