@@ -14,6 +14,7 @@ import sys
 
 import pytest
 import ray
+from test_documents import PNG, pdf_with_text  # tests/unit is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
@@ -325,6 +326,33 @@ def test_cli_run_json_uses_the_running_system(system, tmp_path):
                   "succeeded", "failed", "retries", "input_tokens", "output_tokens",
                   "cost_usd", "result", "timeline"):  # fmt: skip
         assert field in report
+
+
+def test_cli_run_file_sends_a_markdown_and_a_pdf_document_to_every_microtask(system, tmp_path):
+    gcs = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": gcs}
+    notes, spec = tmp_path / "notes.md", tmp_path / "spec.pdf"
+    notes.write_text("# Threat model\n\nThe admin API is reachable from the VPN only.\n")
+    spec.write_bytes(pdf_with_text("Payments API", "Tokens expire after 15 minutes."))
+    url = ray.get(system.simulator.url.remote())
+    seen = len(_requests(url))
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "run", "--json", "--quiet", "--file", str(notes),
+         "--file", str(spec), SECURITY],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    microtasks = [c for c in _requests(url)[seen:] if c["microtask"] and c["status"] == 200]
+    assert len(microtasks) == report["microtasks"] >= 2 and report["failed"] == 0
+    assert all(c["documents"] == ["notes.md", "spec.pdf"] for c in microtasks)
+    bad = tmp_path / "logo.png"
+    bad.write_bytes(PNG)
+    refused = subprocess.run(
+        [sys.executable, "-m", "actors", "run", "--file", str(bad), "Describe it"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "logo.png" in refused.stderr
 
 
 def test_cli_refuses_empty_input_without_starting_anything():
