@@ -22,7 +22,7 @@ from pathlib import PurePath
 from pydantic import BaseModel
 
 from actors.config import Settings
-from actors.errors import UserInputError
+from actors.errors import DocumentLimitError, UserInputError
 
 ACCEPTED = "plain text (.txt), Markdown (.md) or PDF"
 TEXT_SUFFIXES = frozenset({"", ".txt", ".md", ".markdown"})
@@ -42,10 +42,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A document must not close its own block (or the request's) and pose as the user.
 _BLOCK_TAGS = re.compile(r"<(/?)\s*(document|request)\b", re.IGNORECASE)
 _NAME_CHARS = 120
-
-
-class DocumentLimitError(UserInputError):
-    """A document, or the documents together, pass a size or count limit."""
 
 
 class Document(BaseModel):

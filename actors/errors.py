@@ -4,6 +4,8 @@
 
     ParallelAgentsError
     ├── UserInputError            the caller's request is unusable (empty, too big, binary)
+    │   └── DocumentLimitError    ... because a document, or all of them, pass a size or
+    │                             count limit (HTTP 413)
     ├── CapacityError             a limit on running tasks or on cost refuses the request now
     │                             (``retry_after_s``: when asking again may succeed)
     ├── TaskBudgetError           a task's own budget cannot cover another model call
@@ -38,6 +40,10 @@ class ParallelAgentsError(Exception):
 
 class UserInputError(ParallelAgentsError, ValueError):
     """The request itself cannot be processed; the message says what to change."""
+
+
+class DocumentLimitError(UserInputError):
+    """A document, or the documents together, pass a size or count limit."""
 
 
 class CapacityError(ParallelAgentsError):

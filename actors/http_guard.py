@@ -43,13 +43,12 @@ from actors.config import Settings
 from actors.documents import (
     ACCEPTED,
     Document,
-    DocumentLimitError,
     check_limits,
     check_size,
     read_document,
     text_document,
 )
-from actors.errors import UserInputError
+from actors.errors import DocumentLimitError, UserInputError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})

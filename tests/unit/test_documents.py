@@ -12,12 +12,11 @@ from actors import cli
 from actors.config import Settings
 from actors.documents import (
     Document,
-    DocumentLimitError,
     attach,
     read_document,
     text_document,
 )
-from actors.errors import UserInputError
+from actors.errors import DocumentLimitError, UserInputError
 from actors.http_guard import Refusal, TaskIn, body_limit, task_documents
 from actors.jobs import JobKind, JobStore
 
