@@ -81,16 +81,8 @@ class MergeStep:
         synthesis = Microtask(
             id="synthesis", role=Role.GENERATION, title="Synthesis", instructions=prompt
         )
-        request = self._side_request(record, synthesis, CallKind.SYNTHESIS, started + budget)
         try:
-            with admission.held(record, self._settings, request):
-                try:
-                    async with asyncio.timeout_at(started + budget):
-                        result = await self._call_pool(Role.GENERATION, request, 0.0)
-                except Exception as exc:
-                    record.usage += paid_usage(exc)
-                    raise
-                record.usage += result.usage
+            result = await self._side_call(record, synthesis, CallKind.SYNTHESIS, started + budget)
         except (asyncio.CancelledError, TaskCancelledError):
             raise
         except (TimeoutError, MicrotaskTimeoutError):
@@ -103,7 +95,6 @@ class MergeStep:
             record.note(f"synthesis failed ({type(exc).__name__}); answer stitched from parts")
             record.answer = merger.fallback_answer(record.text, results, summary)
             return
-        record.simulated = record.simulated or result.simulated
         record.answer = result.content + "\n\n" + merger.render_footer(summary)
 
     async def _reconcile(
@@ -138,18 +129,9 @@ class MergeStep:
         overview = Microtask(
             id="overview", role=Role.GENERATION, title="Overview", instructions=prompt
         )
-        request = self._side_request(record, overview, CallKind.OVERVIEW, started + budget)
         closing = ""
         try:
-            with admission.held(record, self._settings, request):
-                try:
-                    async with asyncio.timeout_at(started + budget):
-                        result = await self._call_pool(Role.GENERATION, request, 0.0)
-                except Exception as exc:
-                    record.usage += paid_usage(exc)
-                    raise
-                record.usage += result.usage
-            record.simulated = record.simulated or result.simulated
+            result = await self._side_call(record, overview, CallKind.OVERVIEW, started + budget)
             closing = "## In short\n\n" + result.content.strip()
             await record.emit(EventKind.ANSWER, attempt=1, detail=closing + "\n\n")
         except (asyncio.CancelledError, TaskCancelledError):
@@ -167,19 +149,30 @@ class MergeStep:
         batch = Microtask(
             id="reconcile", role=Role.VALIDATION, title="Reconcile claims", instructions=prompt
         )
-        request = self._side_request(record, batch, CallKind.RECONCILE, deadline)
+        waited = deadline - asyncio.get_running_loop().time()
+        try:
+            result = await self._side_call(record, batch, CallKind.RECONCILE, deadline)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {waited:.0f} s") from None
+        return Reconciliation.model_validate_json(result.content)
+
+    async def _side_call(
+        self, record: TaskRecord, microtask: Microtask, kind: CallKind, deadline: float
+    ) -> MicrotaskResult:
+        """One call outside the plan (reconciling, writing, the overview) on its role's pool,
+        due by ``deadline`` (event-loop time, else ``TimeoutError``), its estimated cost held
+        against the task's budget until its usage — a failed call's too — is counted."""
+        request = self._side_request(record, microtask, kind, deadline)
         with admission.held(record, self._settings, request):
             try:
                 async with asyncio.timeout_at(deadline):
-                    result = await self._call_pool(Role.VALIDATION, request, 0.0)
-            except TimeoutError:
-                raise TimeoutError(f"no answer within {request.timeout_s:.0f} s") from None
+                    result = await self._call_pool(microtask.role, request, 0.0)
             except Exception as exc:
                 record.usage += paid_usage(exc)
                 raise
             record.usage += result.usage
         record.simulated = record.simulated or result.simulated
-        return Reconciliation.model_validate_json(result.content)
+        return result
 
     def _side_request(
         self, record: TaskRecord, microtask: Microtask, kind: CallKind, deadline: float

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from actors.cli import log_to_stderr
-from actors.config import load_settings
+from actors.config import Settings, load_settings
 from actors.errors import ConfigurationError
 
 DESCRIPTION = """\
@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None and args.runs < 0:
         print("--runs must be 0 or more", file=sys.stderr)
         return 2
-    log_to_stderr(args.verbose)
     config = plans.quick() if args.quick else plans.full()
     if args.runs is not None:
         config.backups_runs = args.runs
@@ -146,15 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_langgraph:
         config.contestants = tuple(c for c in CONTESTANTS if c != "langgraph")
 
-    def say(line: str) -> None:
-        print(f"bench: {line}", file=sys.stderr, flush=True)
-
-    try:
-        settings = load_settings()
-    except ConfigurationError as exc:  # one line naming the setting, not a traceback
-        print(f"bench: {exc}", file=sys.stderr)
+    settings = _settings(args)  # a bad setting: one line naming it, not a traceback
+    if settings is None:
         return 2
-    harness = Harness(config, settings, say)
+    harness = Harness(config, settings, _say)
     if args.skip_langgraph:
         harness.results.skipped.append("langgraph: --skip-langgraph")
     results = asyncio.run(harness.run())
@@ -165,8 +159,22 @@ def main(argv: list[str] | None = None) -> int:
         for check in results.checks:
             met = "n/a" if check.met is None else ("met" if check.met else "MISSED")
             print(f"{met:>6}  {check.target}: {check.measured}")
-    say("wrote " + ", ".join(str(p) for p in paths))
+    _say("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _say(line: str) -> None:
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """Logging set up and the settings loaded; None (said on stderr) when they are bad."""
+    log_to_stderr(args.verbose)
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return None
 
 
 def _caching(args: argparse.Namespace) -> int:
@@ -177,14 +185,10 @@ def _caching(args: argparse.Namespace) -> int:
     if args.time_scale <= 0:
         print("bench: --time-scale must be above 0", file=sys.stderr)
         return 2
-    log_to_stderr(args.verbose)
-    try:
-        settings = load_settings()
-    except ConfigurationError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
-    results = run(SECURITY, settings, lambda line: print(f"bench: {line}", file=sys.stderr),
-                  args.time_scale)  # fmt: skip
+    results = run(SECURITY, settings, _say, args.time_scale)
     paths = write(results, args.out)
     if args.json:
         print(json.dumps(results.model_dump(mode="json")))
@@ -198,9 +202,6 @@ def _realtime(args: argparse.Namespace) -> int:
     """``bench --realtime``: the critical-path run; 0 when it ran (targets missed included)."""
     from actors.bench.realtime import VARIANTS, RealtimeConfig, run
     from actors.bench.realtime_figures import figures_table, ratios_table, write
-
-    def say(line: str) -> None:
-        print(f"bench: {line}", file=sys.stderr, flush=True)
 
     mixed = [flag for flag, on in (("--quick", args.quick), ("--runs", args.runs is not None),
                                    ("--skip-langgraph", args.skip_langgraph)) if on]  # fmt: skip
@@ -217,18 +218,15 @@ def _realtime(args: argparse.Namespace) -> int:
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
-    log_to_stderr(args.verbose)
-    try:
-        settings = load_settings()
-    except ConfigurationError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+    settings = _settings(args)
+    if settings is None:
         return 2
     config = RealtimeConfig(
         time_scale=args.time_scale,
         variants=args.variants,
         single_agent=not args.no_single_agent,
     )
-    results = run(config, settings, say)
+    results = run(config, settings, _say)
     paths = write(results, args.out)
     if args.json:
         print(json.dumps(results.model_dump(mode="json")))
@@ -236,6 +234,6 @@ def _realtime(args: argparse.Namespace) -> int:
         print(figures_table(results))
         print(ratios_table(results))
     for line in results.skipped:
-        say(f"not run: {line}")
-    say("wrote " + ", ".join(str(p) for p in paths))
+        _say(f"not run: {line}")
+    _say("wrote " + ", ".join(str(p) for p in paths))
     return 0
