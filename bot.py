@@ -26,8 +26,12 @@ and progress are plain text. Bot-only settings:
 ``PARALLEL_AGENTS_TELEGRAM_CALL_TIMEOUT_S``   longest wait for one orchestrator call (30)
 ``PARALLEL_AGENTS_TELEGRAM_REQUEST_TIMEOUT_S`` longest wait for one Bot API call (20)
 ``PARALLEL_AGENTS_TELEGRAM_CONCURRENT_UPDATES`` updates handled at once (32)
+``PARALLEL_AGENTS_TELEGRAM_CONFIRM_COST_USD`` ask before a request estimated above this (1;
+                                              0 = never ask)
 
-Updates are handled concurrently, so one slow call holds nobody else up; a
+A request estimated above that cost is asked about first, with "Run it" and "Cancel"
+buttons only its sender can press; the question is stored, so a press after a restart
+works. Updates are handled concurrently, so one slow call holds nobody else up; a
 user's requests still run in order, one queue per user.
 """
 
@@ -47,6 +51,7 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
+    CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageHandler,
@@ -60,7 +65,7 @@ from actors.config import Settings, load_settings
 from actors.documents import ACCEPTED, Document, check_size, read_document
 from actors.errors import ConfigurationError, UserInputError
 from actors.intake import clean_request
-from actors.job_runner import BotConfig, JobRunner
+from actors.job_runner import CONFIRM_PATTERN, BotConfig, JobRunner, pressed
 from actors.jobs import Job, JobKind, JobState, JobStore
 from actors.system import System, find_system, init_ray, start_system
 
@@ -109,6 +114,9 @@ async def gatekeeper(update: object, context: ContextTypes.DEFAULT_TYPE) -> None
     if user is not None and user.id in context.bot_data["allowed"]:
         return
     log.warning("refused update %s from user %s", update.update_id, user.id if user else None)
+    if update.callback_query is not None:  # a press: answer it, or its button spins on
+        await update.callback_query.answer("Sorry, this bot is private.", show_alert=True)
+        raise ApplicationHandlerStop
     refused: set[int] = context.bot_data["refused"]
     if user is not None and user.id not in refused and update.effective_chat is not None:
         refused.add(user.id)
@@ -196,6 +204,30 @@ async def document_request(update: Update, context: ContextTypes.DEFAULT_TYPE) -
     job = _record(update, context, caption, JobKind.REQUEST, document)
     if job is not None:
         await _acknowledge(update, _runner(context).enqueue(job), None)
+
+
+async def confirmation(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Run or drop a request its sender was asked about ("Run it" / "Cancel")."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    update_id, run = pressed(query.data)
+    store: JobStore = context.bot_data["store"]
+    job = store.get(update_id)
+    if job is None or job.user_id != query.from_user.id:
+        await query.answer("Only the person who sent the request can decide.", show_alert=True)
+        return
+    if run and store.confirmed(update_id):
+        ahead = _runner(context).enqueue(store.get(update_id) or job)
+        text = fmt.confirmed_text(job.cost_limit_usd, ahead)
+        log.info("job %s: confirmed", update_id)
+    elif not run and store.declined(update_id, fmt.CONFIRM_CANCELLED):
+        text = fmt.CONFIRM_CANCELLED
+        log.info("job %s: declined", update_id)
+    else:  # pressed twice, or an old question's button
+        await query.answer("That was decided already.")
+        return
+    await query.answer()
+    await query.edit_message_text(text)
 
 
 async def unsupported(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -318,6 +350,7 @@ def build_application(
     app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, request))
     app.add_handler(MessageHandler(filters.Document.ALL, document_request))
     app.add_handler(MessageHandler(filters.ATTACHMENT & ~filters.Document.ALL, unsupported))
+    app.add_handler(CallbackQueryHandler(confirmation, pattern=CONFIRM_PATTERN))
     app.add_error_handler(error_handler)
     return app
 

@@ -4,7 +4,13 @@
 them to a ``JobRunner``, which submits each to the orchestrator (or re-attaches
 to its task after a restart), shows the task's progress and then its answer as
 it is written (``actors.chat_progress``), and delivers the final answer in
-parts, recording each part sent.
+parts, recording each part sent, its cost on a footer line.
+
+Before a request runs, the runner asks the orchestrator what it would cost
+(``Orchestrator.estimate``); above ``confirm_cost_usd``, and unless one agent would
+answer it directly, it asks the user first, with "Run it" and "Cancel" buttons
+(``confirmation_keyboard``; ``bot.py`` handles the press). A confirmed job runs under
+the estimate's upper bound as its cost limit.
 
 ``send_markdown`` is the one way a Markdown text reaches a chat: formatted with
 entities (``actors.telegram_format``), and as plain text when Telegram refuses
@@ -24,7 +30,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from ray.exceptions import RayActorError, RayError
-from telegram import Bot, Message
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
@@ -42,6 +48,28 @@ _FINAL = {TaskState.DONE: JobState.ANSWERED, TaskState.CANCELLED: JobState.CANCE
 
 
 _SECRET_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what Telegram accepts as secret_token
+# A button's callback data: "confirm:<update id>:run" or "confirm:<update id>:cancel".
+CONFIRM_PATTERN = r"^confirm:\d+:(run|cancel)$"
+_RUN, _CANCEL = "run", "cancel"
+
+
+def confirmation_keyboard(update_id: int) -> InlineKeyboardMarkup:
+    """The "Run it" and "Cancel" buttons under the question about job ``update_id``."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Run it", callback_data=f"confirm:{update_id}:{_RUN}"),
+                InlineKeyboardButton("Cancel", callback_data=f"confirm:{update_id}:{_CANCEL}"),
+            ]
+        ]
+    )
+
+
+def pressed(data: str) -> tuple[int, bool]:
+    """(the job's update id, whether "Run it" was pressed) from a button's ``CONFIRM_PATTERN``
+    callback data."""
+    _, update_id, choice = data.split(":")
+    return int(update_id), choice == _RUN
 
 
 @dataclass(frozen=True)
@@ -64,6 +92,7 @@ class BotConfig:
     telegram_timeout_s: float = 20.0  # PTB's connect/read/write/pool timeouts per Bot API call
     concurrent_updates: int = 32  # updates handled at once (per-user order is kept by the runner)
     quick_answer: bool = True  # a quick take first for requests that go to the DAG
+    confirm_cost_usd: float = 1.0  # ask before a request estimated above this (0: never)
 
     def __post_init__(self) -> None:
         if self.webhook_url and not self.webhook_secret:
@@ -121,17 +150,21 @@ class BotConfig:
             telegram_timeout_s=number("REQUEST_TIMEOUT_S", float, cls.telegram_timeout_s, 0.1),
             concurrent_updates=number("CONCURRENT_UPDATES", int, cls.concurrent_updates, 1),
             quick_answer=flag("QUICK_ANSWER", cls.quick_answer),
+            confirm_cost_usd=number("CONFIRM_COST_USD", float, cls.confirm_cost_usd, 0),
         )
 
 
 async def send_markdown(
-    bot: Bot, chat_id: int, markdown: str, first_part: int = 0
+    bot: Bot, chat_id: int, markdown: str, first_part: int = 0, footer: str | None = None
 ) -> AsyncIterator[int]:
-    """Send ``markdown`` formatted, from part ``first_part`` on; yields the parts sent so far.
+    """Send ``markdown`` formatted, from part ``first_part`` on, the plain line ``footer``
+    ending the last part; yields the parts sent so far.
 
     ``async for sent in send_markdown(bot, chat, text): ...`` records progress between parts.
     """
     parts = fmt.message_parts(markdown)
+    if footer:
+        parts = fmt.with_footer(parts, footer)
     for index in range(first_part, len(parts)):
         await send_part(bot, chat_id, parts[index])
         yield index + 1
@@ -172,8 +205,13 @@ class JobRunner:
         return max(0, load - self._config.tasks_per_user + 1)
 
     def resume(self) -> int:
-        """Queue every job whose answer has not fully reached its chat (after a restart)."""
-        jobs = self._store.undelivered()
+        """Queue every job whose answer has not fully reached its chat (after a restart);
+        a job waiting for its user's confirmation waits on."""
+        jobs = [
+            job
+            for job in self._store.undelivered()
+            if job.state is not JobState.AWAITING_CONFIRMATION
+        ]
         for job in jobs:
             log.info("resuming job %s (task %s, %s)", job.update_id, job.task_id, job.state)
             self.enqueue(job)
@@ -230,8 +268,10 @@ class JobRunner:
         the job as it was stored, so the next start resumes it.
         """
         if job.answer is None:
-            text, state = await self._answer(job)
-            self._store.finished(job.update_id, state, text)
+            if await self._asked_first(job):
+                return  # it runs when its user presses "Run it" (``bot.py``)
+            text, state, footer = await self._answer(job)
+            self._store.finished(job.update_id, state, text, footer)
         try:
             await self.deliver(self._store.get(job.update_id) or job)
         except TelegramError:
@@ -240,24 +280,60 @@ class JobRunner:
     async def deliver(self, job: Job) -> None:
         """Send the job's stored Markdown text formatted, in parts, each part once."""
         assert job.answer is not None
-        async for sent in send_markdown(self._bot, job.chat_id, job.answer, job.parts_sent):
+        sending = send_markdown(self._bot, job.chat_id, job.answer, job.parts_sent, job.footer)
+        async for sent in sending:
             self._store.part_sent(job.update_id, sent)
         self._store.delivered(job.update_id)
 
-    async def _answer(self, job: Job) -> tuple[str, JobState]:
-        """The text to deliver for ``job`` and its final state; orchestrator failures included."""
+    async def _asked_first(self, job: Job) -> bool:
+        """Ask the user before an expensive request runs; True when the question was sent.
+
+        Only a request not asked about before (no cost limit yet) and not yet submitted is
+        estimated; when the estimate fails, the request runs without asking.
+        """
+        threshold = self._config.confirm_cost_usd
+        if job.kind is not JobKind.REQUEST or job.task_id or job.cost_limit_usd is not None:
+            return False
+        if threshold == 0:
+            return False
+        try:
+            estimate: dict = await self._ask(
+                self._orchestrator.estimate.remote(job.text, documents=job.documents or None)
+            )
+        except Exception:  # an estimate only decides whether to ask: never lose the request
+            log.warning(
+                "job %s: no estimate; running it without asking", job.update_id, exc_info=True
+            )
+            return False
+        log.info("job %s: estimated %s", job.update_id, estimate)
+        if estimate["direct"] or not estimate["cost_usd"] > threshold:
+            return False
+        # Sent before it is stored: a bot that dies in between asks again at the next start
+        # (a press on the first question still works), where the other order could leave a
+        # job waiting on a question that was never shown.
+        await self._bot.send_message(
+            job.chat_id,
+            fmt.confirmation_question(estimate),
+            reply_markup=confirmation_keyboard(job.update_id),
+        )
+        self._store.asked(job.update_id, float(estimate["high_usd"]))
+        return True
+
+    async def _answer(self, job: Job) -> tuple[str, JobState, str | None]:
+        """The text to deliver for ``job``, its final state and its footer line (what it
+        cost); orchestrator failures included."""
         try:
             report = await self._report(job)
         except UserInputError as exc:
-            return f"I can't take that request: {exc}.", JobState.FAILED
+            return f"I can't take that request: {exc}.", JobState.FAILED, None
         except CapacityError as exc:
-            return f"Not now: {exc}. Please try again later.", JobState.FAILED
+            return f"Not now: {exc}. Please try again later.", JobState.FAILED, None
         except TimeoutError:
             task_id = self._task_id(job)
             log.warning("job %s (task %s): the orchestrator took too long", job.update_id, task_id)
             if task_id is not None:  # the user is told it stopped: don't let it run on, paid
                 self._orchestrator.cancel.remote(task_id)
-            return fmt.too_slow_text(task_id), JobState.FAILED
+            return fmt.too_slow_text(task_id), JobState.FAILED, None
         except RayError:  # the orchestrator failed, or stayed unreachable through the retries
             task_id = self._task_id(job)
             log.exception("job %s (task %s) failed", job.update_id, task_id)
@@ -265,12 +341,12 @@ class JobRunner:
                 f"Sorry, that request failed (task {task_id or 'not started'}). "
                 "Please try again in a moment.",
                 JobState.FAILED,
+                None,
             )
-        if job.kind is JobKind.PARALLEL_TEST:
-            text = fmt.parallel_test_report(report)
-        else:
-            text = fmt.answer_text(report)
-        return text, _FINAL.get(report.state, JobState.FAILED)
+        state = _FINAL.get(report.state, JobState.FAILED)
+        if job.kind is JobKind.PARALLEL_TEST:  # its report states the cost already
+            return fmt.parallel_test_report(report), state, None
+        return fmt.answer_text(report), state, fmt.cost_line(report)
 
     def _task_id(self, job: Job) -> str | None:
         return (self._store.get(job.update_id) or job).task_id
@@ -305,6 +381,7 @@ class JobRunner:
                 idempotency_key=job.idempotency_key,
                 quick=self._config.quick_answer,
                 documents=job.documents or None,
+                cost_limit_usd=job.cost_limit_usd,
             )
             task_id = str(await self._ask(submitted))
             self._store.started(job.update_id, task_id)

@@ -18,6 +18,11 @@ request is therefore stored here first, keyed by its ``update_id``:
 A request's documents (a Telegram file, read when the message came) are stored with
 it, so a restarted bot submits them again without downloading anything.
 
+A request whose estimate is over the bot's threshold waits ``awaiting_confirmation``
+with the cost limit it would run under, until its user presses "Run it" (back to
+``received``, limit kept: it is not asked again) or "Cancel"; such a job is not resumed
+at start-up, it waits for the press, which works after a restart too.
+
 SQLite in WAL mode under ``settings.home``; the schema carries a version and a
 newer one than this code knows is refused rather than misread.
 """
@@ -38,7 +43,7 @@ from actors.config import private_file
 from actors.documents import Document
 from actors.errors import ConfigurationError
 
-SCHEMA_VERSION = 3  # 2 added idempotency_key, 3 documents
+SCHEMA_VERSION = 4  # 2 added idempotency_key, 3 documents, 4 cost_limit_usd and footer
 DEFAULT_FILENAME = "bot-jobs.sqlite3"
 
 _SCHEMA = """
@@ -57,7 +62,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created             REAL    NOT NULL,
     updated             REAL    NOT NULL,
     idempotency_key     TEXT,
-    documents           TEXT
+    documents           TEXT,
+    cost_limit_usd      REAL,
+    footer              TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (delivered, user_id);
 """
@@ -68,6 +75,7 @@ class JobState(StrEnum):
     """Where a job is; ``delivered`` is tracked apart (an answered job may be half-sent)."""
 
     RECEIVED = "received"
+    AWAITING_CONFIRMATION = "awaiting_confirmation"  # asked whether to run an expensive one
     RUNNING = "running"
     ANSWERED = "answered"
     FAILED = "failed"
@@ -97,6 +105,8 @@ class Job(BaseModel):
     updated: float
     idempotency_key: str  # what the orchestrator dedupes this job's submits by
     documents: list[Document] = []  # sent with the request, attached after its text
+    cost_limit_usd: float | None = None  # set when its user was asked: the run stops there
+    footer: str | None = None  # a plain line after the answer (its cost), not Markdown
 
     @property
     def submitter(self) -> str:
@@ -144,7 +154,11 @@ class JobStore:
             elif found < SCHEMA_VERSION:
                 if found < 2:
                     self._db.execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT")
-                self._db.execute("ALTER TABLE jobs ADD COLUMN documents TEXT")
+                if found < 3:
+                    self._db.execute("ALTER TABLE jobs ADD COLUMN documents TEXT")
+                if found < 4:
+                    self._db.execute("ALTER TABLE jobs ADD COLUMN cost_limit_usd REAL")
+                    self._db.execute("ALTER TABLE jobs ADD COLUMN footer TEXT")
                 self._db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     # --- writes -------------------------------------------------------------------
@@ -184,12 +198,39 @@ class JobStore:
         """The orchestrator accepted the job as ``task_id``."""
         self._update(update_id, task_id=task_id, state=JobState.RUNNING.value)
 
+    def asked(self, update_id: int, cost_limit_usd: float) -> None:
+        """Its user was asked whether to run it, under ``cost_limit_usd`` if so."""
+        self._update(
+            update_id, state=JobState.AWAITING_CONFIRMATION.value, cost_limit_usd=cost_limit_usd
+        )
+
+    def confirmed(self, update_id: int) -> bool:
+        """The user pressed "Run it": the job is to run; False when it was not waiting."""
+        return self._decide(update_id, state=JobState.RECEIVED.value)
+
+    def declined(self, update_id: int, answer: str) -> bool:
+        """The user pressed "Cancel": the job ends with ``answer``, already shown in the
+        question's place; False when it was not waiting."""
+        return self._decide(update_id, state=JobState.CANCELLED.value, answer=answer, delivered=1)
+
+    def _decide(self, update_id: int, **values: object) -> bool:
+        # One conditional write: of two presses, only the first finds the job waiting.
+        columns = ", ".join(f"{name} = ?" for name in values)
+        cursor = self._db.execute(
+            f"UPDATE jobs SET {columns}, updated = ? WHERE update_id = ? AND state = ?",
+            (*values.values(), time.time(), update_id, JobState.AWAITING_CONFIRMATION.value),
+        )
+        return cursor.rowcount == 1
+
     def progress_message(self, update_id: int, message_id: int) -> None:
         self._update(update_id, progress_message_id=message_id)
 
-    def finished(self, update_id: int, state: JobState, answer: str) -> None:
-        """Keep the text to deliver (answer, report or error message) before sending it."""
-        self._update(update_id, state=state.value, answer=answer)
+    def finished(
+        self, update_id: int, state: JobState, answer: str, footer: str | None = None
+    ) -> None:
+        """Keep the text to deliver (answer, report or error message) before sending it,
+        with the plain line that ends its last message."""
+        self._update(update_id, state=state.value, answer=answer, footer=footer)
 
     def part_sent(self, update_id: int, parts_sent: int) -> None:
         self._update(update_id, parts_sent=parts_sent)

@@ -11,13 +11,17 @@ clipped into one entity per part. Sending with ``entities`` and no
 ``parse_mode`` means Telegram never parses the text itself, and the caller can
 always fall back to the part's plain text.
 
-Progress messages, reports and status texts are plain text.
+Progress messages, reports and status texts are plain text, and so is the footer
+line (``cost_line``) that ``with_footer`` puts under an answer's last message: it is
+added after the Markdown is converted, so an answer cut off inside a code block
+cannot swallow it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import telegramify_markdown
 from telegram import MessageEntity
@@ -57,6 +61,26 @@ def message_parts(markdown: str, limit: int = MESSAGE_LIMIT) -> list[MessagePart
     """
     chunks = telegramify_markdown.split_entities(*_convert(markdown), limit)
     return [_part(text, entities) for text, entities in chunks] or [MessagePart(EMPTY)]
+
+
+def with_footer(
+    parts: list[MessagePart], footer: str, limit: int = MESSAGE_LIMIT
+) -> list[MessagePart]:
+    """``parts`` with the plain line ``footer`` ending the last one (in a message of its
+    own when it does not fit there).
+
+    >>> [p.text for p in with_footer([MessagePart("Answer")], "Cost $0.01")]
+    ['Answer\\n\\nCost $0.01']
+    """
+    last = parts[-1]
+    text = f"{last.text}\n\n{footer}"
+    if _units(text) > limit:
+        return [*parts, MessagePart(footer)]
+    return [*parts[:-1], MessagePart(text, last.entities)]
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _convert(markdown: str) -> tuple[str, list[telegramify_markdown.MessageEntity]]:
@@ -141,6 +165,42 @@ def answer_text(report: RunReport) -> str:
             f"The task {report.task_id} failed; here is what was finished.\n\n{report.result}"
         ).strip()
     return report.result.strip() or f"The task {report.task_id} produced an empty answer."
+
+
+def cost_line(report: RunReport) -> str:
+    """What an answer cost: ``Cost $0.42 (caching saved $0.31) · 14x the tokens of one
+    direct answer`` (the saving only when there was one, the multiple when known)."""
+    line = f"Cost {_usd(report.cost_usd)}"
+    if report.cache_saved_usd > 0:
+        line += f" (caching saved {_usd(report.cache_saved_usd)})"
+    if report.token_multiple is not None:
+        line += f" · {report.token_multiple:g}x the tokens of one direct answer"
+    return line
+
+
+def _usd(amount: float) -> str:
+    """Cents from a dime up; below, two significant digits ($0.0042), so no cost reads $0.00."""
+    return f"${amount:.2f}" if amount >= 0.1 or amount == 0 else f"${amount:.2g}"
+
+
+def confirmation_question(estimate: Mapping[str, Any]) -> str:
+    """The question before an expensive request, from ``Orchestrator.estimate``'s answer."""
+    return (
+        f"This looks like a {estimate['complexity']} request: about {estimate['microtasks']} "
+        f"microtasks, ~{_usd(float(estimate['cost_usd']))} (between "
+        f"{_usd(float(estimate['low_usd']))} and {_usd(float(estimate['high_usd']))}). Run it?"
+    )
+
+
+CONFIRM_CANCELLED = "Cancelled, nothing was spent on it."
+
+
+def confirmed_text(limit_usd: float | None, ahead: int) -> str:
+    """What the question says once "Run it" was pressed."""
+    limit = f"; it stops at {_usd(limit_usd)} at the most" if limit_usd is not None else ""
+    if ahead:
+        return f"Queued: {ahead} earlier request(s) of yours must finish first{limit}."
+    return f"Started{limit}."
 
 
 def parallel_test_report(report: RunReport) -> str:

@@ -15,10 +15,15 @@ Messages keep their ``entities`` (in ``Call.params``); with ``check_entities``
 over 4096 UTF-16 units, or whose entity reaches past the text (measured in
 UTF-16 units as Telegram does), is refused with 400.
 
+A message sent with an inline keyboard (``reply_markup``) keeps it until an edit
+replaces or drops it, as Telegram does: ``with_buttons`` finds the messages showing
+one, ``buttons`` reads its labels and ``press`` builds the ``callback_query`` update
+of a user pressing one; ``answerCallbackQuery`` is recorded and answers ``true``.
+
 Tests put updates in with ``enqueue`` (``message_update`` builds one,
-``document_update`` one carrying a file the fake then serves) and read
-what the bot did from ``calls`` / ``texts_to``; ``wait_for`` awaits a condition
-on the recorded calls instead of sleeping.
+``document_update`` one carrying a file the fake then serves, ``press`` a button
+press) and read what the bot did from ``calls`` / ``texts_to``; ``wait_for`` awaits
+a condition on the recorded calls instead of sleeping.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class FakeBotAPI:
         self._file_ids = itertools.count(1)
         self.files: dict[str, bytes] = {}  # file_id -> the bytes getFile and the download serve
         self._texts: dict[tuple[int, int], str] = {}  # (chat, message) -> current text
+        self._keyboards: dict[tuple[int, int], dict] = {}  # (chat, message) -> its reply_markup
+        self._query_ids = itertools.count(1)
         self._failures: dict[str, list[float]] = {}  # method -> retry_after to answer with
         self._runner: web.AppRunner | None = None
         self.root = ""
@@ -131,6 +138,34 @@ class FakeBotAPI:
         if caption is not None:
             message["caption"] = caption
         return update
+
+    def with_buttons(self, chat_id: int) -> list[int]:
+        """The messages in ``chat_id`` showing an inline keyboard now, oldest first."""
+        return sorted(m for chat, m in self._keyboards if chat == chat_id)
+
+    def buttons(self, chat_id: int, message_id: int) -> list[str]:
+        """The labels of the inline keyboard message ``message_id`` shows now ([] if none)."""
+        keyboard = self._keyboards.get((chat_id, message_id), {})
+        return [b["text"] for row in keyboard.get("inline_keyboard", []) for b in row]
+
+    def press(self, user_id: int, chat_id: int, message_id: int, label: str) -> dict:
+        """The update of ``user_id`` pressing the button ``label`` under ``message_id``."""
+        keyboard = self._keyboards[(chat_id, message_id)]
+        (data,) = [
+            b["callback_data"] for row in keyboard["inline_keyboard"] for b in row
+            if b["text"] == label
+        ]  # fmt: skip
+        message = self._message(chat_id, message_id, self._texts[(chat_id, message_id)])
+        return {
+            "update_id": next(self._update_ids),
+            "callback_query": {
+                "id": f"query-{next(self._query_ids)}",
+                "from": {"id": user_id, "is_bot": False, "first_name": "Tester"},
+                "message": message,
+                "chat_instance": f"instance-{chat_id}",
+                "data": data,
+            },
+        }
 
     def enqueue(self, update: dict) -> None:
         """Hand ``update`` to the bot at its next (or current) getUpdates."""
@@ -273,6 +308,7 @@ class FakeBotAPI:
             chat_id = int(params["chat_id"])
             message_id = next(self._message_ids)
             self._texts[(chat_id, message_id)] = params["text"]
+            self._keep_keyboard((chat_id, message_id), params.get("reply_markup"))
             return ok(self._message(chat_id, message_id, params["text"], params.get("entities")))
         if method == "editMessageText":
             key = (int(params["chat_id"]), int(params["message_id"]))
@@ -285,21 +321,30 @@ class FakeBotAPI:
                     "description": "Bad Request: message is not modified",
                 }
             self._texts[key] = params["text"]
+            self._keep_keyboard(key, params.get("reply_markup"))  # an edit without one drops it
             return ok(self._message(*key, params["text"], params.get("entities")))
         return ok(True)
+
+    def _keep_keyboard(self, key: tuple[int, int], markup: Any) -> None:
+        if isinstance(markup, dict) and markup.get("inline_keyboard"):
+            self._keyboards[key] = markup
+        else:
+            self._keyboards.pop(key, None)
 
     def _message(
         self, chat_id: int, message_id: int, text: str, entities: list[dict] | None = None
     ) -> dict:
-        message = {
+        message: dict[str, Any] = {
             "message_id": message_id,
             "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private"},
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
             "from": {"id": BOT_ID, "is_bot": True, "first_name": "Parallel Agents"},
             "text": text,
         }
         if entities:
             message["entities"] = entities
+        if (keyboard := self._keyboards.get((chat_id, message_id))) is not None:
+            message["reply_markup"] = keyboard
         return message
 
 

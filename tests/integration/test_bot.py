@@ -29,7 +29,8 @@ from test_documents import PNG, pdf_with_text  # tests/unit is on sys.path too
 from actors import telegram_format as fmt
 from actors.config import Settings
 from actors.job_runner import send_part
-from actors.jobs import JobKind, JobState, JobStore
+from actors.jobs import Job, JobKind, JobState, JobStore
+from actors.models import TaskState
 from actors.system import start_system, stop_system
 from actors.telegram_format import MESSAGE_LIMIT, MessagePart, message_parts
 
@@ -41,6 +42,8 @@ import bot  # noqa: E402
 
 TOKEN = "123456:TEST-secret-token-do-not-log"
 USER = 4242
+MEMBER = 4343  # another allowed user, in a group chat with USER
+GROUP = -100_4242
 STRANGER = 666
 EDIT_INTERVAL_S = 0.5
 COMPLEX = (
@@ -98,16 +101,26 @@ class DyingJobStore(JobStore):
 
 
 @contextlib.asynccontextmanager
-async def running_bot(fake: FakeBotAPI, system, home: Path, store_type=JobStore, **changes):
+async def running_bot(
+    fake: FakeBotAPI,
+    system,
+    home: Path,
+    store_type=JobStore,
+    allowed: tuple[int, ...] = (USER,),
+    confirm_cost_usd: float = 1.0,
+    **changes,
+):
     settings = Settings().with_overrides(
         telegram_bot_token=TOKEN,
         telegram_api_base_url=fake.root,
-        telegram_allowed_user_ids=str(USER),
+        telegram_allowed_user_ids=",".join(map(str, allowed)),
         home=home,
         **changes,
     )
     store = store_type.in_home(home)
-    config = bot.BotConfig(edit_interval_s=EDIT_INTERVAL_S, poll_timeout_s=1)
+    config = bot.BotConfig(
+        edit_interval_s=EDIT_INTERVAL_S, poll_timeout_s=1, confirm_cost_usd=confirm_cost_usd
+    )
     app = bot.build_application(settings, system, store, config)
     try:
         async with bot.serving(app, config):
@@ -128,6 +141,12 @@ async def _say(fake: FakeBotAPI, text: str, user: int = USER, timeout_s: float =
 def _texts(markdown: str) -> list[str]:
     """The texts of the messages ``markdown`` is sent as."""
     return [part.text for part in message_parts(markdown)]
+
+
+def _sent_parts(job: Job) -> list[MessagePart]:
+    """The messages a job's answer is sent as: its Markdown, then its footer line."""
+    assert job.answer is not None and job.footer is not None
+    return fmt.with_footer(message_parts(job.answer), job.footer)
 
 
 def _covered(text: str, entity: dict) -> str:
@@ -189,7 +208,8 @@ async def test_complex_request_gets_one_live_progress_message_then_the_answer(
     async with running_bot(fake, system, tmp_path) as (_, store):
         fake.enqueue(fake.message_update(USER, COMPLEX))
         await fake.wait_for(lambda: store.undelivered() == [] and store.count() == 1, 90)
-        stored_answer = store.get(1000).answer  # the fake's first update id
+        job = store.get(1000)  # the fake's first update id
+    stored_answer = job.answer
     sends = [c for c in fake.calls_of("sendMessage", USER) if c.status == 200]
     progress, answer = sends[0], sends[1:]
     assert "microtasks" in progress.params["text"] and "░" in progress.params["text"]
@@ -203,8 +223,12 @@ async def test_complex_request_gets_one_live_progress_message_then_the_answer(
     assert edits[-1].params["text"].startswith("Done")
     stamps = [progress.at] + [c.at for c in edits]
     assert all(b - a >= EDIT_INTERVAL_S - 0.05 for a, b in itertools.pairwise(stamps))
-    # Then the answer, in as many parts as it needs, after the last edit, with its entities.
-    parts = message_parts(stored_answer)
+    # Then the answer, in as many parts as it needs, after the last edit, with its entities,
+    # and what it cost on the last line.
+    parts = _sent_parts(job)
+    report = ray.get(system.orchestrator.wait.remote(job.task_id))
+    assert parts[-1].text.endswith("\n\n" + fmt.cost_line(report))
+    assert report.cost_usd > 0 and report.token_multiple is not None and report.token_multiple > 1
     assert [c.params["text"] for c in answer] == [p.text for p in parts]
     assert [c.params.get("entities", []) for c in answer] == [
         [e.to_dict() for e in p.entities] for p in parts
@@ -229,7 +253,7 @@ async def _answer_streamed(fake: FakeBotAPI, system, tmp_path: Path) -> list[str
         async with running_bot(fake, system, tmp_path) as (_, store):
             fake.enqueue(fake.message_update(USER, STREAMED))
             await fake.wait_for(lambda: store.undelivered() == [] and store.count() == 1, 120)
-            parts = message_parts(store.get(1000).answer)  # the fake's first update id
+            parts = _sent_parts(store.get(1000))  # the fake's first update id
     answer = [c for c in fake.calls_of("sendMessage", USER) if c.status == 200][-len(parts) :]
     assert [c.params["text"] for c in answer] == [p.text for p in parts]
     assert [c.params.get("entities", []) for c in answer] == [
@@ -498,7 +522,62 @@ async def test_a_bot_that_died_between_submit_and_recording_runs_the_request_onc
     progress = [t for t in texts if t.startswith(("Working on it", "Done"))]
     assert all(f"(task {task['task_id']})" in t for t in progress)
     answer = [t for t in texts if t not in progress]
-    assert answer == _texts(fmt.answer_text(report))  # the one answer, once
+    parts = fmt.with_footer(message_parts(fmt.answer_text(report)), fmt.cost_line(report))
+    assert answer == [p.text for p in parts]  # the one answer, once
+
+
+async def test_an_expensive_request_is_asked_about_and_only_its_sender_decides(
+    system, fake, tmp_path
+):
+    seen = max((e["seq"] for e in await asyncio.to_thread(_simulated_requests, system)), default=0)
+    before = _task_count(system)
+
+    async def asked() -> tuple[int, int]:
+        """USER sends COMPLEX in the group; its update id and the question's message id."""
+        update = fake.message_update(USER, COMPLEX, chat_id=GROUP)
+        fake.enqueue(update)
+        (question,) = await fake.wait_for(lambda: fake.with_buttons(GROUP), 60)
+        waiting = JobState.AWAITING_CONFIRMATION
+        await fake.wait_for(lambda: store.get(update["update_id"]).state is waiting)
+        return update["update_id"], question
+
+    def answers() -> list[dict]:
+        return [c.params for c in fake.calls_of("answerCallbackQuery")]
+
+    asking = running_bot(fake, system, tmp_path, allowed=(USER, MEMBER), confirm_cost_usd=0.1)
+    async with asking as (_, store):
+        update_id, question = await asked()
+        assert fake.buttons(GROUP, question) == ["Run it", "Cancel"]
+        (text,) = fake.texts_to(GROUP)
+        assert text.startswith("This looks like a complex request: about ")
+        assert " microtasks, ~$" in text and text.endswith("). Run it?")
+        # Another member of the group may not decide for USER.
+        fake.enqueue(fake.press(MEMBER, GROUP, question, "Run it"))
+        await fake.wait_for(lambda: answers())
+        assert answers()[0]["show_alert"] == "true" and "Only the person" in answers()[0]["text"]
+        assert store.get(update_id).state is JobState.AWAITING_CONFIRMATION
+        fake.enqueue(fake.press(USER, GROUP, question, "Cancel"))
+        await fake.wait_for(lambda: fake.calls_of("editMessageText", GROUP))
+        (edit,) = fake.calls_of("editMessageText", GROUP)
+        assert edit.params["text"] == "Cancelled, nothing was spent on it."
+        assert store.get(update_id).state is JobState.CANCELLED and store.undelivered() == []
+        # Only the verdict behind the estimate reached the model: no task was started.
+        calls = await asyncio.to_thread(_simulated_requests, system, seen)
+        assert [e["purpose"] for e in calls] == ["assessment"]
+        assert _task_count(system) == before
+        # Asked again, USER runs it: the answer comes with what it cost.
+        update_id, question = await asked()
+        fake.enqueue(fake.press(USER, GROUP, question, "Run it"))
+        await fake.wait_for(lambda: store.get(update_id).delivered, 90)
+        job = store.get(update_id)
+    assert job.state is JobState.ANSWERED and job.cost_limit_usd is not None
+    started = [c.params["text"] for c in fake.calls_of("editMessageText", GROUP)][1]
+    assert started == f"Started; it stops at ${job.cost_limit_usd:.2f} at the most."
+    report = ray.get(system.orchestrator.wait.remote(job.task_id))
+    assert report.state is TaskState.DONE and report.microtasks > 1
+    assert report.cost_usd <= job.cost_limit_usd
+    assert fake.texts_to(GROUP)[-1].endswith("\n\n" + fmt.cost_line(report))
+    assert _task_count(system) == before + 1
 
 
 async def _start_bot_process(fake: FakeBotAPI, home: Path, log_path: Path):

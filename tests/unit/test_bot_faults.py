@@ -33,6 +33,15 @@ TOKEN = "123456:TEST-secret-token-do-not-log"
 ALICE, BOB = 4242, 4343
 SECRET = "webhook-secret_42"
 CALL_TIMEOUT_S = 3.0  # long enough for Bob's replies, short enough to keep the test quick
+COST_LINE = "Cost $0.42 (caching saved $0.31) · 14x the tokens of one direct answer"
+# What Orchestrator.estimate says of a request one agent answers: the bot never asks.
+DIRECT = {"complexity": "simple", "direct": True, "microtasks": 1, "cost_usd": 0.01,
+          "low_usd": 0.007, "high_usd": 0.015}  # fmt: skip
+
+
+def answered(question: str) -> str:
+    """The last message of the fake orchestrator's answer to ``question``: its cost below."""
+    return f"Answer to: {question}\n\n{COST_LINE}"
 
 
 class _Method:
@@ -49,13 +58,14 @@ class FakeOrchestrator:
     """Answers each request as a one-microtask task; ``hang[method] = n`` hangs its next n calls.
 
     With ``stream`` pieces, a task's events are those pieces of its answer, one per call,
-    then ``DONE``.
+    then ``DONE``. ``estimated`` is what ``estimate`` answers (an exception: raises it).
     """
 
-    def __init__(self, stream: tuple[str, ...] = ()) -> None:
+    def __init__(self, stream: tuple[str, ...] = (), estimated: Any = DIRECT) -> None:
         self.calls: list[tuple[str, tuple, dict]] = []
         self.hang: dict[str, int] = {}
         self.stream = stream
+        self.estimated = estimated
         self.tasks_by_key: dict[tuple[str | None, str | None], str] = {}
         self._texts: dict[str, str] = {}  # task id -> request text
         self._ids = itertools.count(1)
@@ -75,8 +85,20 @@ class FakeOrchestrator:
             await asyncio.Event().wait()  # never answers; the bot's timeout cancels it
         return getattr(self, f"_{name}")(*args, **kwargs)
 
+    def _estimate(self, text: str, documents=None) -> dict:
+        if isinstance(self.estimated, Exception):
+            raise self.estimated
+        return dict(self.estimated)
+
     def _submit(
-        self, text: str, plan=None, user=None, idempotency_key=None, quick=None, documents=None
+        self,
+        text: str,
+        plan=None,
+        user=None,
+        idempotency_key=None,
+        quick=None,
+        documents=None,
+        cost_limit_usd=None,
     ) -> str:
         key = (user, idempotency_key)
         if idempotency_key is not None and key in self.tasks_by_key:
@@ -101,7 +123,13 @@ class FakeOrchestrator:
         return [event]
 
     def _wait(self, task_id: str, timeout_s: float | None = None) -> RunReport:
-        return report(task_id=task_id, result=f"Answer to: {self._texts[task_id]}")
+        return report(
+            task_id=task_id,
+            result=f"Answer to: {self._texts[task_id]}",
+            cost_usd=0.42,
+            cache_saved_usd=0.31,
+            token_multiple=14.0,
+        )
 
     def _cancel(self, task_id: str) -> bool:
         return True
@@ -120,11 +148,13 @@ class FlakyJobStore(JobStore):
         super().__init__(path)
         self.failures = 0
 
-    def finished(self, update_id: int, state: JobState, answer: str) -> None:
+    def finished(
+        self, update_id: int, state: JobState, answer: str, footer: str | None = None
+    ) -> None:
         if "poison" in answer and not self.failures:
             self.failures += 1
             raise sqlite3.OperationalError("disk I/O error")
-        super().finished(update_id, state, answer)
+        super().finished(update_id, state, answer, footer)
 
 
 @pytest.fixture
@@ -202,7 +232,7 @@ async def test_a_request_the_orchestrator_does_not_answer_is_stopped_and_the_nex
     assert told == [fmt.too_slow_text("task-1")]
     assert "took too long" in told[0] and "try again" in told[0]
     assert orchestrator.called("cancel") == [(("task-1",), {})]  # not left running, paid
-    assert fake.texts_to(ALICE)[1] == "Answer to: second question"
+    assert fake.texts_to(ALICE)[1] == answered("second question")
     assert [j.state for j in (store.get(u) for u in (1000, 1001))] == [
         JobState.FAILED,
         JobState.ANSWERED,
@@ -219,7 +249,7 @@ async def test_a_job_store_failure_ends_one_job_not_the_users_worker(fake, tmp_p
             fake.enqueue(fake.message_update(ALICE, "healthy question"))
             await fake.wait_for(lambda: len(fake.texts_to(ALICE)) == 2)
         assert told == [fmt.JOB_KEPT]
-        assert fake.texts_to(ALICE)[1] == "Answer to: healthy question"
+        assert fake.texts_to(ALICE)[1] == answered("healthy question")
         kept = store.get(1000)
         assert kept is not None and kept.answer is None and not kept.delivered
         # The kept job is resumed at the next start, on the same task, and answered once.
@@ -227,7 +257,7 @@ async def test_a_job_store_failure_ends_one_job_not_the_users_worker(fake, tmp_p
             await fake.wait_for(lambda: store.undelivered() == [])
     finally:
         store.close()
-    assert fake.texts_to(ALICE)[2:] == ["Answer to: poison question"]
+    assert fake.texts_to(ALICE)[2:] == [answered("poison question")]
     assert len(orchestrator.tasks_by_key) == 2
 
 
@@ -276,7 +306,7 @@ async def test_a_chat_that_refuses_drafts_is_shown_edits_and_asked_no_more(fake,
     texts = fake.texts_to(ALICE)
     first_preview, second_preview = texts[0], texts[2]
     assert first_preview.startswith("The answer") and second_preview.startswith("The answer")
-    assert texts[1::2] == ["Answer to: first question", "Answer to: second question"]
+    assert texts[1::2] == [answered("first question"), answered("second question")]
     finished = [c.params["text"] for c in fake.calls_of("editMessageText", ALICE)]
     assert finished[-1].startswith("Done (task task-2)")
 
@@ -288,5 +318,5 @@ async def test_a_private_chat_is_shown_the_answer_as_a_draft(fake, store):
         await fake.wait_for(lambda: (j := store.get(1000)) and j.delivered)
     drafts = fake.drafts_to(ALICE)
     assert drafts and all(d.params["text"].startswith("The answer") for d in drafts)
-    assert fake.texts_to(ALICE) == ["Answer to: a question"]  # no preview message
+    assert fake.texts_to(ALICE) == [answered("a question")]  # no preview message
     assert fake.calls_of("editMessageText") == []

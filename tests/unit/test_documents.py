@@ -266,7 +266,8 @@ def test_a_schema_2_job_store_gains_documents_in_place(tmp_path):
     store.record(1, 5, 5, "old job", JobKind.REQUEST)
     store.close()
     db = sqlite3.connect(path)
-    db.execute("ALTER TABLE jobs DROP COLUMN documents")
+    for later in ("documents", "cost_limit_usd", "footer"):  # what schema 2 did not have
+        db.execute(f"ALTER TABLE jobs DROP COLUMN {later}")
     db.execute("UPDATE schema_version SET version = 2")
     db.commit()
     db.close()

@@ -122,3 +122,58 @@ def test_a_schema_1_store_is_upgraded_in_place(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     db.close()
+
+
+def test_a_question_waits_for_one_decision_and_survives_a_reopen(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    first = JobStore(path)
+    first.record(1, 10, 20, "a big one", JobKind.REQUEST)
+    first.record(2, 10, 20, "another big one", JobKind.REQUEST)
+    first.asked(1, cost_limit_usd=2.7)
+    first.asked(2, cost_limit_usd=1.5)
+    first.close()
+    store = JobStore(path)
+    job = store.get(1)
+    assert (job.state, job.cost_limit_usd) == (JobState.AWAITING_CONFIRMATION, 2.7)
+    assert store.confirmed(1) and not store.confirmed(1)  # a second press finds it decided
+    assert (store.get(1).state, store.get(1).cost_limit_usd) == (JobState.RECEIVED, 2.7)
+    assert store.declined(2, "Cancelled.") and not store.confirmed(2)
+    declined = store.get(2)
+    assert (declined.state, declined.answer, declined.delivered) == (
+        JobState.CANCELLED,
+        "Cancelled.",
+        True,
+    )
+    assert [j.update_id for j in store.undelivered()] == [1]
+    store.close()
+
+
+def test_the_footer_is_kept_apart_from_the_answer(store):
+    store.record(1, 10, 20, "hello", JobKind.REQUEST)
+    store.finished(1, JobState.ANSWERED, "the answer", footer="Cost $0.42")
+    assert (store.get(1).answer, store.get(1).footer) == ("the answer", "Cost $0.42")
+
+
+def test_a_schema_3_store_gains_the_cost_columns(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    JobStore(path).close()
+    db = sqlite3.connect(path)  # back to schema 3: no cost_limit_usd, no footer
+    db.executescript(
+        """
+        ALTER TABLE jobs DROP COLUMN cost_limit_usd;
+        ALTER TABLE jobs DROP COLUMN footer;
+        UPDATE schema_version SET version = 3;
+        INSERT INTO jobs (update_id, chat_id, user_id, kind, text, state, created, updated,
+            idempotency_key) VALUES (9, 1, 2, 'request', 'old one', 'received', 0, 0, 'k');
+        """
+    )
+    db.close()
+    store = JobStore(path)
+    old = store.get(9)
+    assert (old.text, old.cost_limit_usd, old.footer) == ("old one", None, None)
+    store.asked(9, 1.25)
+    assert store.get(9).cost_limit_usd == 1.25
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    db.close()
