@@ -58,6 +58,7 @@ def dashboard_status(
         },
         "cost_usd": stats.cost_usd_total,
         "cache_saved_usd": stats.cache_saved_usd_total,
+        "token_multiple": stats.token_multiple,
         "totals": {
             "tasks": stats.tasks_total,
             "retries": stats.retries_total,
@@ -169,6 +170,13 @@ class _Snapshots:
         )
         saved.add_metric([], stats.cache_saved_usd_total)
         yield saved
+        if stats.token_multiple is not None:
+            multiple = GaugeMetricFamily(
+                f"{PREFIX}_token_multiple",
+                "Tokens the finished tasks used against one agent answering each directly",
+            )
+            multiple.add_metric([], stats.token_multiple)
+            yield multiple
         budget = GaugeMetricFamily(
             f"{PREFIX}_daily_budget_usd",
             "Daily budget in US dollars: new tasks are refused once the last 24 h spent it",

@@ -43,6 +43,11 @@ class StatsSnapshot(BaseModel):
     cache_saved_usd_total: float = Field(
         default=0.0, description="what prompt caching saved, since this orchestrator started"
     )
+    token_multiple: float | None = Field(
+        default=None,
+        description="tokens the finished tasks used against one agent answering each "
+        "directly, since this orchestrator started (None before the first)",
+    )
     duration_buckets: dict[str, list[int]] = Field(
         description="role -> count per bucket of DURATION_BUCKETS plus +Inf (not cumulative)"
     )
@@ -70,6 +75,7 @@ class Stats:
         self._output_tokens = int(totals.get("output_tokens", 0))
         self._cost = float(totals.get("cost_usd", 0.0))
         self._cache = [0, 0, 0.0]  # written tokens, read tokens, saved USD (since start)
+        self._tokens = [0.0, 0.0]  # tokens used, and what single direct answers would use
         self._buckets = {r.value: [0] * (len(DURATION_BUCKETS) + 1) for r in Role}
         self._duration_sum = {r.value: 0.0 for r in Role}
         self._task_buckets = [0] * (len(TASK_DURATION_BUCKETS) + 1)
@@ -110,6 +116,11 @@ class Stats:
         self._cache[0] += report.cache_write_tokens
         self._cache[1] += report.cache_read_tokens
         self._cache[2] += report.cache_saved_usd
+        if report.token_multiple:
+            used = (report.input_tokens + report.cache_write_tokens + report.cache_read_tokens
+                    + report.output_tokens)  # fmt: skip
+            self._tokens[0] += used
+            self._tokens[1] += used / report.token_multiple
 
     def snapshot(self, active_tasks: int, now: float | None = None) -> StatsSnapshot:
         now = time.time() if now is None else now
@@ -141,6 +152,7 @@ class Stats:
             cache_write_tokens_total=int(self._cache[0]),
             cache_read_tokens_total=int(self._cache[1]),
             cache_saved_usd_total=round(self._cache[2], 6),
+            token_multiple=round(self._tokens[0] / self._tokens[1], 1) if self._tokens[1] else None,
             duration_buckets={role: list(b) for role, b in self._buckets.items()},
             duration_sum={role: round(s, 6) for role, s in self._duration_sum.items()},
             task_duration_buckets=list(self._task_buckets),
