@@ -502,9 +502,12 @@ def test_a_long_request_is_cached_once_per_role_and_read_by_the_fan_out(system):
     research = [c for c in calls if (c["microtask"] or "").startswith("r")]
     warm_ups = [c for c in calls if c["max_tokens"] == 0]
     assert len(research) >= 2 and warm_ups  # the planner's research fan-out, warmed first
-    # One write of the shared prefix per role (its warm-up), and the fan-out reads it.
-    assert len(warm_ups) <= len(Role) and all(c["cache_write"] > 0 for c in warm_ups)
-    assert all(c["cache_write"] == 0 for c in research)
-    # The plan streams: its first microtask may go before any other is known, uncached.
-    assert sum(c["cache_read"] > 0 for c in research) >= len(research) - 1
+    # The fan-out that waited for the warm-up writes nothing and reads what it wrote (those
+    # sent one by one as the plan streamed in went before it: the first uncached, the next
+    # writing the prefix itself).
+    assert len(warm_ups) <= len(Role) and all(c["cache_keys"] for c in warm_ups)
+    warmed = min(c["at"] + c["latency_s"] for c in warm_ups if c["model"] == research[0]["model"])
+    after = [c for c in research if c["at"] >= warmed]
+    assert after and all(c["cache_write"] == 0 for c in after)
+    assert sum(c["cache_read"] == 0 for c in after) <= 1  # the first, sent with no breakpoint
     assert report.cache_read_tokens > 0 and report.cache_saved_usd > 0
