@@ -505,7 +505,8 @@ def test_a_long_request_is_cached_once_per_role_and_read_by_the_fan_out(system):
     # The fan-out that waited for the warm-up writes nothing and reads what it wrote (those
     # sent one by one as the plan streamed in went before it: the first uncached, the next
     # writing the prefix itself).
-    assert len(warm_ups) <= len(Role) and all(c["cache_keys"] for c in warm_ups)
+    # A warm-up writes the prefix, or finds it written by a microtask sent just before.
+    assert len(warm_ups) <= len(Role) and all(c["cache_write"] or c["cache_read"] for c in warm_ups)
     warmed = min(c["at"] + c["latency_s"] for c in warm_ups if c["model"] == research[0]["model"])
     after = [c for c in research if c["at"] >= warmed]
     assert after and all(c["cache_write"] == 0 for c in after)
