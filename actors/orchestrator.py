@@ -161,6 +161,7 @@ class Orchestrator:
                 clean,
                 user,
                 idempotency_key,
+                cost_limit_usd,
             )
         except BaseException:
             self._admission.withdraw(record)
@@ -357,6 +358,7 @@ class Orchestrator:
                 user=task.user,
                 started_at=task.created_at,
                 observer=self._observe,
+                budget_usd=task.cost_limit_usd,  # the caller's limit holds after a restart too
             )
             if task.complexity is not None:  # planned before the restart: keep that plan
                 record.complexity = task.complexity

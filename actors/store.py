@@ -27,7 +27,7 @@ from actors.config import private_file
 from actors.errors import ConfigurationError
 from actors.models import Complexity, Microtask, MicrotaskResult, RunReport
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -81,6 +81,10 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (user, key)
     );
     """,
+    # The caller's cost limit of a task, so a resumed task keeps it (NULL: the task budget).
+    4: """
+    ALTER TABLE tasks ADD COLUMN cost_limit_usd REAL;
+    """,
 }
 _LISTED_CHARS = 200  # of a request, in listings (history); the store keeps all of it
 MAX_TREND_DAYS = 365  # the longest window of daily trends (GET /history/daily)
@@ -98,6 +102,7 @@ class Unfinished:
     microtasks: list[Microtask]
     results: dict[str, MicrotaskResult]
     user: str | None = None  # who submitted it
+    cost_limit_usd: float | None = None  # the caller's limit (None: the task budget)
 
 
 class Store:
@@ -154,6 +159,7 @@ class Store:
         request: str,
         user: str | None = None,
         idempotency_key: str | None = None,
+        cost_limit_usd: float | None = None,
     ) -> str:
         """Record an accepted task (before any work is done for it); returns its id.
 
@@ -169,9 +175,9 @@ class Store:
                 if row is not None:
                     return str(row["task_id"])
             db.execute(
-                "INSERT OR IGNORE INTO tasks (task_id, created_at, state, request, user) "
-                "VALUES (?, ?, 'planning', ?, ?)",
-                (task_id, created_at, request, user),
+                "INSERT OR IGNORE INTO tasks (task_id, created_at, state, request, user,"
+                " cost_limit_usd) VALUES (?, ?, 'planning', ?, ?, ?)",
+                (task_id, created_at, request, user, cost_limit_usd),
             )
             if idempotency_key is not None:
                 db.execute(
@@ -257,8 +263,9 @@ class Store:
         """Every accepted task without a final report, oldest first, with what it has."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT t.task_id, t.request, t.created_at, t.user, p.complexity, p.source,"
-                " p.microtasks FROM tasks t LEFT JOIN plans p USING (task_id)"
+                "SELECT t.task_id, t.request, t.created_at, t.user, t.cost_limit_usd,"
+                " p.complexity, p.source, p.microtasks FROM tasks t LEFT JOIN plans p"
+                " USING (task_id)"
                 " WHERE t.finished_at IS NULL ORDER BY t.created_at"
             ).fetchall()
             done = self._db.execute(
@@ -281,6 +288,7 @@ class Store:
                 else [],
                 results=results.get(row["task_id"], {}),
                 user=row["user"],
+                cost_limit_usd=row["cost_limit_usd"],
             )
             for row in rows
         ]

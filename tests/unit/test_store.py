@@ -65,6 +65,15 @@ def test_task_without_plan_resumes_from_planning(tmp_path):
     assert task.complexity is None and task.microtasks == [] and task.results == {}
 
 
+def test_a_cost_limit_is_kept_for_the_restart(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    store.task_started("cheap", time.time(), "plan me", "u", None, 0.25)
+    store.task_started("default", time.time(), "plan me")
+    store.close()
+    limits = {t.task_id: t.cost_limit_usd for t in Store(tmp_path / "s.sqlite3").unfinished()}
+    assert limits == {"cheap": 0.25, "default": None}
+
+
 def test_finished_task_is_history_not_work(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
     created = time.time()
@@ -142,8 +151,8 @@ def test_a_store_of_the_first_schema_is_migrated_and_keeps_its_tasks(tmp_path):
         )
     store = Store(path)
     [task] = store.unfinished()
-    assert task.task_id == "old" and task.user is None
-    assert store.task_started("new", time.time(), "r", "u", "k") == "new"
+    assert task.task_id == "old" and task.user is None and task.cost_limit_usd is None
+    assert store.task_started("new", time.time(), "r", "u", "k", 1.0) == "new"
 
 
 def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
