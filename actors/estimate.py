@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -113,6 +114,21 @@ def for_plan(
     else:
         usd += _call(settings, Purpose.SYNTHESIS, min(results, 15_000) + request)
     return _range(level, False, len(microtasks), usd)
+
+
+class _Counted(Protocol):
+    input_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    output_tokens: int
+
+
+def used_tokens(usage: _Counted) -> int:
+    """Every token a usage (or a report) counts: input, cached or not, and output."""
+    return (
+        usage.input_tokens + usage.cache_write_tokens + usage.cache_read_tokens
+        + usage.output_tokens
+    )  # fmt: skip
 
 
 def token_multiple(used_tokens: int, text: str) -> float:

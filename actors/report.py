@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors import dag
-from actors.estimate import token_multiple
+from actors.estimate import token_multiple, used_tokens
 from actors.llm.ledger import LedgerSummary
 from actors.merger import Conflict, MergeSummary
 from actors.models import (
@@ -254,7 +254,7 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         cache_saved_usd=round(record.usage.cache_saved_usd, 6),
         paid_calls=record.usage.requests,
         estimated_cost_usd=record.estimated_usd,
-        token_multiple=token_multiple(_used_tokens(record.usage), record.text),
+        token_multiple=token_multiple(used_tokens(record.usage), record.text),
         first_microtask_s=_since_start(record, EventKind.STARTED),
         first_answer_s=_since_start(record, EventKind.ANSWER) or round(wall_s, 3),
         cost_usd=round(record.usage.cost_usd, 6),
@@ -267,13 +267,6 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         cut=list(record.cut),
         timeline=timeline,
     )
-
-
-def _used_tokens(usage: Usage) -> int:
-    return (
-        usage.input_tokens + usage.cache_write_tokens + usage.cache_read_tokens
-        + usage.output_tokens
-    )  # fmt: skip
 
 
 def settled(report: RunReport, paid: LedgerSummary) -> RunReport:

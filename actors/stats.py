@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from actors.estimate import used_tokens
 from actors.models import EventKind, ProgressEvent, Role, RunReport, TaskState
 
 # Upper bounds (seconds) of the microtask-duration histogram buckets; +Inf is implied.
@@ -117,8 +118,7 @@ class Stats:
         self._cache[1] += report.cache_read_tokens
         self._cache[2] += report.cache_saved_usd
         if report.token_multiple:
-            used = (report.input_tokens + report.cache_write_tokens + report.cache_read_tokens
-                    + report.output_tokens)  # fmt: skip
+            used = used_tokens(report)
             self._tokens[0] += used
             self._tokens[1] += used / report.token_multiple
 

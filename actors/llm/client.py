@@ -445,7 +445,8 @@ class LLMClient:
                 wait = await self._limiter.release(
                     lease,
                     outcome,
-                    input_tokens=spent.input_tokens,
+                    # Cache writes count toward the provider's input-token limit; reads do not.
+                    input_tokens=spent.input_tokens + spent.cache_write_tokens,
                     output_tokens=spent.output_tokens,
                     headers=headers,
                     attempt=attempt,

@@ -14,8 +14,8 @@ including its block; the prefix's tokens must reach the model's minimum
 An entry is usable only once the response that wrote it has begun (its first token), so
 calls sent together all write and none reads. Entries last 5 minutes from their last use
 (``"ttl": "1h"``: an hour), both scaled by the simulator's ``time_scale`` like every other
-simulated duration. The key is the model and the prefix's content, ``cache_control``
-markers left out (they do not change the prompt).
+simulated duration. The key is the model, the tools, output format and thinking settings,
+and the prefix's content, ``cache_control`` markers left out (they do not change the prompt).
 
 >>> cache = PromptCache()
 >>> body = {"model": "claude-opus-5-5", "messages": [{"role": "user", "content": [
@@ -130,7 +130,11 @@ def breakpoints(body: dict[str, Any]) -> list[_Breakpoint]:
             continue  # silently not cached, as the API does
         marker = _marker(blocks[index][1]) or {}
         plain = [(where, _unmarked(block)) for where, block in prefix]
-        key = hashlib.sha256(json.dumps([model, plain], sort_keys=True).encode()).hexdigest()
+        # Tools, the output format and thinking change what the model reads: another entry.
+        shape = [body.get("tools"), (body.get("output_config") or {}).get("format"),
+                 body.get("thinking")]  # fmt: skip
+        blob = json.dumps([model, shape, plain], sort_keys=True)
+        key = hashlib.sha256(blob.encode()).hexdigest()
         points.append(_Breakpoint(key, tokens, TTL_S.get(str(marker.get("ttl", "5m")), 300.0)))
     return points
 
