@@ -29,7 +29,9 @@ def _settings(**changes) -> Settings:
     base = {
         "pools": {role: {"min": 2, "max": 3} for role in ROLES},
         "simulator": {"latency": "fixed", "median_s": 0.05, "seed": 3},
-        "microtask_timeout_s": 8.0,
+        # The agent's clock includes waiting for the cluster's limiter, which the storm cuts
+        # to a few calls at once: 8 s let three attempts in a row time out on a loaded CI.
+        "microtask_timeout_s": 20.0,
         # The storm hangs 2 % of calls: a hung writer or reconciler is given up after this
         # (answer stitched / claims grouped by topic) rather than the 300 s default.
         "synthesis_timeout_s": 20.0,
