@@ -21,7 +21,8 @@ from opentelemetry import trace
 from actors import tracing
 from actors.answer_relay import AnswerRelay
 from actors.config import NAMESPACE, ORCHESTRATOR_NAME, Purpose, Settings
-from actors.llm import LLMClient, RemoteLimiter, ledger
+from actors.errors import MicrotaskTimeoutError
+from actors.llm import LLMClient, RemoteLimiter, held_back, ledger
 from actors.llm.prompt_parts import Part
 from actors.models import (
     AgentOutput,
@@ -133,7 +134,7 @@ class Agent:
             started = time.time()
             try:
                 with self._span(request), ledger.attributed(request.task_id, request.microtask.id):
-                    result = await self._call(request, started)
+                    result = await self._within_deadline(request, started)
             except BaseException:
                 self._failed += 1
                 raise
@@ -141,6 +142,20 @@ class Agent:
                 self._in_flight -= 1
             self._completed += 1
             return result
+
+    async def _within_deadline(self, request: MicrotaskRequest, started: float) -> MicrotaskResult:
+        """The microtask, given ``timeout_s`` of its own work: waits the rate limiter imposes
+        (a slot, a retry-after) do not count, so a provider storm slows microtasks down
+        instead of failing them."""
+        try:
+            result, _ = await held_back.within(self._call(request, started), request.timeout_s)
+        except TimeoutError:
+            mt = request.microtask
+            raise MicrotaskTimeoutError(
+                f"agent {self.agent_id} gave no result for {request.task_id}/{mt.id} "
+                f"within {request.timeout_s:g} s of work"
+            ) from None
+        return result
 
     def _span(self, request: MicrotaskRequest) -> AbstractContextManager[trace.Span]:
         """This attempt's span, a child of the caller's span carried in the request."""

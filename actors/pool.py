@@ -151,7 +151,7 @@ class AgentPool:
         ref: ray.ObjectRef = member.handle.run.remote(request)
         ok = False
         try:
-            result: MicrotaskResult = await asyncio.wait_for(ref, request.timeout_s)
+            result = await self._result_of(member, ref, request)
             ok = True
             self._completed += 1
             return result
@@ -162,8 +162,8 @@ class AgentPool:
             ray.cancel(ref)
             self._failed += 1
             raise MicrotaskTimeoutError(
-                f"agent {agent_id} gave no result for {request.task_id}/{request.microtask.id} "
-                f"within {request.timeout_s:g} s"
+                f"agent {agent_id} stopped answering while running "
+                f"{request.task_id}/{request.microtask.id}"
             ) from None
         except RayActorError as exc:
             self._failed += 1
@@ -189,6 +189,26 @@ class AgentPool:
                 member.slot.completed += 1
             self._balancer.record(agent_id, request, time.monotonic() - started, ok)
             self._dispatch()
+
+    async def _result_of(
+        self, member: _Member, ref: ray.ObjectRef, request: MicrotaskRequest
+    ) -> MicrotaskResult:
+        """The agent's result. The agent keeps the microtask's deadline itself, on its own
+        work (time the rate limiter holds it back does not count, see
+        ``actors.llm.held_back``); past that deadline the agent is asked whether it still
+        answers, and only one that says nothing for a while is given up on (TimeoutError)."""
+        future = asyncio.ensure_future(ref)
+        wait_s = request.timeout_s + _PING_TIMEOUT_S
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=wait_s)
+                if done:
+                    return future.result()
+                # Raises TimeoutError when it says nothing, RayActorError when it died.
+                await asyncio.wait_for(member.handle.ping.remote(), _PING_TIMEOUT_S)
+                wait_s = request.timeout_s
+        finally:
+            future.cancel()  # a no-op once done; else nobody waits for it any more
 
     def idle_agents(self) -> int:
         """Free slots on ready agents that no queued microtask is waiting for."""

@@ -43,6 +43,7 @@ from actors.errors import (
     UserInputError,
 )
 from actors.llm import catalog, streaming
+from actors.llm.held_back import held_back
 from actors.llm.ledger import CALL_HEADER, CallLedger, new_call_id
 from actors.llm.limiter import Limiter, Outcome, RateLimiter
 from actors.llm.pricing import cache_saving_usd, cost_usd
@@ -398,7 +399,8 @@ class LLMClient:
                 timeout = timeout_s or max(
                     self._settings.llm_timeout_s, info.first_token_s + budget / info.tokens_per_s
                 )
-                lease = await self._limiter.acquire(_estimate(system, text + note), budget)
+                with held_back():
+                    lease = await self._limiter.acquire(_estimate(system, text + note), budget)
                 outcome, sent, message = Outcome.CONNECTION, None, None
                 headers: Mapping[str, str] = {}
                 call_id = new_call_id()
@@ -483,7 +485,8 @@ class LLMClient:
                         "%s call attempt %d/%d: %s; retrying in %.2f s",
                         call.purpose, attempt, attempts, outcome, wait,
                     )  # fmt: skip
-                    await asyncio.sleep(wait)
+                    with held_back():
+                        await asyncio.sleep(wait)
 
             if malformed is not None and outcome is Outcome.MALFORMED:
                 raise ModelBehaviorError(
