@@ -13,10 +13,9 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
-from opentelemetry import trace
 
 from actors import tracing
 from actors.answer_relay import AnswerRelay
@@ -34,6 +33,9 @@ from actors.models import (
     Role,
 )
 from actors.reconcile import RECONCILE_SYSTEM
+
+if TYPE_CHECKING:  # OpenTelemetry loads only where tracing is on (``actors.tracing``)
+    from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +125,23 @@ class Agent:
         self._slots = asyncio.Semaphore(settings.agent_concurrency)
         self._node_id = ray.get_runtime_context().get_node_id()
         self._in_flight = 0  # microtasks running now
+        self._running: dict[str, int] = {}  # attempt keys of the calls here now, waiting or not
         self._completed = 0  # microtasks finished successfully
         self._failed = 0  # microtasks that raised
         self._orchestrator: ray.actor.ActorHandle | None = None  # for streamed answers
 
     async def run(self, request: MicrotaskRequest) -> MicrotaskResult:
         """Run one microtask (or a reconciling call, or the synthesis) and return its result."""
+        key = request.attempt_key
+        self._running[key] = self._running.get(key, 0) + 1  # its pool reclaims leases by it
+        try:
+            return await self._run(request)
+        finally:
+            self._running[key] -= 1
+            if not self._running[key]:
+                del self._running[key]
+
+    async def _run(self, request: MicrotaskRequest) -> MicrotaskResult:
         async with self._slots:
             self._in_flight += 1
             started = time.time()
@@ -147,6 +160,8 @@ class Agent:
         """The microtask, given ``timeout_s`` of its own work: waits the rate limiter imposes
         (a slot, a retry-after) do not count, so a provider storm slows microtasks down
         instead of failing them."""
+        if request.timeout_s is None:
+            return await self._call(request, started)
         try:
             result, _ = await held_back.within(self._call(request, started), request.timeout_s)
         except TimeoutError:
@@ -249,4 +264,5 @@ class Agent:
             "in_flight": self._in_flight,
             "completed": self._completed,
             "failed": self._failed,
+            "running": sorted(self._running),
         }

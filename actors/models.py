@@ -242,6 +242,11 @@ class MicrotaskRequest(BaseModel):
         default_factory=dict, description="W3C trace context of the caller's span (tracing)"
     )
 
+    @property
+    def attempt_key(self) -> str:
+        """This attempt of this microtask, as pools and agents name it."""
+        return f"{self.task_id}/{self.microtask.id}/{self.kind.value}/{self.attempt}"
+
 
 class MicrotaskResult(BaseModel):
     task_id: str

@@ -21,6 +21,7 @@ import ray
 from actors import admission, complexity, dag, home_lock, lifecycle, tracing
 from actors.admission import DAY_S, Admission
 from actors.agent import build_prompt, microtask_system
+from actors.agent_leases import PoolLeases
 from actors.config import NAMESPACE, Purpose, Settings, pool_actor_name
 from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
@@ -81,6 +82,8 @@ class Orchestrator:
         self._pools = {
             role: ray.get_actor(pool_actor_name(role), namespace=NAMESPACE) for role in Role
         }
+        # Microtasks run on the agents the pools lease out: one hop, orchestrator → agent.
+        self._leases = {role: PoolLeases(pool) for role, pool in self._pools.items()}
         limiter = RemoteLimiter(settings=settings.limiter)  # by name, again after a restart
         self._client = LLMClient(settings, limiter=limiter, base_url=base_url)
         self._decomposer = Decomposer(self._client, settings)
@@ -617,12 +620,7 @@ class Orchestrator:
     ) -> MicrotaskResult:
         if delay:
             await asyncio.sleep(delay)
-        ref: ray.ObjectRef = self._pools[role].submit.remote(request)
-        try:
-            return await ref
-        except asyncio.CancelledError:
-            ray.cancel(ref)
-            raise
+        return await self._leases[role].run(request)
 
     async def _warm(self, request: MicrotaskRequest) -> Usage:
         """Write the prefix ``request`` shares with its role's other microtasks to the

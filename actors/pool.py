@@ -1,10 +1,14 @@
 """One pool per role: owns its agent actors, queues microtasks, autoscales, heals.
 
-The orchestrator calls ``submit`` and awaits the returned result; inside, the
-job waits in the pool's queue until the load balancer assigns it an agent with
-a free slot. A background loop keeps the number of agents between the pool's
-min and max (``actors.scaling``), polls the rate limiter for provider pressure
-and health-checks agents, replacing dead ones.
+The pool is not on a microtask's data path. The orchestrator asks for an agent
+(``lease``): the request waits in the pool's queue until the load balancer
+assigns it an agent with a free slot, and the agent's handle comes back; the
+orchestrator calls the agent itself (``actors.agent_leases``) and ends the
+lease when the microtask is done (``end_leases``, batched), which frees the
+slot and teaches the balancer. A lease on an agent that dies is revoked.
+A background loop keeps the number of agents between the pool's min and max
+(``actors.scaling``), polls the rate limiter for provider pressure and
+health-checks agents, replacing dead ones.
 
 Why not ``ray.util.ActorPool``: it allows one call in flight per actor, lives
 in the driver (not shareable by the orchestrator and the HTTP app), and drops
@@ -15,26 +19,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
+import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
 from actors import tracing
 from actors.agent import Agent
 from actors.balancer import AgentSlot, LoadBalancer
 from actors.config import NAMESPACE, PoolSize, Settings, Strategy, agent_actor_name
-from actors.errors import AgentLostError, MicrotaskTimeoutError
+from actors.errors import AgentLostError
 from actors.llm import RemoteLimiter
 from actors.models import (
     AgentInfo,
     AgentState,
     MicrotaskRequest,
-    MicrotaskResult,
     PoolSnapshot,
     Role,
 )
@@ -47,6 +53,9 @@ _PING_TIMEOUT_S = 15.0  # a live async agent answers a ping in milliseconds, eve
 _PRESSURE_POLL_S = 1.0
 _PRESSURE_TIMEOUT_S = 2.0  # upkeep (health checks, scaling) never waits longer on the limiter
 _TRIED_KEYS = 10_000
+# A lease its agent is not running this long after it was handed out is taken as lost
+# with its holder; a live holder calls the agent within milliseconds.
+_LEASE_START_S = 10.0
 
 
 @dataclass
@@ -65,6 +74,35 @@ class _Job:
     request: MicrotaskRequest
     assigned: asyncio.Future[str]  # resolved with an agent id by the dispatcher
     enqueued_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Held:
+    """A lease handed out: whose slot it holds, and for what (the balancer learns from it)."""
+
+    member: _Member
+    request: MicrotaskRequest
+    granted_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class AgentLease:
+    """An agent handed out for one microtask: the caller calls ``handle.run`` itself."""
+
+    lease_id: int
+    agent_id: str
+    handle: ray.actor.ActorHandle
+
+
+@dataclass(frozen=True)
+class LeaseEnd:
+    """How a lease ended. ``ok`` None: the agent was never called (its caller gave up);
+    ``died``: the agent itself died under the call."""
+
+    lease_id: int
+    ok: bool | None
+    duration_s: float = 0.0
+    died: bool = False
 
 
 # Restartable: a restarted pool (whose old agents died with it) starts afresh on its
@@ -116,6 +154,10 @@ class AgentPool:
         # Agents that already ran (or are running) each microtask, so a retry or a
         # backup lands elsewhere; bounded, oldest microtasks forgotten first.
         self._tried: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
+        self._leases: dict[int, _Held] = {}  # handed out and not yet ended
+        # Tagged with this process's incarnation: an end sent to a pool that restarted
+        # since can never end one of the new process's leases.
+        self._lease_ids = itertools.count((secrets.randbits(30) + 1) << 32)
 
     # --- public API -----------------------------------------------------------
 
@@ -133,8 +175,12 @@ class AgentPool:
         await asyncio.gather(*self._add_agents(max(self._min, 1) - len(self._members)))
         self._maintainer = asyncio.create_task(self._maintain())
 
-    async def submit(self, request: MicrotaskRequest) -> MicrotaskResult:
-        """Queue ``request``, run it on the agent the balancer picks, return the result."""
+    async def lease(self, request: MicrotaskRequest, ended: Sequence[LeaseEnd] = ()) -> AgentLease:
+        """Queue ``request`` until the balancer gives it an agent with a free slot, and hand
+        that agent out; the caller runs the microtask on it and ends the lease (``ended``
+        of a later call, or ``end_leases``). ``request`` is only looked at, never run here:
+        the caller may send it without its context."""
+        self.end_leases(ended)
         self._ensure_started()  # after a restart, the first call brings agents back
         job = _Job(request, asyncio.get_running_loop().create_future())
         self._queue.append(job)
@@ -142,73 +188,46 @@ class AgentPool:
         try:
             agent_id = await job.assigned
         except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):
-                self._queue.remove(job)
+            self._withdraw(job)
             raise
-        member = self._members[agent_id]
+        member = self._members.get(agent_id)
+        if member is None:  # died between being picked and this coroutine resuming
+            raise AgentLostError(f"agent {agent_id} died before it could take the microtask")
         self._remember(request, agent_id)
-        started = time.monotonic()
-        ref: ray.ObjectRef = member.handle.run.remote(request)
-        ok = False
-        try:
-            result = await self._result_of(member, ref, request)
-            ok = True
-            self._completed += 1
-            return result
-        except asyncio.CancelledError:
-            ray.cancel(ref)
-            raise
-        except TimeoutError:
-            ray.cancel(ref)
-            self._failed += 1
-            raise MicrotaskTimeoutError(
-                f"agent {agent_id} stopped answering while running "
-                f"{request.task_id}/{request.microtask.id}"
-            ) from None
-        except RayActorError as exc:
-            self._failed += 1
-            if not _died(member, exc):
-                # The agent is alive; an actor it called (the limiter) died under it. The
-                # dispatcher retries the microtask; the agent keeps its place.
-                log.warning(
-                    "agent %s lost %s/%s to another actor's death: %s",
-                    agent_id, request.task_id, request.microtask.id, _first_line(exc),
-                )  # fmt: skip
-                raise
-            self._mark_dead(member)
-            mt = request.microtask
-            raise AgentLostError(
-                f"agent {agent_id} died while running {request.task_id}/{mt.id}"
-            ) from None
-        except Exception:
-            self._failed += 1
-            raise
-        finally:
-            member.slot.in_flight -= 1
-            if ok:
-                member.slot.completed += 1
-            self._balancer.record(agent_id, request, time.monotonic() - started, ok)
-            self._dispatch()
+        lease_id = next(self._lease_ids)
+        self._leases[lease_id] = _Held(member, request)
+        return AgentLease(lease_id=lease_id, agent_id=agent_id, handle=member.handle)
 
-    async def _result_of(
-        self, member: _Member, ref: ray.ObjectRef, request: MicrotaskRequest
-    ) -> MicrotaskResult:
-        """The agent's result. The agent keeps the microtask's deadline itself, on its own
-        work (time the rate limiter holds it back does not count, see
-        ``actors.llm.held_back``); past that deadline the agent is asked whether it still
-        answers, and only one that says nothing for a while is given up on (TimeoutError)."""
-        future = asyncio.ensure_future(ref)
-        wait_s = request.timeout_s + _PING_TIMEOUT_S
-        try:
-            while True:
-                done, _ = await asyncio.wait({future}, timeout=wait_s)
-                if done:
-                    return future.result()
-                # Raises TimeoutError when it says nothing, RayActorError when it died.
-                await asyncio.wait_for(member.handle.ping.remote(), _PING_TIMEOUT_S)
-                wait_s = request.timeout_s
-        finally:
-            future.cancel()  # a no-op once done; else nobody waits for it any more
+    def withdraw(self, attempt_key: str) -> None:
+        """Take a queued lease request out of the queue (its caller gave up on it)."""
+        for job in self._queue:
+            if job.request.attempt_key == attempt_key:
+                self._withdraw(job)
+                job.assigned.cancel()
+                return
+
+    def end_leases(self, ended: Sequence[LeaseEnd]) -> None:
+        """Leases whose microtask finished: free their slots, learn, hand out queued work."""
+        for end in ended:
+            held = self._leases.pop(end.lease_id, None)
+            if held is None:
+                continue  # revoked when its agent died, or granted by a previous pool process
+            member = held.member
+            member.slot.in_flight -= 1
+            if end.ok is not None:
+                if end.ok:
+                    member.slot.completed += 1
+                    self._completed += 1
+                else:
+                    self._failed += 1
+                self._balancer.record(member.slot.agent_id, held.request, end.duration_s, end.ok)
+            if end.died:
+                self._mark_dead(member)
+        self._dispatch()
+
+    def _withdraw(self, job: _Job) -> None:
+        with contextlib.suppress(ValueError):
+            self._queue.remove(job)
 
     def idle_agents(self) -> int:
         """Free slots on ready agents that no queued microtask is waiting for."""
@@ -393,11 +412,34 @@ class AgentPool:
         if self._members.pop(member.slot.agent_id, None) is None:
             return
         member.slot.alive = False
+        self._revoke_leases(member)
         self._balancer.forget(member.slot.agent_id)
         self._replaced += 1
         log.warning("agent %s of pool %s is dead; replacing it", member.slot.agent_id, self.role)
         with contextlib.suppress(Exception):
             ray.kill(member.handle)
+
+    def _reclaim_leases(self, member: _Member, running: set[str]) -> None:
+        """End the leases on ``member`` that it is not running though it has had time to
+        start them: their holder died (an orchestrator killed mid-task) and will never end
+        them, and their slots would be lost for good."""
+        now = time.monotonic()
+        lost = [
+            lease_id
+            for lease_id, held in self._leases.items()
+            if held.member is member
+            and held.request.attempt_key not in running
+            and now - held.granted_at > _LEASE_START_S
+        ]
+        if lost:
+            log.warning("pool %s: %d leases on %s were never ended; reclaimed",
+                        self.role, len(lost), member.slot.agent_id)  # fmt: skip
+            self.end_leases([LeaseEnd(lease_id, ok=None) for lease_id in lost])
+
+    def _revoke_leases(self, member: _Member) -> None:
+        """Forget the leases on a dead agent: their callers see its death in their call."""
+        for lease_id in [i for i, held in self._leases.items() if held.member is member]:
+            del self._leases[lease_id]
 
     def _retire(self, member: _Member) -> None:
         self._members.pop(member.slot.agent_id, None)
@@ -456,22 +498,9 @@ class AgentPool:
         for member, reply in zip(members, replies, strict=True):
             if isinstance(reply, BaseException):
                 self._mark_dead(member)
+            else:
+                self._reclaim_leases(member, set(reply.get("running", ())))
         # Replacements come from the autoscaler: below min it restores min at once.
-
-
-def _died(member: _Member, exc: RayActorError) -> bool:
-    """Whether ``exc`` from ``member``'s call says that *this* agent died.
-
-    A ``RayActorError`` raised by the agent's own code (wrapped in ``RayTaskError``: the
-    agent ran and raised it) or naming another actor is some other actor's death.
-    """
-    if isinstance(exc, RayTaskError):
-        return False
-    return exc.actor_id is None or exc.actor_id == member.handle._actor_id.hex()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _state(member: _Member) -> AgentState:

@@ -88,7 +88,7 @@ def test_orchestrator_killed_mid_task_resumes_without_redoing_finished_work(syst
     finished_before = {m for m, state in status["microtasks"].items() if state == "done"}
     os.kill(ray.get(orchestrator.pid.remote()), signal.SIGKILL)
     report = ray.get(orchestrator.wait.remote(task_id), timeout=180)  # retried across restart
-    assert report.state is TaskState.DONE and report.failed == 0
+    assert report.state is TaskState.DONE and report.failed == 0, report.missing
     asked = [r["microtask"] for r in _requests(system) if r["status"] == 200 and r["microtask"]]
     for microtask_id in finished_before:
         assert asked.count(microtask_id) == 1, f"{microtask_id} was paid for twice"

@@ -1,10 +1,11 @@
-"""The pool replaces an agent only when the actor that died is that agent."""
+"""A leased agent is reported dead only when the actor that died is that agent."""
 
 from __future__ import annotations
 
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors.pool import _died, _Member
+from actors.agent_leases import _died
+from actors.pool import AgentLease
 
 AGENT_ID = "aa" * 16
 LIMITER_ID = "bb" * 16
@@ -25,8 +26,8 @@ class _Handle:
         self._actor_id = _ActorId(hex_id)
 
 
-def _member() -> _Member:
-    return _Member(slot=None, handle=_Handle(AGENT_ID), index=0)  # type: ignore[arg-type]
+def _member() -> AgentLease:
+    return AgentLease(lease_id=1, agent_id="research-0", handle=_Handle(AGENT_ID))
 
 
 def test_the_agents_own_death_is_its_death():
@@ -40,7 +41,7 @@ def test_another_actors_death_is_not_the_agents():
 
 def test_a_death_the_agent_ran_into_and_raised_is_not_the_agents():
     # The agent awaited the limiter, which died; the agent's code raised that error, and
-    # Ray hands it to the pool as RayTaskError that is also a RayActorError.
+    # Ray hands it to the caller as RayTaskError that is also a RayActorError.
     raised = RayTaskError("Agent.run", "Traceback ...", RayActorError(LIMITER_ID))
     error = raised.as_instanceof_cause()
     assert isinstance(error, RayActorError)
