@@ -12,7 +12,9 @@ as a format string.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from graphlib import CycleError, TopologicalSorter
 
@@ -346,6 +348,20 @@ def levels(microtasks: Sequence[Microtask]) -> list[list[str]]:
         result.append(ready)
         sorter.done(*ready)
     return result
+
+
+def role_widths(microtasks: Sequence[Microtask], agent_cap: int) -> dict[Role, int]:
+    """Agents of each role the plan will keep busy at once: the most microtasks of the role
+    in one level, the level cut to ``agent_cap`` in proportion (a task never runs more than
+    its cap at once). What pools grow towards before the microtasks are ready."""
+    role_of = {t.id: t.role for t in microtasks}
+    widths: dict[Role, int] = {}
+    for level in levels(microtasks):
+        counts = Counter(role_of[i] for i in level)
+        share = min(1.0, agent_cap / len(level))
+        for role, count in counts.items():
+            widths[role] = max(widths.get(role, 0), math.ceil(count * share))
+    return widths
 
 
 def max_parallel(intervals: Iterable[tuple[float, float]]) -> int:

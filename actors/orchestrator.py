@@ -84,6 +84,7 @@ class Orchestrator:
         }
         # Microtasks run on the agents the pools lease out: one hop, orchestrator → agent.
         self._leases = {role: PoolLeases(pool) for role, pool in self._pools.items()}
+        self._foreseen: dict[str, dict[Role, int]] = {}  # task -> widths told to the pools
         limiter = RemoteLimiter(settings=settings.limiter)  # by name, again after a restart
         self._client = LLMClient(settings, limiter=limiter, base_url=base_url)
         self._decomposer = Decomposer(self._client, settings)
@@ -414,6 +415,7 @@ class Orchestrator:
             await lifecycle.run(record, self._work(record), self._record_report)
         finally:
             self._runners.pop(record.task_id, None)
+            self._foresee(record, done=True)
         assert record.report is not None
         log.info("task %s %s in %.1f s", record.task_id, record.state, record.report.wall_s)
 
@@ -454,6 +456,7 @@ class Orchestrator:
                     }
                 )
                 self._estimate_from_plan(record)
+                self._foresee(record)
                 await record.emit(EventKind.PLANNED, detail=record.plan_source)
                 if streamed is not None:  # sealed after PLANNED: what starts now is after it
                     streamed.seal(record.microtasks)
@@ -486,6 +489,21 @@ class Orchestrator:
                     record.quick_task.cancel()
                     await asyncio.gather(record.quick_task, return_exceptions=True)
 
+    def _foresee(self, record: TaskRecord, done: bool = False) -> None:
+        """Predictive allocation: tell each pool how many of the task's microtasks its plan
+        (so far) will run at once, so agents start before the microtasks are ready; when
+        the task is done, that it needs none."""
+        told = self._foreseen.setdefault(record.task_id, {})
+        cap = self._settings.levels[record.complexity].max_agents
+        widths = {} if done else dag.role_widths(record.microtasks, cap)
+        for role, pool in self._pools.items():
+            width = widths.get(role, 0)
+            if width != told.get(role, 0):
+                told[role] = width
+                pool.expect.remote(record.task_id, width)
+        if done:
+            del self._foreseen[record.task_id]
+
     async def _plan_streamed(
         self, record: TaskRecord
     ) -> tuple[Dispatcher | None, asyncio.Task[None] | None]:
@@ -502,6 +520,7 @@ class Orchestrator:
         async def arrived(mt: Microtask) -> None:
             record.microtasks.append(mt)
             dispatcher.add(mt)
+            self._foresee(record)
             # What has arrived is stored, so a restart resumes with it.
             await asyncio.to_thread(
                 self._store.plan_made,

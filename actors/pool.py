@@ -56,6 +56,7 @@ _TRIED_KEYS = 10_000
 # A lease its agent is not running this long after it was handed out is taken as lost
 # with its holder; a live holder calls the agent within milliseconds.
 _LEASE_START_S = 10.0
+_EXPECT_FOR_S = 900.0  # a plan's expected width lapses after this (longer than any task)
 
 
 @dataclass
@@ -155,6 +156,8 @@ class AgentPool:
         # backup lands elsewhere; bounded, oldest microtasks forgotten first.
         self._tried: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
         self._leases: dict[int, _Held] = {}  # handed out and not yet ended
+        # task id -> (its microtasks of this role at once, when told)
+        self._expected: dict[str, tuple[int, float]] = {}
         # Tagged with this process's incarnation: an end sent to a pool that restarted
         # since can never end one of the new process's leases.
         self._lease_ids = itertools.count((secrets.randbits(30) + 1) << 32)
@@ -228,6 +231,16 @@ class AgentPool:
     def _withdraw(self, job: _Job) -> None:
         with contextlib.suppress(ValueError):
             self._queue.remove(job)
+
+    def expect(self, task_id: str, width: int) -> None:
+        """Predictive allocation: ``task_id``'s plan will run ``width`` microtasks of this
+        role at once (0: no longer); the pool grows towards that now."""
+        if width > 0:
+            self._expected[task_id] = (width, time.monotonic())
+        else:
+            self._expected.pop(task_id, None)
+        if self._maintainer is not None:  # started: scale now rather than on the next tick
+            self._scale(time.monotonic())
 
     def idle_agents(self) -> int:
         """Free slots on ready agents that no queued microtask is waiting for."""
@@ -478,7 +491,12 @@ class AgentPool:
     def _scale(self, now: float) -> None:
         current = len(self._members) + self._queued_starts
         running = sum(m.slot.in_flight for m in self._members.values())
-        target = self._autoscaler.decide(now, current, len(self._queue), running, self._pressure)
+        # An expectation its orchestrator never withdrew (it died) lapses.
+        self._expected = {t: e for t, e in self._expected.items() if now - e[1] < _EXPECT_FOR_S}
+        expected = sum(width for width, _ in self._expected.values())
+        target = self._autoscaler.decide(
+            now, current, len(self._queue), running, self._pressure, expected
+        )
         if target > current:
             log.info("pool %s scales up %d -> %d", self.role, current, target)
             self._add_agents(target - current)

@@ -2,9 +2,10 @@
 
 Desired size is ``ceil((queued + running) / target_per_agent)`` clamped to the
 pool's bounds. A change must be wanted for a while before it happens (upscale
-and downscale delays), except two safety moves that apply at once: refilling a
-pool that fell below its minimum (dead agents), and shrinking under provider
-pressure (fewer concurrent calls against a struggling provider).
+and downscale delays), except three moves that apply at once: refilling a
+pool that fell below its minimum (dead agents), shrinking under provider
+pressure (fewer concurrent calls against a struggling provider), and growing to
+the width the known plans will need (``expected``: predictive allocation).
 
 ::
 
@@ -63,9 +64,19 @@ class Autoscaler:
         self._since: float | None = None  # when the current wish started
 
     def decide(
-        self, now: float, current: int, queued: int, running: int, pressure: float = 0.0
+        self,
+        now: float,
+        current: int,
+        queued: int,
+        running: int,
+        pressure: float = 0.0,
+        expected: int = 0,
     ) -> int:
-        """The size to move to now (``current`` when nothing should change yet)."""
+        """The size to move to now (``current`` when nothing should change yet).
+
+        ``expected``: microtasks the known plans will run at once (predictive allocation).
+        The pool grows to them at once, before they are ready, and keeps them while they
+        are expected; the downscale delay applies once they are not."""
         cap = pressure_cap(self.min_agents, self.max_agents, pressure)
         if current < self.min_agents:
             self._reset()
@@ -73,12 +84,12 @@ class Autoscaler:
         if current > cap:
             self._reset()
             return cap
-        desired = min(
-            cap,
-            desired_agents(
-                queued, running, self.target_per_agent, self.min_agents, self.max_agents
-            ),
-        )
+        bounds = (self.target_per_agent, self.min_agents, self.max_agents)
+        foreseen = min(cap, desired_agents(0, expected, *bounds))
+        if foreseen > current:
+            self._reset()
+            return foreseen
+        desired = min(cap, desired_agents(queued, max(running, expected - queued), *bounds))
         direction = (desired > current) - (desired < current)
         if direction == 0:
             self._reset()

@@ -215,6 +215,22 @@ def test_pool_grows_under_a_queue_and_shrinks_to_min_after_idling(system):
     wait_until(lambda: _pool(system, Role.RESEARCH).size == 2, timeout_s=30)
 
 
+def test_a_known_plan_grows_its_pools_before_its_microtasks_are_ready(system):
+    # Analysis (min 1, max 3) has three microtasks waiting on a slow research step: the
+    # pool grows to three while they are still blocked, and back to its minimum after.
+    wait_until(lambda: _pool(system, Role.ANALYSIS).size == 1, timeout_s=30)
+    analysis = [_mt(f"p{i}", role=Role.ANALYSIS, deps=("p0",)) for i in range(1, 4)]
+    writing = [_mt(f"g{i}", role=Role.GENERATION, deps=("p1", "p2", "p3")) for i in (1, 2)]
+    plan = [_mt("p0", latency=3.0), *analysis, *writing]  # six: medium, 10 agents at once
+    task_id = ray.get(system.orchestrator.submit.remote("foresee the analysis level", plan))
+    wait_until(lambda: _pool(system, Role.ANALYSIS).size == 3, timeout_s=30)
+    status = ray.get(system.orchestrator.status.remote(task_id))
+    assert status["microtasks"]["p0"] != "done"  # grown before its microtasks were ready
+    report = ray.get(system.orchestrator.wait.remote(task_id), timeout=120)
+    assert report.failed == 0
+    wait_until(lambda: _pool(system, Role.ANALYSIS).size == 1, timeout_s=30)
+
+
 def test_killed_agent_is_replaced_and_its_microtask_completes_elsewhere(system):
     plan = [_mt("victim", Role.VALIDATION, latency=3.0)]
     task_id = ray.get(system.orchestrator.submit.remote("survive a dead agent", plan))

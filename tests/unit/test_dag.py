@@ -13,6 +13,7 @@ from actors.dag import (
     max_parallel,
     repair,
     role_for,
+    role_widths,
     validate,
 )
 from actors.models import Microtask, MicrotaskDraft, PlanDraft, Role
@@ -300,3 +301,21 @@ def test_max_parallel(intervals, peak):
 def test_max_parallel_rejects_reversed_interval():
     with pytest.raises(ValueError):
         max_parallel([(2, 1)])
+
+
+def test_role_widths_are_the_most_microtasks_of_a_role_in_one_level():
+    plan = [
+        task("r1", role=Role.RESEARCH),
+        task("r2", role=Role.RESEARCH),
+        task("r3", role=Role.RESEARCH),
+        task("a1", ["r1"], role=Role.ANALYSIS),
+        task("a2", ["r2"], role=Role.ANALYSIS),
+        task("v1", ["r3"], role=Role.VALIDATION),
+        task("g1", ["a1", "a2", "v1"], role=Role.GENERATION),
+    ]
+    assert role_widths(plan, agent_cap=10) == {
+        Role.RESEARCH: 3, Role.ANALYSIS: 2, Role.VALIDATION: 1, Role.GENERATION: 1
+    }
+    # A level wider than the task's agent cap is cut to it, roles in proportion.
+    assert role_widths(plan, agent_cap=2)[Role.RESEARCH] == 2
+    assert role_widths(plan, agent_cap=2)[Role.ANALYSIS] == 2  # ceil(2 * 2 / 3)

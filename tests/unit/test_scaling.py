@@ -82,3 +82,20 @@ def test_pressure_cap_applies_immediately_and_never_below_min():
     assert s.decide(now=0.1, current=6, queued=50, running=6, pressure=1.0) == 2
     s = scaler(upscale_delay_s=0.0)
     assert s.decide(now=0.0, current=2, queued=50, running=0, pressure=0.75) == 4
+
+
+def test_a_known_plan_grows_the_pool_at_once_and_holds_it_while_expected():
+    s = scaler()
+    # Nothing queued or running yet: the plan's width alone grows the pool, with no delay.
+    assert s.decide(now=0.0, current=2, queued=0, running=0, expected=6) == 6
+    # While it is expected, the idle agents stay (no downscale wish at all).
+    assert s.decide(now=10.0, current=6, queued=0, running=0, expected=6) == 6
+    assert s.decide(now=20.0, current=6, queued=0, running=0, expected=6) == 6
+    # Once the task is done, the ordinary downscale delay applies.
+    assert s.decide(now=30.0, current=6, queued=0, running=0, expected=0) == 6
+    assert s.decide(now=36.0, current=6, queued=0, running=0, expected=0) == 2
+
+
+def test_an_expected_width_stays_within_the_bounds_and_under_pressure():
+    assert scaler().decide(now=0.0, current=2, queued=0, running=0, expected=50) == 10
+    assert scaler().decide(now=0.0, current=2, queued=0, running=0, pressure=0.5, expected=50) == 6
