@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # OpenTelemetry loads only where tracing is on (``actors.trac
 
 log = logging.getLogger(__name__)
 
+_WARM_UP_S = 30.0  # the warm-up token count is given up after this
+
 SYSTEM_PROMPTS: dict[Role, str] = {
     Role.RESEARCH: (
         "You are a research agent in a team of parallel agents. Gather the facts, sources, "
@@ -253,6 +255,17 @@ class Agent:
             attempt=request.attempt,
             simulated=simulated,
         )
+
+    async def warm_up(self) -> None:
+        """Pay the SDK's first-call costs now, at start, rather than on the first user's
+        microtask (``LLMClient.warm_up``). A failure costs nothing but that head start."""
+        try:
+            await asyncio.wait_for(
+                self._client.warm_up(_PURPOSE[self.role], microtask_system(self.role)),
+                _WARM_UP_S,
+            )
+        except Exception as exc:  # the first real call pays instead
+            log.info("agent %s warm-up failed: %s", self.agent_id, exc)
 
     async def ping(self) -> dict[str, Any]:
         """Liveness and counters, for the pool's health checks and ``/pools``."""

@@ -419,6 +419,7 @@ class AgentPool:
             return
         member.node_id = info["node_id"]
         member.ready = True
+        member.handle.warm_up.remote()  # in the background: it may take work meanwhile
         self._dispatch()
 
     def _mark_dead(self, member: _Member) -> None:

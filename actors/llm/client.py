@@ -74,6 +74,21 @@ _SIMULATED_ID_PREFIX = "msg_sim_"
 # A cut answer is retried once with twice the budget, never above this (the largest output
 # the current models allow in one call).
 _MAX_OUTPUT_TOKENS = 64_000
+# A message with every content block an answer of ours can hold, read once by ``warm_up``.
+_SAMPLE_MESSAGE: dict[str, Any] = {
+    "id": "msg_warm_up",
+    "type": "message",
+    "role": "assistant",
+    "model": "warm-up",
+    "content": [
+        {"type": "thinking", "thinking": "", "signature": ""},
+        {"type": "text", "text": "{}"},
+        {"type": "tool_use", "id": "toolu_warm_up", "name": "answer", "input": {}},
+    ],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 1, "output_tokens": 1},
+}
 _Send = Callable[[dict[str, Any]], Awaitable[Sent]]  # one HTTP attempt of a request
 
 
@@ -356,6 +371,13 @@ class LLMClient:
                 attempts=1,
             ) from None
         return counted.input_tokens
+
+    async def warm_up(self, purpose: Purpose, system: str) -> None:
+        """Pay the SDK's first-call costs before the first real call: its lazily imported
+        HTTP parts and connection (one token count, which the provider does not bill) and
+        the schemas it builds the first time it reads a message (~20 ms of CPU here)."""
+        anthropic.types.Message.construct(**_SAMPLE_MESSAGE)
+        await self.count_tokens(purpose, system, "Warm-up.")
 
     async def close(self) -> None:
         """Close the HTTP connections."""

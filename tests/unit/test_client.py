@@ -236,6 +236,17 @@ async def test_count_tokens(sim: SimulatorServer) -> None:
     assert 0 < short < long
 
 
+async def test_warm_up_pays_the_first_call_costs_with_a_free_token_count(
+    sim: SimulatorServer,
+) -> None:
+    client = client_for(sim)
+    await client.warm_up(Purpose.RESEARCH, "Be brief.")
+    await client.close()
+    stats = sim.stats()
+    assert stats["count_tokens_requests"] == 1
+    assert stats["requests"] == 0  # no message was asked for: nothing billed
+
+
 # --- the current models: thinking, effort, budgets, cuts, refusals ----------------------
 
 
