@@ -1,12 +1,13 @@
 """Drive one task's DAG: submit everything ready, wait, settle, repeat.
 
 Like ``graphlib``'s loop: a microtask starts the moment its own dependencies
-are done; there are no level barriers. Each attempt is one call to its role's
-pool. An attempt past its deadline is cancelled by the pool, which starts the
-clock when an agent takes it, and retried — on another agent, since the pool
-remembers who tried — with exponential backoff and jitter, up to
-``max_attempts``. Time queued for a free agent does not count: under load a
-microtask may wait in its pool for minutes. The dispatcher's own backstop is
+are done; there are no level barriers. Each attempt runs on an agent its role's
+pool leases out (``actors.agent_leases``: the orchestrator calls the agent
+itself). An attempt past its deadline — kept by the agent on its own work: time
+queued for a free agent, or held back by the rate limiter, does not count —
+is cancelled and retried on another agent (the pool remembers who tried) with
+exponential backoff and jitter, up to ``max_attempts``; under load a microtask
+may wait in its pool for minutes. The dispatcher's own backstop is
 for a pool that stopped answering: past it, the pool is asked how many agents
 are idle, and only a pool that gives no answer has its call cancelled (a dead
 pool's call fails through Ray at once).
