@@ -39,8 +39,12 @@ def _settings(**changes) -> Settings:
         "health_interval_s": 0.5,
         # Every throttled answer makes all callers sit out its capped retry-after: with a
         # quarter of the storm's answers throttled, the cap sets how long the storm lasts.
-        "limiter": {"max_concurrency": 8, "max_retry_wait_s": 0.3, "jitter_s": 0.1,
-                    "base_backoff_s": 0.05},  # fmt: skip
+        "limiter": {
+            "max_concurrency": 8,
+            "max_retry_wait_s": 0.3,
+            "jitter_s": 0.1,
+            "base_backoff_s": 0.05,
+        },
         "backups": False,
     }
     base.update(changes)

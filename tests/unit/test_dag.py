@@ -314,7 +314,10 @@ def test_role_widths_are_the_most_microtasks_of_a_role_in_one_level():
         task("g1", ["a1", "a2", "v1"], role=Role.GENERATION),
     ]
     assert role_widths(plan, agent_cap=10) == {
-        Role.RESEARCH: 3, Role.ANALYSIS: 2, Role.VALIDATION: 1, Role.GENERATION: 1
+        Role.RESEARCH: 3,
+        Role.ANALYSIS: 2,
+        Role.VALIDATION: 1,
+        Role.GENERATION: 1,
     }
     # A level wider than the task's agent cap is cut to it, roles in proportion.
     assert role_widths(plan, agent_cap=2)[Role.RESEARCH] == 2
