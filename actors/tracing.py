@@ -30,26 +30,22 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any
-
-from opentelemetry import propagate, trace
-from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
+from typing import TYPE_CHECKING, Any, cast
 
 from actors.config import Settings
 from actors.errors import ConfigurationError
+
+# OpenTelemetry is imported where tracing is on, never at import: an agent with tracing off
+# (the default) loads none of it for itself.
+if TYPE_CHECKING:
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +74,11 @@ def configure(
         exporter = exporter or build_exporter(settings)
         if exporter is None:
             return False
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
         resource = Resource.create(
             {"service.name": service_name, "service.namespace": "parallel-agents"}
         )
@@ -100,6 +101,8 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
     if kind == "none":
         return None
     if kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
         return ConsoleSpanExporter()
     if kind == "jsonl":
         return JsonLinesExporter(settings.trace_file or settings.home / "traces.jsonl")
@@ -142,7 +145,7 @@ def span(name: str, parent: Context | None = None, **attributes: Any) -> Iterato
     marks the span as an error; a cancellation sets ``cancelled=True``.
     """
     if _tracer is None:
-        yield trace.INVALID_SPAN
+        yield cast("trace.Span", _UNRECORDED)
         return
     with _tracer.start_as_current_span(
         name, context=parent, attributes=_attributes(attributes)
@@ -158,15 +161,49 @@ def inject() -> dict[str, str]:
     """The current span's W3C trace context (``traceparent``), to send along to another actor."""
     carrier: dict[str, str] = {}
     if _tracer is not None:
+        from opentelemetry import propagate
+
         propagate.inject(carrier)
     return carrier
 
 
-def extract(carrier: dict[str, str]) -> Context:
-    """The context ``inject`` wrote, to pass as ``span(..., parent=...)``; empty when none."""
+def extract(carrier: dict[str, str]) -> Context | None:
+    """The context ``inject`` wrote, to pass as ``span(..., parent=...)``; None when there
+    is none (or tracing is off)."""
     if _tracer is None or not carrier:
-        return Context()
+        return None
+    from opentelemetry import propagate
+
     return propagate.extract(carrier)
+
+
+class _Unrecorded:
+    """What ``span`` yields with tracing off: OpenTelemetry's ``INVALID_SPAN`` without
+    importing OpenTelemetry. It drops whatever it is given."""
+
+    def is_recording(self) -> bool:
+        return False
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        pass
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: Any = None) -> None:
+        pass
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        pass
+
+    def record_exception(self, exception: BaseException, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def update_name(self, name: str) -> None:
+        pass
+
+
+_UNRECORDED = _Unrecorded()
 
 
 def _attributes(values: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +214,15 @@ def _attributes(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class JsonLinesExporter(SpanExporter):
+# ``SpanExporter`` for the type checker only: the SDK's span processors call ``export``,
+# ``shutdown`` and ``force_flush``, and inheriting would import the SDK wherever this module is.
+if TYPE_CHECKING:
+    _ExporterBase = SpanExporter
+else:
+    _ExporterBase = object
+
+
+class JsonLinesExporter(_ExporterBase):
     """Appends one JSON object per finished span to a file shared by every actor of a machine.
 
     Each line goes out in one ``write`` on an ``O_APPEND`` descriptor, so lines
@@ -194,6 +239,8 @@ class JsonLinesExporter(SpanExporter):
         os.fchmod(self._fd, 0o600)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
         if self._fd is None:
             return SpanExportResult.FAILURE
         try:

@@ -1,18 +1,46 @@
-"""The LLM layer: one client (official SDK), one cluster-wide rate limiter, one price table."""
+"""The LLM layer: one client (official SDK), one cluster-wide rate limiter, one price table.
 
-from actors.llm import ledger
-from actors.llm.client import MAX_PROMPT_CHARS, Completion, LLMClient, Structured
-from actors.llm.limiter import (
-    Lease,
-    Limiter,
-    LimiterSnapshot,
-    Outcome,
-    RateLimiter,
-    retry_after_s,
-)
-from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
-from actors.llm.pricing import PRICES_PER_MTOK, cost_usd
-from actors.llm.simulator import SimulatorActor, SimulatorServer
+Every name loads its module on first use, so a process takes only what it touches: the
+limiter or the prices without the SDK (~1 s and ~50 MB to import), the client without the
+simulator (an aiohttp server and the fake models).
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actors.llm import ledger
+    from actors.llm.client import MAX_PROMPT_CHARS, Completion, LLMClient, Structured
+    from actors.llm.limiter import (
+        Lease,
+        Limiter,
+        LimiterSnapshot,
+        Outcome,
+        RateLimiter,
+        retry_after_s,
+    )
+    from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
+    from actors.llm.pricing import PRICES_PER_MTOK, cost_usd
+    from actors.llm.simulator import SimulatorActor, SimulatorServer
+
+_HOME = {
+    "MAX_PROMPT_CHARS": "client",
+    "Completion": "client",
+    "LLMClient": "client",
+    "Structured": "client",
+    "Lease": "limiter",
+    "Limiter": "limiter",
+    "LimiterSnapshot": "limiter",
+    "Outcome": "limiter",
+    "RateLimiter": "limiter",
+    "retry_after_s": "limiter",
+    "RateLimiterActor": "limiter_actor",
+    "RemoteLimiter": "limiter_actor",
+    "PRICES_PER_MTOK": "pricing",
+    "cost_usd": "pricing",
+    "SimulatorActor": "simulator",
+    "SimulatorServer": "simulator",
+}
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -33,3 +61,14 @@ __all__ = [
     "ledger",
     "retry_after_s",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ledger":
+        return import_module("actors.llm.ledger")
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"actors.llm.{home}"), name)
+    globals()[name] = value  # found once; later lookups skip this function
+    return value
