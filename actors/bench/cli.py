@@ -119,6 +119,28 @@ def _parser() -> argparse.ArgumentParser:
         "a short request, each with caching off and on (OUT/caching.md, OUT/caching.json; "
         "uses --time-scale)",
     )
+    agents = parser.add_argument_group("agent processes (--agents)")
+    agents.add_argument(
+        "--agents",
+        action="store_true",
+        help="what an agent process costs instead: start time, USS/RSS and idle CPU of bare "
+        "Ray actors and of agents, and `import actors.agent` by package (OUT/agent_cost.md, "
+        "OUT/agent_cost.json)",
+    )
+    agents.add_argument(
+        "--agents-count",
+        type=int,
+        default=12,
+        metavar="N",
+        help="actors of each kind for --agents (default 12)",
+    )
+    parser.add_argument(
+        "--throughput",
+        action="store_true",
+        help="throughput instead: seeded streams of medium requests through the real system "
+        "at 10, 20, 40 and 80 agents (--quick: 4 and 8), tasks/min against agents with the "
+        "linear line (OUT/throughput.md, .png, .json; ~15 min, --quick under 2)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return parser
 
@@ -130,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     from actors.bench.results import write
 
     args = _parser().parse_args(argv)
+    if args.throughput:
+        return _throughput(args)
     if args.realtime:
         return _realtime(args)
     if args.caching:
         return _caching(args)
+    if args.agents:
+        return _agents(args)
     if args.runs is not None and args.runs < 0:
         print("--runs must be 0 or more", file=sys.stderr)
         return 2
@@ -177,6 +203,19 @@ def _settings(args: argparse.Namespace) -> Settings | None:
         return None
 
 
+def _agents(args: argparse.Namespace) -> int:
+    """``bench --agents``: what an agent process costs; 0 when it ran."""
+    from actors.bench.agent_cost import main as agent_cost
+
+    if args.agents_count < 1:
+        print("bench: --agents-count must be 1 or more", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    return agent_cost(args.agents_count, args.out, args.json, settings, _say)
+
+
 def _caching(args: argparse.Namespace) -> int:
     """``bench --caching``: prompt caching off and on, side by side; 0 when it ran."""
     from actors.bench.caching import run, write
@@ -195,6 +234,36 @@ def _caching(args: argparse.Namespace) -> int:
     for line in results.checks:
         print(f"bench: {line}", file=sys.stderr)
     print("bench: wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
+
+
+def _throughput(args: argparse.Namespace) -> int:
+    """``bench --throughput``: the stream at each agent count; 0 when it ran (a missed
+    target included)."""
+    from actors.bench.throughput import full, quick, run
+    from actors.bench.throughput_figures import table, write
+
+    mixed = [flag for flag, on in (("--realtime", args.realtime), ("--caching", args.caching),
+                                   ("--runs", args.runs is not None),
+                                   ("--skip-langgraph", args.skip_langgraph)) if on]  # fmt: skip
+    if mixed:
+        print(f"bench: --throughput takes no {', '.join(mixed)}", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    results = run(quick() if args.quick else full(), settings, _say)
+    paths = write(results, args.out)
+    if args.json:
+        print(json.dumps(results.model_dump(mode="json")))
+    else:
+        print(table(results))
+        for check in results.checks:
+            met = "n/a" if check.met is None else ("met" if check.met else "MISSED")
+            print(f"{met:>6}  {check.target}: {check.measured}")
+    for line in results.notes:
+        _say(line)
+    _say("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
