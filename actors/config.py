@@ -202,6 +202,15 @@ class LimiterSettings(BaseModel):
     jitter_s: float = Field(default=0.5, ge=0)
     max_attempts: int = Field(default=6, ge=1)
     base_backoff_s: float = Field(default=0.5, gt=0)
+    allowance_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a caller may spend an allowance (a batch of slots, requests and "
+        "tokens lent far from every limit) without asking the limiter per call; 0: always ask",
+    )
+    allowance_slots: int = Field(
+        default=8, ge=1, description="The most concurrency slots one allowance lends"
+    )
 
 
 class SimulatorSettings(BaseModel):

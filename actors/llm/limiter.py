@@ -16,6 +16,12 @@ limit, their input and output tokens plus this request's estimate fit the token
 limits, and no cooldown is running. Waiters are served strictly first come, first
 served, and are woken on release or at the exact moment the window or cooldown
 frees room (a timer, never polling).
+
+A caller far from every limit need not ask per call: ``lend`` grants it an ``Allowance``
+(a few concurrency slots, requests and tokens) that it spends on its own for
+``allowance_s``, then hands back with an ``AllowanceReport`` (``settle``). The allowance's
+slots count as in flight here until then; its budget is reserved in the window and
+corrected to what was used. Near any limit ``lend`` says no and callers ask per call.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -46,6 +52,16 @@ DECREASE_SPACING_S = 1.0
 # A lease whose holder never released it (crashed agent, cancelled remote call) is
 # reclaimed after this long, so a dead caller cannot shrink capacity for good.
 DEFAULT_LEASE_TTL_S = 600.0
+# An allowance not handed back within this many times its ttl is taken back: its holder
+# settles by one ttl on its own clock (counted from before it asked); the rest is for the
+# report on its way. A holder stalled longer than that could overshoot by its slots.
+ALLOWANCE_EXPIRY_TTLS = 2.0
+# An allowance may take a quarter of what is left of each window, so the last ones lent
+# before a limit are small and the limit itself is always reached per call.
+_ROOM_SHARE = 4
+# Fewer free slots than this and nothing is lent: a small limit is always shared per call.
+_FREE_TO_LEND = 4
+_REQUESTS_PER_SLOT = 8
 _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 
 
@@ -74,6 +90,33 @@ class Lease(BaseModel):
     waited_s: float
 
 
+class Allowance(BaseModel):
+    """Calls a caller may start on its own for ``ttl_s`` without asking the limiter."""
+
+    id: int
+    first_call_id: int  # the lease ids of its calls: first_call_id, first_call_id + 1, ...
+    slots: int  # calls at once, the caller's carried calls included
+    requests: int  # new calls it may start
+    input_tokens: int  # estimated tokens those calls may take
+    output_tokens: int
+    ttl_s: float
+    learned_limits: dict[str, int] = {}  # the limits known when lent (see ``headers_teach``)
+    carried: list[int] = []  # the caller's running leases it took over
+
+
+class AllowanceReport(BaseModel):
+    """What a caller did with an allowance, handed back with it."""
+
+    id: int
+    started: int = 0  # new calls started on it
+    input_tokens: int = 0  # used by the calls started and finished on it
+    output_tokens: int = 0
+    running: list[tuple[int, int, int]] = []  # started on it, running: (id, in, out estimated)
+    finished: list[tuple[int, int, int]] = []  # carried into it, finished: (id, in, out used)
+    outcomes: dict[str, int] = {}  # answered calls by outcome (the others went per call)
+    headers: dict[str, str] | None = None  # the latest limit headers, nothing new in them
+
+
 class LimiterSnapshot(BaseModel):
     """The limiter's state, for dashboards and for pools deciding to shrink."""
 
@@ -91,6 +134,8 @@ class LimiterSnapshot(BaseModel):
     pressure: float  # 0 = none, 1 = concurrency cut to the minimum; pools shrink on it
     outcomes: dict[str, int] = {}  # model calls by outcome ("ok", "rate_limited", ...)
     longest_wait_s: float = 0.0  # the longest retry wait handed out so far
+    lent: int = 0  # slots of in_flight held in callers' allowances
+    lent_total: int = 0  # allowances lent so far (their calls join granted_total when settled)
 
 
 class Limiter(Protocol):
@@ -119,7 +164,22 @@ class _Entry:
     at: float
     input_tokens: int
     output_tokens: int
+    requests: int = 1  # an allowance's reservation counts its requests; a carried call none
     in_window: bool = True
+
+
+@dataclass
+class _Loan:
+    """An allowance as lent: its slots are held until it is settled or expires."""
+
+    slots: int
+    entry: _Entry  # its budget, reserved in the window, corrected on settling
+    expires_at: float
+    calls: dict[int, _Entry]  # the caller's running leases it carries, by id
+    call_ids: range  # the lease ids of the calls started on it
+    # Calls released before the report listing them as running arrived (an async actor
+    # may run one caller's messages out of order): id -> tokens used.
+    early: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -170,6 +230,26 @@ def _seconds_until(reset: str) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def headers_teach(headers: Mapping[str, str] | None, learned: Mapping[str, int]) -> bool:
+    """Whether a response's headers tell the limiter something it must hear at once: a
+    retry wait, a limit other than ``learned``, or a budget a quarter full or less.
+
+    Keys are lower case. Headers that only repeat what it knows can wait for the report.
+    """
+    if not headers:
+        return False
+    if any(key.startswith("retry-after") for key in headers):
+        return True
+    for kind in _LIMIT_KINDS:
+        limit = headers.get(f"anthropic-ratelimit-{kind}-limit", "").strip()
+        remaining = headers.get(f"anthropic-ratelimit-{kind}-remaining", "").strip()
+        if limit and (not limit.isdigit() or learned.get(kind) != int(limit)):
+            return True
+        if remaining and (not remaining.isdigit() or int(remaining) * 4 <= int(limit or "0")):
+            return True
+    return False
+
+
 class RateLimiter:
     """The limiter itself: pure asyncio, one instance per process that owns it.
 
@@ -195,15 +275,18 @@ class RateLimiter:
         self._window: deque[_Entry] = deque()  # admitted requests, oldest first
         self._window_in = 0  # input tokens of the entries in the window
         self._window_out = 0  # output tokens of the entries in the window
+        self._window_requests = 0  # requests of the entries in the window
         self._leases: dict[int, tuple[float, _Entry]] = {}  # in flight: id -> (granted, entry)
         self._waiters: deque[_Waiter] = deque()  # FIFO queue of blocked acquire() calls
         self._learned: dict[str, int] = {}  # limits the provider reported in headers
         self._cooldown_until = 0.0  # nobody is admitted before this clock time
         self._last_decrease = -math.inf  # clock time of the last AIMD cut
         self._timer: asyncio.TimerHandle | None = None  # wakes waiters when time frees room
+        self._loans: dict[int, _Loan] = {}  # allowances lent and not yet settled, by id
         self._ids = itertools.count(1)
         self._throttled_total = 0
         self._granted_total = 0
+        self._lent_total = 0
         self._outcomes: dict[str, int] = {}  # outcome -> calls released with it
         self._longest_wait = 0.0  # the longest retry wait handed out, to check the cap
 
@@ -252,7 +335,9 @@ class RateLimiter:
         now = self._clock()
         self._outcomes[outcome.value] = self._outcomes.get(outcome.value, 0) + 1
         entry = self._forget(lease.id)
-        if entry is not None:
+        if entry is None:
+            self._note_early(lease.id, input_tokens, output_tokens)
+        else:
             if input_tokens or output_tokens:
                 self._correct(entry, input_tokens, output_tokens)
             elif outcome in _THROTTLED:
@@ -272,15 +357,16 @@ class RateLimiter:
         """The same snapshot, synchronously, for code already inside the owning loop."""
         now = self._clock()
         self._prune(now)
+        self._expire_leases(now)
         settings = self._settings
         span = settings.max_concurrency - settings.min_concurrency
         pressure = (settings.max_concurrency - self._concurrency) / span if span > 0 else 0.0
         return LimiterSnapshot(
             concurrency_limit=round(self._concurrency, 3),
             max_concurrency=settings.max_concurrency,
-            in_flight=len(self._leases),
+            in_flight=self._held(),
             waiting=len(self._waiters),
-            requests_last_minute=len(self._window),
+            requests_last_minute=self._window_requests,
             input_tokens_last_minute=self._window_in,
             output_tokens_last_minute=self._window_out,
             learned_limits=dict(self._learned),
@@ -290,7 +376,103 @@ class RateLimiter:
             pressure=min(1.0, max(0.0, pressure)),
             outcomes=dict(self._outcomes),
             longest_wait_s=round(self._longest_wait, 3),
+            lent=sum(loan.slots for loan in self._loans.values()),
+            lent_total=self._lent_total,
         )
+
+    # --- allowances ----------------------------------------------------------------
+
+    def lend(
+        self, input_tokens: int, output_tokens: int, *, slots: int, carry: Iterable[int] = ()
+    ) -> Allowance | None:
+        """An allowance for ``slots`` more calls at once of about these tokens each, taking
+        over the caller's running leases ``carry``; None when near any limit."""
+        settings = self._settings
+        now = self._clock()
+        if settings.allowance_s <= 0 or self._waiters or now < self._cooldown_until:
+            return None
+        self._prune(now)
+        self._expire_leases(now)
+        free = max(1, math.floor(self._concurrency)) - self._held()
+        extra = min(slots, settings.allowance_slots, free // 2)  # leave others as much
+        calls = {key: self._leases[key][1] for key in carry if key in self._leases}
+        wanted = (extra + len(calls)) * _REQUESTS_PER_SLOT
+        requests = min(wanted, self._room(input_tokens, output_tokens))
+        if free < _FREE_TO_LEND or extra < 1 or requests < 2:
+            return None
+        for key in calls:
+            del self._leases[key]
+        entry = _Entry(now, input_tokens * requests, output_tokens * requests, requests)
+        self._add(entry)
+        expires_at = now + settings.allowance_s * ALLOWANCE_EXPIRY_TTLS
+        loan_id = next(self._ids)
+        first_call_id = next(self._ids)
+        for _ in range(requests - 1):  # the ids of its calls, reserved
+            next(self._ids)
+        call_ids = range(first_call_id, first_call_id + requests)
+        self._loans[loan_id] = _Loan(extra + len(calls), entry, expires_at, calls, call_ids)
+        self._lent_total += 1
+        return Allowance(
+            id=loan_id,
+            first_call_id=first_call_id,
+            slots=extra + len(calls),
+            requests=requests,
+            input_tokens=entry.input_tokens,
+            output_tokens=entry.output_tokens,
+            ttl_s=settings.allowance_s,
+            learned_limits=dict(self._learned),
+            carried=list(calls),
+        )
+
+    def settle(self, report: AllowanceReport) -> None:
+        """Take an allowance back: count what it did, keep its running calls as leases."""
+        now = self._clock()
+        for outcome, count in report.outcomes.items():
+            self._outcomes[outcome] = self._outcomes.get(outcome, 0) + count
+        for _ in range(report.outcomes.get(Outcome.OK.value, 0)):
+            self._increase()
+        self._learn(now, report.headers or {})
+        loan = self._loans.pop(report.id, None)
+        if loan is not None:
+            self._granted_total += report.started
+            self._correct(loan.entry, report.input_tokens, report.output_tokens, report.started)
+            for key, input_tokens, output_tokens in report.running:
+                used = loan.early.get(key)
+                entry = _Entry(now, *(used or (input_tokens, output_tokens)), requests=0)
+                self._add(entry)
+                if used is None:
+                    self._leases[key] = (now, entry)
+            finished = {key: (i, o) for key, i, o in report.finished}
+            for key, entry in loan.calls.items():
+                if key in finished:
+                    self._correct(entry, *finished[key])
+                else:
+                    self._leases[key] = (now, entry)
+        self._dispatch()
+
+    def _room(self, input_tokens: int, output_tokens: int) -> int:
+        """How many calls of these tokens a share of each window's room allows."""
+        settings = self._settings
+        rooms = []
+        rpm = self._limit("requests", settings.requests_per_minute)
+        if rpm is not None:
+            rooms.append((rpm - self._window_requests) // _ROOM_SHARE)
+        used_in, used_out = self._window_in, self._window_out
+        itpm = self._limit("input-tokens", settings.input_tokens_per_minute)
+        otpm = self._limit("output-tokens", settings.output_tokens_per_minute)
+        budgets = (
+            (itpm, used_in, input_tokens),
+            (otpm, used_out, output_tokens),
+            (self._limit("tokens", None), used_in + used_out, input_tokens + output_tokens),
+        )
+        for limit, used, each in budgets:
+            if limit is not None:
+                rooms.append((limit - used) // _ROOM_SHARE // max(1, each))
+        return min(rooms, default=_REQUESTS_PER_SLOT * settings.allowance_slots)
+
+    def _held(self) -> int:
+        """Slots in use: leases in flight and every slot of an allowance lent."""
+        return len(self._leases) + sum(loan.slots for loan in self._loans.values())
 
     # --- admission ---------------------------------------------------------------
 
@@ -305,13 +487,13 @@ class RateLimiter:
         if now < self._cooldown_until:
             return False
         slots = max(1, math.floor(self._concurrency))
-        if len(self._leases) >= slots:
+        if self._held() >= slots:
             self._expire_leases(now)
-            if len(self._leases) >= slots:
+            if self._held() >= slots:
                 return False
         settings = self._settings
         rpm = self._limit("requests", settings.requests_per_minute)
-        if rpm is not None and len(self._window) >= rpm:
+        if rpm is not None and self._window_requests >= rpm:
             return False
         used_in, used_out = self._window_in, self._window_out
         # An estimate larger than a whole minute's budget still goes through once
@@ -330,23 +512,45 @@ class RateLimiter:
     def _grant(self, now: float, input_tokens: int, output_tokens: int, since: float) -> Lease:
         entry = _Entry(now, input_tokens, output_tokens)
         lease = Lease(id=next(self._ids), granted_at=now, waited_s=max(0.0, now - since))
-        self._window.append(entry)
-        self._window_in += input_tokens
-        self._window_out += output_tokens
+        self._add(entry)
         self._leases[lease.id] = (now, entry)
         self._granted_total += 1
         return lease
 
     def _forget(self, lease_id: int) -> _Entry | None:
         held = self._leases.pop(lease_id, None)
-        return None if held is None else held[1]
+        if held is not None:
+            return held[1]
+        for loan in self._loans.values():  # carried into an allowance as it was released
+            entry = loan.calls.pop(lease_id, None)
+            if entry is not None:
+                loan.slots -= 1
+                return entry
+        return None
 
-    def _correct(self, entry: _Entry, input_tokens: int, output_tokens: int) -> None:
+    def _add(self, entry: _Entry) -> None:
+        self._window.append(entry)
+        self._window_in += entry.input_tokens
+        self._window_out += entry.output_tokens
+        self._window_requests += entry.requests
+
+    def _note_early(self, lease_id: int, input_tokens: int, output_tokens: int) -> None:
+        """A call of an allowance released before the report that makes it a lease here."""
+        for loan in self._loans.values():
+            if lease_id in loan.call_ids:
+                loan.early[lease_id] = (input_tokens, output_tokens)
+
+    def _correct(
+        self, entry: _Entry, input_tokens: int, output_tokens: int, requests: int | None = None
+    ) -> None:
         """Replace an entry's estimate with real figures (only matters while in the window)."""
+        requests = entry.requests if requests is None else requests
         if entry.in_window:
             self._window_in += input_tokens - entry.input_tokens
             self._window_out += output_tokens - entry.output_tokens
+            self._window_requests += requests - entry.requests
         entry.input_tokens, entry.output_tokens = input_tokens, output_tokens
+        entry.requests = requests
 
     def _prune(self, now: float) -> None:
         while self._window and self._window[0].at <= now - self._window_s:
@@ -354,12 +558,17 @@ class RateLimiter:
             entry.in_window = False
             self._window_in -= entry.input_tokens
             self._window_out -= entry.output_tokens
+            self._window_requests -= entry.requests
 
     def _expire_leases(self, now: float) -> None:
         stale = [key for key, (at, _) in self._leases.items() if now - at >= self._lease_ttl_s]
         for key in stale:
             logger.warning("reclaiming lease %d: unreleased after %.0f s", key, self._lease_ttl_s)
             del self._leases[key]
+        # Its budget stays reserved in the window: what a vanished holder spent is unknown.
+        for key in [key for key, loan in self._loans.items() if now >= loan.expires_at]:
+            logger.warning("reclaiming allowance %d: its holder never handed it back", key)
+            del self._loans[key]
 
     def _dispatch(self) -> None:
         """Admit waiters from the head of the queue; arm a timer for the next time-based change."""
@@ -389,6 +598,7 @@ class RateLimiter:
             moments.append(self._window[0].at + self._window_s)
         if self._leases:
             moments.append(min(at for at, _ in self._leases.values()) + self._lease_ttl_s)
+        moments.extend(loan.expires_at for loan in self._loans.values())
         if not moments:
             return
         delay = max(0.0, min(moments) - now) + 0.001  # a hair late beats waking early
@@ -409,6 +619,11 @@ class RateLimiter:
                 if seconds is not None:
                     self._cool_down(now, min(seconds, self._settings.max_retry_wait_s))
 
+    def _increase(self) -> None:
+        """AIMD's additive step, for one successful call."""
+        ceiling = float(self._settings.max_concurrency)
+        self._concurrency = min(ceiling, self._concurrency + 1 / self._concurrency)
+
     def _cool_down(self, now: float, seconds: float) -> None:
         self._cooldown_until = max(self._cooldown_until, now + seconds)
 
@@ -418,9 +633,7 @@ class RateLimiter:
         """AIMD on the concurrency limit, then the wait before a retry."""
         settings = self._settings
         if outcome is Outcome.OK:
-            self._concurrency = min(
-                float(settings.max_concurrency), self._concurrency + 1 / self._concurrency
-            )
+            self._increase()
             return 0.0
         if outcome in _ANSWERED:
             return 0.0  # the provider is fine: retry at once with a correction, or give up

@@ -14,6 +14,13 @@ once more. If it stays gone, the caller degrades to a limiter of its own process
 warning and asks for the shared one again a little later: a lost limiter costs cluster-wide
 coordination for a while (each process keeps its own concurrency bound and AIMD on 429s),
 never every model call.
+
+Far from every limit a caller does not ask per call: it borrows an ``Allowance`` (some
+slots, requests and tokens for ``allowance_s``), starts calls on it and releases their
+answered outcomes locally, then hands it back with what it did (``settle``), all at once.
+A throttled or failed outcome, or headers with news in them, go to the limiter at once and
+end the allowance; its calls still running become ordinary leases. Near a limit the limiter
+lends nothing and every call asks, exactly as without allowances.
 """
 
 from __future__ import annotations
@@ -30,7 +37,16 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.config import LIMITER_NAME, NAMESPACE, LimiterSettings
-from actors.llm.limiter import DEFAULT_LEASE_TTL_S, Lease, LimiterSnapshot, Outcome, RateLimiter
+from actors.llm.limiter import (
+    DEFAULT_LEASE_TTL_S,
+    Allowance,
+    AllowanceReport,
+    Lease,
+    LimiterSnapshot,
+    Outcome,
+    RateLimiter,
+    headers_teach,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +57,10 @@ FIND_WAIT_S = 10.0
 LOCAL_FOR_S = 30.0
 _FIND_POLL_S = 0.2
 _EPOCH_SHIFT = 32  # lease ids are <incarnation> << 32 | <id within the incarnation>
+# An acquire that finds others' borrows spent before its turn stops borrowing after this many.
+_BORROWS_PER_CALL = 3
+# Answered calls: the limiter's one reaction is AIMD's increase on OK, which can wait.
+_SETTLED_LATER = frozenset({Outcome.OK, Outcome.MALFORMED, Outcome.REJECTED})
 
 
 # Restartable: every caller finds it again by name; a restart re-runs __init__ (fresh state).
@@ -53,15 +73,53 @@ class RateLimiterActor:
     ``num_cpus=0`` so it never competes with agents for a CPU.
     """
 
-    def __init__(self, settings: LimiterSettings, lease_ttl_s: float = DEFAULT_LEASE_TTL_S) -> None:
-        self._limiter = RateLimiter(settings, lease_ttl_s=lease_ttl_s)
+    def __init__(
+        self,
+        settings: LimiterSettings,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limiter = RateLimiter(settings, clock, lease_ttl_s=lease_ttl_s)
         # Lease ids restart at 1 in every process: tagged with this incarnation, a lease
         # granted before a restart can never release one granted after it.
         self._epoch = secrets.randbits(30) + 1
 
     async def acquire(self, input_tokens: int, output_tokens: int) -> Lease:
         lease = await self._limiter.acquire(input_tokens, output_tokens)
-        return lease.model_copy(update={"id": self._epoch << _EPOCH_SHIFT | lease.id})
+        return lease.model_copy(update={"id": self._tag(lease.id)})
+
+    async def borrow(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        slots: int,
+        carry: list[int],
+        report: AllowanceReport | None = None,
+    ) -> Allowance | Lease | None:
+        """Settle ``report``, then lend an allowance for ``slots`` more calls (taking over
+        the caller's running leases ``carry``) or, near a limit, grant one lease. None, at
+        once, instead of waiting for that lease when ``carry`` is not empty: the caller
+        holds their releases until it hears whether they were carried."""
+        if report is not None:
+            self._limiter.settle(self._own_report(report))
+        lent = self._limiter.lend(
+            input_tokens, output_tokens, slots=slots, carry=[self._own(key) for key in carry]
+        )
+        if lent is None and carry:
+            return None
+        if lent is None:
+            return await self.acquire(input_tokens, output_tokens)
+        return lent.model_copy(
+            update={
+                "id": self._tag(lent.id),
+                "first_call_id": self._tag(lent.first_call_id),
+                "carried": [self._tag(key) for key in lent.carried],
+            }
+        )
+
+    async def settle(self, report: AllowanceReport) -> None:
+        """Take an allowance back (its holder's calls still running become leases)."""
+        self._limiter.settle(self._own_report(report))
 
     async def release(
         self,
@@ -73,11 +131,9 @@ class RateLimiterActor:
         headers: Mapping[str, str] | None = None,
         attempt: int = 1,
     ) -> float:
-        mine = lease.id >> _EPOCH_SHIFT == self._epoch
         # A lease of an earlier life holds nothing here, but its outcome still teaches.
-        own_id = lease.id & ((1 << _EPOCH_SHIFT) - 1) if mine else -1
         return await self._limiter.release(
-            lease.model_copy(update={"id": own_id}),
+            lease.model_copy(update={"id": self._own(lease.id)}),
             outcome,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -92,13 +148,95 @@ class RateLimiterActor:
         """This process's id (chaos tests kill it)."""
         return os.getpid()
 
+    def _tag(self, key: int) -> int:
+        return self._epoch << _EPOCH_SHIFT | key
+
+    def _own(self, key: int) -> int:
+        """The id within this incarnation; -1 (held by nobody) for one of an earlier life."""
+        return key & ((1 << _EPOCH_SHIFT) - 1) if key >> _EPOCH_SHIFT == self._epoch else -1
+
+    def _own_report(self, report: AllowanceReport) -> AllowanceReport:
+        return report.model_copy(
+            update={
+                "id": self._own(report.id),
+                "running": [(self._own(key), i, o) for key, i, o in report.running],
+                "finished": [(self._own(key), i, o) for key, i, o in report.finished],
+            }
+        )
+
 
 def _find_by_name(name: str) -> Callable[[], ray.actor.ActorHandle]:
     return lambda: ray.get_actor(name, namespace=NAMESPACE)
 
 
+class _Call:
+    """A call started on an allowance, while it runs."""
+
+    __slots__ = ("done", "input_tokens", "known", "output_tokens", "spending")
+
+    def __init__(self, input_tokens: int, output_tokens: int, spending: _Spending | None) -> None:
+        self.input_tokens, self.output_tokens = input_tokens, output_tokens  # estimated
+        self.spending = spending  # the allowance it runs on; None: a lease of the limiter's
+        self.known = False  # the limiter holds it as a lease of its own (carried or not)
+        # Released while a borrow carries it: (lease, outcome, tokens used, headers).
+        self.done: tuple[Lease, Outcome, tuple[int, int], Any] | None = None
+
+
+class _Spending:
+    """This process's side of an allowance: what is left of it, and what it did."""
+
+    __slots__ = ("deadline", "free", "grant", "next_id", "report", "requests", "tokens")
+
+    def __init__(self, grant: Allowance, deadline: float, carried: int) -> None:
+        self.grant = grant
+        self.deadline = deadline  # clock time from which no call starts on it
+        self.free = grant.slots - carried  # slots no running call holds
+        self.next_id = grant.first_call_id
+        self.requests = grant.requests  # calls it may still start
+        self.tokens = [grant.input_tokens, grant.output_tokens]  # estimates it may still take
+        self.report = AllowanceReport(id=grant.id)
+
+    def covers(self, now: float, input_tokens: int, output_tokens: int) -> bool:
+        left_in, left_out = self.tokens
+        return (
+            now < self.deadline
+            and self.free > 0
+            and self.requests > 0
+            and input_tokens <= left_in
+            and output_tokens <= left_out
+        )
+
+    def start(self, input_tokens: int, output_tokens: int) -> int:
+        key, self.next_id = self.next_id, self.next_id + 1
+        self.free -= 1
+        self.requests -= 1
+        self.tokens[0] -= input_tokens
+        self.tokens[1] -= output_tokens
+        self.report.started += 1
+        return key
+
+    def finish(
+        self, key: int, call: _Call, outcome: Outcome, used: tuple[int, int], headers: Any
+    ) -> None:
+        """An answered call ends: counted for the report (no tokens reported: the estimate)."""
+        self.free += 1
+        report = self.report
+        report.outcomes[outcome.value] = report.outcomes.get(outcome.value, 0) + 1
+        input_tokens, output_tokens = used if any(used) else (call.input_tokens, call.output_tokens)
+        if call.known:
+            report.finished.append((key, input_tokens, output_tokens))
+        else:
+            report.input_tokens += input_tokens
+            report.output_tokens += output_tokens
+        if headers:
+            report.headers = headers
+
+
 class RemoteLimiter:
     """A ``Limiter`` backed by the cluster's ``RateLimiterActor``, found by name.
+
+    Far from the limits it spends an allowance borrowed from the actor (module docstring),
+    one per process; ``close`` hands it back early.
 
     ``settings`` configure the local limiter used while the shared one is gone. ``handle``
     is for a limiter at hand that is not the system's (tests that run their own);
@@ -121,23 +259,71 @@ class RemoteLimiter:
         self._find_wait_s = find_wait_s
         self._local_for_s = local_for_s
         self._clock = clock
-        self._local = RateLimiter(settings or LimiterSettings())  # while the shared one is gone
+        self._settings = settings or LimiterSettings()
+        self._local = RateLimiter(self._settings)  # while the shared one is gone
         self._local_leases: set[int] = set()  # ids of leases the local limiter granted
         self._local_until = float("-inf")  # clock time before which we do not look again
         self._finding: asyncio.Task[ray.actor.ActorHandle | None] | None = None
+        self._spending: _Spending | None = None  # the allowance being spent
+        self._lapse: asyncio.TimerHandle | None = None  # hands it back at its deadline
+        self._calls: dict[int, _Call] = {}  # calls started on allowances, still running
+        self._borrowing: asyncio.Task[Lease | None] | None = None  # the one borrow under way
+        self._carrying: frozenset[int] = frozenset()  # the running calls it would carry
+        self._asking = 0  # acquire calls not answered yet: how many slots to borrow
+        self.actor_calls = 0  # calls made to the shared limiter, for tests and benchmarks
 
     async def acquire(self, input_tokens: int, output_tokens: int) -> Lease:
+        self._asking += 1
+        try:
+            return await self._acquire(input_tokens, output_tokens)
+        finally:
+            self._asking -= 1
+
+    async def _acquire(self, input_tokens: int, output_tokens: int) -> Lease:
+        for _ in range(_BORROWS_PER_CALL):
+            lease = self._start(input_tokens, output_tokens)
+            if lease is not None:
+                return lease
+            handle = await self._shared()
+            if handle is None:
+                break
+            if self._borrowing is not None:
+                await asyncio.wait({self._borrowing})  # one borrow at a time: it may lend
+            elif (lease := self._start(input_tokens, output_tokens)) is not None:
+                return lease  # lent while we looked for the limiter
+            else:
+                lease = await self._borrow(handle, input_tokens, output_tokens)
+                if lease is not None:
+                    return lease
+            if self._spending is None and self._borrowing is None:
+                break  # the limiter lent nothing: near a limit, every call asks
+        return self._start(input_tokens, output_tokens) or await self._acquire_per_call(
+            input_tokens, output_tokens
+        )
+
+    async def close(self) -> None:
+        """Hand this process's allowance back now: its unused slots and budget."""
+        report = self._end_spending()
+        if report is not None and self._handle is not None:
+            self.actor_calls += 1
+            try:
+                await self._handle.settle.remote(report)
+            except RayActorError as exc:
+                self._lost(self._handle, exc)
+
+    async def _acquire_per_call(self, input_tokens: int, output_tokens: int) -> Lease:
         for _ in range(2):  # the first try, and once more after finding the limiter again
             handle = await self._shared()
             if handle is None:
                 break
             ref: ray.ObjectRef[Lease] = handle.acquire.remote(input_tokens, output_tokens)
+            self.actor_calls += 1
             try:
                 lease: Lease = await ref
                 return lease
             except asyncio.CancelledError:
                 # If the grant raced the cancel, the limiter reclaims it after its lease TTL.
-                ray.cancel(ref)
+                _withdraw(ref)
                 raise
             except RayActorError as exc:
                 self._lost(handle, exc)
@@ -157,6 +343,24 @@ class RemoteLimiter:
     ) -> float:
         wanted = _limiter_headers(headers)
         counts = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+        call = self._calls.get(lease.id)
+        if call is not None:
+            spending = call.spending
+            learned = spending.grant.learned_limits if spending is not None else {}
+            local = outcome in _SETTLED_LATER and not headers_teach(wanted, learned)
+            if spending is None and local and lease.id in self._carrying:
+                # Carried on if the borrow lends: counted there, else released then.
+                call.done = (lease, outcome, (input_tokens, output_tokens), wanted)
+                return 0.0
+            if spending is not None and local:
+                del self._calls[lease.id]
+                spending.finish(lease.id, call, outcome, (input_tokens, output_tokens), wanted)
+                return 0.0
+            if spending is not None:
+                # News for the limiter: the allowance ends first, so this call is a lease
+                # there when its release arrives (one caller's calls arrive in order).
+                self._settle(self._end_spending())
+            del self._calls[lease.id]
         handle = self._handle
         if lease.id in self._local_leases or handle is None:
             # Granted here, or granted by a limiter that has died since: the local one
@@ -168,6 +372,7 @@ class RemoteLimiter:
         ref: ray.ObjectRef[float] = handle.release.remote(
             lease, outcome, **counts, headers=wanted, attempt=attempt
         )
+        self.actor_calls += 1
         if outcome is Outcome.OK:
             # A success never asks the caller to wait: don't spend a round trip on it.
             # Calls from one caller to one actor run in order, so the limiter still
@@ -190,6 +395,127 @@ class RemoteLimiter:
             except RayActorError as exc:
                 self._lost(handle, exc)
         return await self._local.snapshot()
+
+    # --- allowances ------------------------------------------------------------------
+
+    def _start(self, input_tokens: int, output_tokens: int) -> Lease | None:
+        """A call on the allowance, if it covers one; no actor call."""
+        spending = self._spending
+        now = self._clock()
+        if spending is None or not spending.covers(now, input_tokens, output_tokens):
+            return None
+        key = spending.start(input_tokens, output_tokens)
+        self._calls[key] = _Call(input_tokens, output_tokens, spending)
+        return Lease(id=key, granted_at=now, waited_s=0.0)
+
+    async def _borrow(
+        self, handle: ray.actor.ActorHandle, input_tokens: int, output_tokens: int
+    ) -> Lease | None:
+        """Hand back the allowance and ask for another; near a limit, a lease for this call.
+
+        None when an allowance came (or the limiter was lost). The ask runs on even if this
+        caller is cancelled while it carries running calls: whether they are on the new
+        allowance must be known here.
+        """
+        report = self._end_spending()
+        carry = [key for key, call in self._calls.items() if call.spending is None]
+        slots = min(self._settings.allowance_slots, max(2, self._asking + len(carry)))
+        sent_at = self._clock()
+        # Sent here, not in the task: a release sent after it must arrive after it.
+        ref: ray.ObjectRef[Allowance | Lease | None] = handle.borrow.remote(
+            input_tokens, output_tokens, slots, carry, report
+        )
+        self.actor_calls += 1
+        task = asyncio.ensure_future(self._answer(handle, ref, sent_at, carry))
+        self._borrowing, self._carrying = task, frozenset(carry)
+        task.add_done_callback(self._borrowed)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._give_back)  # a lease granted as we left
+            if not carry:
+                task.cancel()
+            raise
+
+    async def _answer(
+        self,
+        handle: ray.actor.ActorHandle,
+        ref: ray.ObjectRef[Allowance | Lease | None],
+        sent_at: float,
+        carry: list[int],
+    ) -> Lease | None:
+        """The borrow's answer: a lease, or nothing, or an allowance to spend from now on."""
+        try:
+            granted = await ref
+        except asyncio.CancelledError:
+            _withdraw(ref)
+            raise
+        except RayActorError as exc:
+            self._lost(handle, exc)
+            return None
+        if granted is None or isinstance(granted, Lease):
+            return granted
+        # A carried call released meanwhile freed its slot there, so it counts as taken.
+        spending = _Spending(granted, sent_at + granted.ttl_s, carried=len(granted.carried))
+        for key in granted.carried:  # the others stay leases there, released per call
+            if (call := self._calls.get(key)) is not None:
+                call.spending = spending
+        self._spending = spending
+        delay = max(0.0, spending.deadline - self._clock())
+        self._lapse = asyncio.get_running_loop().call_later(delay, self._lapsed, spending)
+        return None
+
+    def _borrowed(self, task: asyncio.Task[Lease | None]) -> None:
+        """The borrow answered: settle the carried calls released while it was away."""
+        carried, self._borrowing, self._carrying = self._carrying, None, frozenset()
+        for key in carried:
+            call = self._calls.get(key)
+            if call is None or call.done is None:
+                continue
+            del self._calls[key]
+            lease, outcome, (input_tokens, output_tokens), headers = call.done
+            if call.spending is not None:
+                call.spending.finish(key, call, outcome, (input_tokens, output_tokens), headers)
+            elif self._handle is not None:
+                self.actor_calls += 1
+                self._handle.release.remote(
+                    lease, outcome, input_tokens=input_tokens, output_tokens=output_tokens
+                )
+
+    def _give_back(self, task: asyncio.Task[Lease | None]) -> None:
+        if task.cancelled() or task.exception() is not None or task.result() is None:
+            return
+        handle = self._handle
+        if handle is not None:
+            self.actor_calls += 1
+            handle.release.remote(task.result(), Outcome.CONNECTION)
+
+    def _lapsed(self, spending: _Spending) -> None:
+        """The deadline: hand the allowance back, its running calls become leases there."""
+        if self._spending is spending:
+            self._settle(self._end_spending())
+
+    def _settle(self, report: AllowanceReport | None) -> None:
+        handle = self._handle
+        if report is not None and handle is not None:
+            self.actor_calls += 1
+            handle.settle.remote(report)  # not awaited: nothing comes back
+
+    def _end_spending(self) -> AllowanceReport | None:
+        """Stop spending the allowance; its report, listing the calls still running on it."""
+        spending, self._spending = self._spending, None
+        if self._lapse is not None:
+            self._lapse.cancel()
+            self._lapse = None
+        if spending is None:
+            return None
+        report = spending.report
+        for key, call in self._calls.items():
+            if call.spending is spending:
+                if not call.known:
+                    report.running.append((key, call.input_tokens, call.output_tokens))
+                call.spending, call.known = None, True
+        return report
 
     # --- finding the shared limiter ----------------------------------------------
 
@@ -243,7 +569,16 @@ class RemoteLimiter:
         """Forget ``handle`` (once, however many calls saw it fail): the next call finds it."""
         if self._handle is handle:
             self._handle = None
+            self._end_spending()  # lent by a limiter that is gone: nothing to hand back
             log.warning("the shared rate limiter was lost (%s); finding it again", _first(exc))
+
+
+def _withdraw(ref: Any) -> None:
+    """Cancel a call not answered yet (a fake handle in tests answers with an asyncio task)."""
+    if isinstance(ref, asyncio.Future):
+        ref.cancel()
+    else:
+        ray.cancel(ref)
 
 
 def _first(exc: BaseException) -> str:

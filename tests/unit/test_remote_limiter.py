@@ -1,20 +1,25 @@
 """A lost rate limiter is found again by name, or replaced by a local one: calls never stop.
 
-The shared limiter here is a fake actor (a ``RateLimiter`` behind ``.remote()`` methods that
-raise Ray's own ``ActorDiedError`` once it is "killed"); the client under test is the real
-``RemoteLimiter`` with the lookup and the clock passed in.
+The shared limiter here is a fake handle: the real ``RateLimiterActor`` class without Ray,
+behind ``.remote()`` methods that pickle their arguments and answers as Ray would and raise
+Ray's own ``ActorDiedError`` once it is "killed"; the client under test is the real
+``RemoteLimiter`` with the lookup and the clock passed in. These tests lend no allowances
+(``allowance_s=0``): every call asks, as near a limit; ``test_limiter_allowance`` lends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
+import time
+from collections.abc import Callable
 
 from ray.exceptions import ActorDiedError
 
 from actors.config import LimiterSettings
 from actors.llm.limiter import Outcome, RateLimiter
-from actors.llm.limiter_actor import RemoteLimiter
+from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
 
 
 class _Method:
@@ -30,13 +35,19 @@ class _Method:
 
 
 class FakeLimiterActor:
-    """Stands in for a ``RateLimiterActor`` handle: same methods, dies on demand."""
+    """Stands in for a ``RateLimiterActor`` handle: the actor's own code, dies on demand."""
 
-    def __init__(self) -> None:
-        self.limiter = RateLimiter(LimiterSettings(max_concurrency=4))
+    def __init__(
+        self,
+        settings: LimiterSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        settings = settings or LimiterSettings(max_concurrency=4, allowance_s=0)
+        self.actor = RateLimiterActor.__ray_actor_class__(settings, clock=clock)
+        self.limiter: RateLimiter = self.actor._limiter
         self.dead = False
         self.calls: list[str] = []
-        for name in ("acquire", "release", "snapshot", "pid"):
+        for name in ("acquire", "borrow", "settle", "release", "snapshot", "pid"):
             setattr(self, name, _Method(self, name))
 
     async def call(self, name: str, *args, **kwargs):
@@ -45,7 +56,9 @@ class FakeLimiterActor:
             raise ActorDiedError()
         if name == "pid":
             return 4242
-        return await getattr(self.limiter, name)(*args, **kwargs)
+        args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))  # by value, as Ray passes
+        answer = await getattr(self.actor, name)(*args, **kwargs)
+        return pickle.loads(pickle.dumps(answer))
 
 
 class Directory:
@@ -86,7 +99,7 @@ async def test_the_limiter_is_found_by_name_and_shared():
     lease = await client.acquire(10, 10)
     assert (await client.snapshot()).in_flight == 1  # the shared limiter's figures
     assert await client.release(lease, Outcome.OK) == 0.0
-    assert first.calls[:2] == ["pid", "acquire"]
+    assert first.calls[:2] == ["pid", "borrow"]
 
 
 async def test_a_restarted_limiter_is_found_again_and_the_permit_asked_once_more(caplog):
@@ -128,10 +141,10 @@ async def test_a_limiter_that_stays_gone_degrades_to_a_local_one_then_rejoins(ca
     await client.release(await client.acquire(10, 10), Outcome.OK)  # still local this time
     for _ in range(500):  # the search looks the name up in a thread: give it time to land
         await client.release(await client.acquire(10, 10), Outcome.OK)
-        if "acquire" in back.calls:
+        if "borrow" in back.calls:
             break
         await asyncio.sleep(0.01)
-    assert "acquire" in back.calls  # shared again
+    assert "borrow" in back.calls  # shared again
 
 
 async def test_a_lease_from_a_limiter_that_died_is_released_locally_with_a_backoff():
