@@ -6,6 +6,7 @@ user sees, plus the simulator's request log for work that was paid for twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
 from actors.errors import CapacityError
-from actors.models import TaskState
+from actors.models import Role, TaskState
 from actors.system import start_system, stop_system
 
 ROLES = ("research", "analysis", "generation", "validation")
@@ -59,6 +60,10 @@ def system(ray_session, tmp_path_factory):
     stop_system(system)
 
 
+def _agent_ids(pool) -> set[str]:
+    return {agent.agent_id for agent in ray.get(pool.snapshot.remote()).agents}
+
+
 def _requests(system) -> list[dict]:
     url = ray.get(system.simulator.url.remote())
     with urllib.request.urlopen(f"{url}/requests", timeout=10) as response:
@@ -80,6 +85,21 @@ def test_a_third_of_all_agents_killed_mid_task(system):
     assert report.failed == 0 and report.succeeded == len(plan)
     for pool in system.pools.values():
         wait_until(lambda pool=pool: (s := ray.get(pool.snapshot.remote())).size >= s.min)
+
+
+def test_an_agent_that_stops_answering_is_given_up_and_its_work_runs_elsewhere(system):
+    pool = system.pools[Role.RESEARCH]
+    victim_id, victim = sorted(ray.get(pool.agent_pids.remote()).items())[0]
+    os.kill(victim, signal.SIGSTOP)  # alive to the OS, silent to Ray: no error ever comes
+    try:
+        plan = layered("z", (6,), latency=0.2)
+        running = system.orchestrator.run.remote("survive a frozen agent", plan)
+        report = ray.get(running, timeout=180)
+        assert report.state is TaskState.DONE and report.failed == 0, report.missing
+        wait_until(lambda: victim_id not in _agent_ids(pool), timeout_s=60)  # given up, replaced
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGCONT)
 
 
 def test_orchestrator_killed_mid_task_resumes_without_redoing_finished_work(system):
