@@ -1,4 +1,5 @@
-"""One agent: a Ray actor with a role, a system prompt, counters and one LLM client.
+"""One agent: a Ray actor with a role, a system prompt and counters; its node's model client
+(``actors.llm.model_client``) makes its model calls.
 
 Agents are created and owned by their pool (``actors.pool``); the pool decides
 which agent runs which microtask. An agent runs ``settings.agent_concurrency``
@@ -8,21 +9,20 @@ microtasks at once (1 by default) so that "busy" means what users think.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import ray
+from ray.exceptions import RayTaskError
 
 from actors import tracing
-from actors.answer_relay import AnswerRelay
-from actors.config import NAMESPACE, ORCHESTRATOR_NAME, Purpose, Settings
-from actors.errors import MicrotaskTimeoutError
-from actors.llm import LLMClient, RemoteLimiter, held_back, ledger
-from actors.llm.prompt_parts import Part
+from actors.config import Purpose, Settings
+from actors.llm.model_client import CallShape, ModelCall, ModelReply, model_client_for
+from actors.llm.prompt_parts import Part, Prompt
 from actors.models import (
     AgentOutput,
     CallKind,
@@ -38,8 +38,6 @@ if TYPE_CHECKING:  # OpenTelemetry loads only where tracing is on (``actors.trac
     from opentelemetry import trace
 
 log = logging.getLogger(__name__)
-
-_WARM_UP_S = 30.0  # the warm-up token count is given up after this
 
 SYSTEM_PROMPTS: dict[Role, str] = {
     Role.RESEARCH: (
@@ -120,17 +118,15 @@ class Agent:
         self.role = role
         self._settings = settings
         tracing.configure(settings, "agent")
-        # The cluster's limiter, found by name (again, after it restarts); ``base_url``
-        # stays valid across a simulator restart, which serves on the same port.
-        limiter = RemoteLimiter(settings=settings.limiter)
-        self._client = LLMClient(settings, limiter=limiter, base_url=base_url)
         self._slots = asyncio.Semaphore(settings.agent_concurrency)
         self._node_id = ray.get_runtime_context().get_node_id()
+        # The node's model client makes the calls (no SDK in this process); ``base_url``
+        # stays valid across a simulator restart, which serves on the same port.
+        self._model = model_client_for(self._node_id, settings, base_url)
         self._in_flight = 0  # microtasks running now
         self._running: dict[str, int] = {}  # attempt keys of the calls here now, waiting or not
         self._completed = 0  # microtasks finished successfully
         self._failed = 0  # microtasks that raised
-        self._orchestrator: ray.actor.ActorHandle | None = None  # for streamed answers
 
     async def run(self, request: MicrotaskRequest) -> MicrotaskResult:
         """Run one microtask (or a reconciling call, or the synthesis) and return its result."""
@@ -148,8 +144,8 @@ class Agent:
             self._in_flight += 1
             started = time.time()
             try:
-                with self._span(request), ledger.attributed(request.task_id, request.microtask.id):
-                    result = await self._within_deadline(request, started)
+                with self._span(request):
+                    result = await self._call(request, started)
             except BaseException:
                 self._failed += 1
                 raise
@@ -157,22 +153,6 @@ class Agent:
                 self._in_flight -= 1
             self._completed += 1
             return result
-
-    async def _within_deadline(self, request: MicrotaskRequest, started: float) -> MicrotaskResult:
-        """The microtask, given ``timeout_s`` of its own work: waits the rate limiter imposes
-        (a slot, a retry-after) do not count, so a provider storm slows microtasks down
-        instead of failing them."""
-        if request.timeout_s is None:
-            return await self._call(request, started)
-        try:
-            result, _ = await held_back.within(self._call(request, started), request.timeout_s)
-        except TimeoutError:
-            mt = request.microtask
-            raise MicrotaskTimeoutError(
-                f"agent {self.agent_id} gave no result for {request.task_id}/{mt.id} "
-                f"within {request.timeout_s:g} s of work"
-            ) from None
-        return result
 
     def _span(self, request: MicrotaskRequest) -> AbstractContextManager[trace.Span]:
         """This attempt's span, a child of the caller's span carried in the request."""
@@ -188,58 +168,64 @@ class Agent:
             node_id=self._node_id,
         )
 
-    def _answer_sender(self, task_id: str) -> Callable[[int, str], None]:
-        """Sends pieces of a streamed answer to the orchestrator (found by name, once)."""
-
-        def send(attempt: int, piece: str) -> None:
-            if self._orchestrator is None:
-                self._orchestrator = ray.get_actor(ORCHESTRATOR_NAME, namespace=NAMESPACE)
-            self._orchestrator.answer.remote(task_id, attempt, piece)
-
-        return send
+    async def _ask(
+        self, request: MicrotaskRequest, shape: CallShape, purpose: Purpose, system: str,
+        prompt: Prompt,
+    ) -> ModelReply:  # fmt: skip
+        """One model call through the node's model client, within the microtask's deadline
+        on its own work (kept there); its errors raised here as the client raised them."""
+        call = ModelCall(
+            shape=shape,
+            purpose=purpose,
+            system=system,
+            prompt=prompt,
+            task_id=request.task_id,
+            microtask_id=request.microtask.id,
+            attempt=request.attempt,
+            agent_id=self.agent_id,
+            max_paid_calls=request.max_paid_calls,
+            timeout_s=request.timeout_s,
+            trace_context=tracing.inject(),  # this attempt's span: the call's is its child
+        )
+        ref: ray.ObjectRef = self._model.call.remote(call)
+        try:
+            reply: ModelReply = await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
+        except RayTaskError as exc:  # the client's own error, with its fields (usage)
+            raise exc.cause from None
+        return reply
 
     async def _call(self, request: MicrotaskRequest, started: float) -> MicrotaskResult:
-        mt, cap = request.microtask, request.max_paid_calls
-        claims: list[Claim]
+        mt = request.microtask
+        claims: list[Claim] = []
+        confidence = 1.0
+        generation = SYSTEM_PROMPTS[Role.GENERATION]
         if request.kind is CallKind.SYNTHESIS and self._settings.stream_answer:
-            relay = AnswerRelay(self._answer_sender(request.task_id))
-            completion = await self._client.stream_text(
-                Purpose.SYNTHESIS,
-                SYSTEM_PROMPTS[Role.GENERATION],
-                mt.instructions,
-                on_text=relay.update,
-                max_paid_calls=cap,
+            reply = await self._ask(
+                request, CallShape.STREAMED_TEXT, Purpose.SYNTHESIS, generation, mt.instructions
             )
-            await relay.flush()
-            content, claims, confidence = completion.text, [], 1.0
-            usage, simulated = completion.usage, completion.simulated
+            content = reply.text
         elif request.kind in (CallKind.SYNTHESIS, CallKind.OVERVIEW):
-            completion = await self._client.complete(
-                Purpose(request.kind.value),
-                SYSTEM_PROMPTS[Role.GENERATION],
-                mt.instructions,
-                max_paid_calls=cap,
-            )
-            content, claims, confidence = completion.text, [], 1.0
-            usage, simulated = completion.usage, completion.simulated
+            purpose = Purpose(request.kind.value)
+            reply = await self._ask(request, CallShape.TEXT, purpose, generation, mt.instructions)
+            content = reply.text
         elif request.kind is CallKind.RECONCILE:
-            verdict = await self._client.structured(
-                Purpose.RECONCILE, RECONCILE_SYSTEM, mt.instructions, Reconciliation,
-                max_paid_calls=cap,
+            reply = await self._ask(
+                request, CallShape.RECONCILIATION, Purpose.RECONCILE, RECONCILE_SYSTEM,
+                mt.instructions,
             )  # fmt: skip
-            content, claims, confidence = verdict.value.model_dump_json(), [], 1.0
-            usage, simulated = verdict.usage, verdict.simulated
+            assert isinstance(reply.value, Reconciliation)
+            content = reply.value.model_dump_json()
         else:
-            structured = await self._client.structured(
-                _PURPOSE[mt.role],
-                microtask_system(mt.role),
+            reply = await self._ask(
+                request, CallShape.AGENT_OUTPUT, _PURPOSE[mt.role], microtask_system(mt.role),
                 build_prompt(request),
-                AgentOutput,
-                max_paid_calls=cap,
-            )
-            output = structured.value
+            )  # fmt: skip
+            assert isinstance(reply.value, AgentOutput)
+            output = reply.value
             content, claims, confidence = output.content, output.claims, output.confidence
-            usage, simulated = structured.usage, structured.simulated
         return MicrotaskResult(
             task_id=request.task_id,
             microtask_id=mt.id,
@@ -249,23 +235,18 @@ class Agent:
             content=content,
             claims=claims,
             confidence=confidence,
-            usage=usage,
+            usage=reply.usage,
             started_at=started,
             finished_at=time.time(),
             attempt=request.attempt,
-            simulated=simulated,
+            simulated=reply.simulated,
         )
 
     async def warm_up(self) -> None:
-        """Pay the SDK's first-call costs now, at start, rather than on the first user's
-        microtask (``LLMClient.warm_up``). A failure costs nothing but that head start."""
-        try:
-            await asyncio.wait_for(
-                self._client.warm_up(_PURPOSE[self.role], microtask_system(self.role)),
-                _WARM_UP_S,
-            )
-        except Exception as exc:  # the first real call pays instead
-            log.info("agent %s warm-up failed: %s", self.agent_id, exc)
+        """The node's model client pays the SDK's first-call costs now, at start, rather
+        than on the first user's microtask (once per node)."""
+        with contextlib.suppress(Exception):  # the first real call pays instead
+            await self._model.warm_up.remote(_PURPOSE[self.role], microtask_system(self.role))
 
     async def ping(self) -> dict[str, Any]:
         """Liveness and counters, for the pool's health checks and ``/pools``."""

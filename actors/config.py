@@ -58,6 +58,14 @@ def pool_actor_name(role: Role) -> str:
     return f"pool-{role.value}"
 
 
+MODEL_CLIENT_PREFIX = "model-client-"
+
+
+def model_client_name(node_id: str) -> str:
+    """Name of the model-client actor of one node (``model-client-<node id>``)."""
+    return f"{MODEL_CLIENT_PREFIX}{node_id}"
+
+
 def agent_actor_name(role: Role, index: int) -> str:
     """Name of one agent actor (e.g. ``research-03``), as shown in the Ray dashboard."""
     return f"{role.value}-{index:02d}"

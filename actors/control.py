@@ -333,6 +333,8 @@ def _stop_system(settings: Settings, drain_timeout_s: float, outcome: Stopped, s
     from ray import serve
     from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get
 
+    from actors.llm.model_client import stop_model_clients
+
     stored = _internal_kv_get(_SETTINGS_KEY, namespace=NAMESPACE)
     theirs = json.loads(stored).get("home") if stored else None
     exists = any(_actor(name) is not None for name in _ACTOR_NAMES)
@@ -356,6 +358,7 @@ def _stop_system(settings: Settings, drain_timeout_s: float, outcome: Stopped, s
     for _, handle in handles:
         with contextlib.suppress(Exception):
             ray.kill(handle, no_restart=True)
+    stop_model_clients()
     if handles:
         say("pools and orchestrator stopped")
     outcome.left += [f"actor {name} (would not die)" for name in _ACTOR_NAMES if _actor(name)]

@@ -29,6 +29,7 @@ from actors.config import (
 )
 from actors.errors import ConfigurationError
 from actors.llm import RateLimiterActor
+from actors.llm.model_client import stop_model_clients
 from actors.llm.simulator import SimulatorActor
 from actors.models import Role
 from actors.orchestrator import Orchestrator
@@ -238,6 +239,7 @@ def stop_system(system: System) -> None:
         if handle is not None:
             with contextlib.suppress(Exception):
                 ray.kill(handle, no_restart=True)
+    stop_model_clients()  # detached, one per node: they do not die with the pools
 
 
 def _named_actor_exists(name: str) -> bool:

@@ -177,6 +177,23 @@ def extract(carrier: dict[str, str]) -> Context | None:
     return propagate.extract(carrier)
 
 
+@contextmanager
+def attached(carrier: dict[str, str]) -> Iterator[None]:
+    """The span ``carrier`` names (``inject``) is the current one inside the block, so spans
+    made there, in this process, are its children."""
+    parent = extract(carrier)
+    if parent is None:
+        yield
+        return
+    from opentelemetry import context
+
+    token = context.attach(parent)
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 class _Unrecorded:
     """What ``span`` yields with tracing off: OpenTelemetry's ``INVALID_SPAN`` without
     importing OpenTelemetry. It drops whatever it is given."""

@@ -23,6 +23,7 @@ _KINDS = {
     "ray::AgentPool": "pools",
     "ray::Agent": "agents",
     "ray::RateLimiterActor": "rate limiter",
+    "ray::ModelClientActor": "model clients",
 }
 
 
