@@ -27,11 +27,10 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.errors import AgentLostError, MicrotaskTimeoutError
 from actors.models import MicrotaskRequest, MicrotaskResult
-from actors.pool import AgentLease, LeaseEnd
+from actors.pool import PING_TIMEOUT_S, AgentLease, LeaseEnd
 
 log = logging.getLogger(__name__)
 
-PING_TIMEOUT_S = 15.0  # a live async agent answers a ping in milliseconds, even when busy
 _END_FLUSH_S = 0.02  # lease ends wait this long for a lease request to ride on
 
 

@@ -49,7 +49,7 @@ from actors.scaling import Autoscaler
 
 log = logging.getLogger(__name__)
 
-_PING_TIMEOUT_S = 15.0  # a live async agent answers a ping in milliseconds, even when busy
+PING_TIMEOUT_S = 15.0  # a live async agent answers a ping in milliseconds, even when busy
 _PRESSURE_POLL_S = 1.0
 _PRESSURE_TIMEOUT_S = 2.0  # upkeep (health checks, scaling) never waits longer on the limiter
 _TRIED_KEYS = 10_000
@@ -511,7 +511,7 @@ class AgentPool:
     async def _health_check(self) -> None:
         members = [m for m in self._members.values() if m.ready]
         replies = await asyncio.gather(
-            *(asyncio.wait_for(m.handle.ping.remote(), _PING_TIMEOUT_S) for m in members),
+            *(asyncio.wait_for(m.handle.ping.remote(), PING_TIMEOUT_S) for m in members),
             return_exceptions=True,
         )
         for member, reply in zip(members, replies, strict=True):

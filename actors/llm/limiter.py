@@ -457,15 +457,7 @@ class RateLimiter:
         rpm = self._limit("requests", settings.requests_per_minute)
         if rpm is not None:
             rooms.append((rpm - self._window_requests) // _ROOM_SHARE)
-        used_in, used_out = self._window_in, self._window_out
-        itpm = self._limit("input-tokens", settings.input_tokens_per_minute)
-        otpm = self._limit("output-tokens", settings.output_tokens_per_minute)
-        budgets = (
-            (itpm, used_in, input_tokens),
-            (otpm, used_out, output_tokens),
-            (self._limit("tokens", None), used_in + used_out, input_tokens + output_tokens),
-        )
-        for limit, used, each in budgets:
+        for limit, used, each in self._token_budgets(input_tokens, output_tokens):
             if limit is not None:
                 rooms.append((limit - used) // _ROOM_SHARE // max(1, each))
         return min(rooms, default=_REQUESTS_PER_SLOT * settings.allowance_slots)
@@ -495,18 +487,26 @@ class RateLimiter:
         rpm = self._limit("requests", settings.requests_per_minute)
         if rpm is not None and self._window_requests >= rpm:
             return False
-        used_in, used_out = self._window_in, self._window_out
         # An estimate larger than a whole minute's budget still goes through once
         # the window is empty; otherwise it would block the FIFO queue forever.
-        itpm = self._limit("input-tokens", settings.input_tokens_per_minute)
-        otpm = self._limit("output-tokens", settings.output_tokens_per_minute)
-        checks = (
-            (used_in, input_tokens, itpm),
-            (used_out, output_tokens, otpm),
-            (used_in + used_out, input_tokens + output_tokens, self._limit("tokens", None)),
-        )
         return all(
-            limit is None or used == 0 or used + wanted <= limit for used, wanted, limit in checks
+            limit is None or used == 0 or used + wanted <= limit
+            for limit, used, wanted in self._token_budgets(input_tokens, output_tokens)
+        )
+
+    def _token_budgets(
+        self, input_tokens: int, output_tokens: int
+    ) -> tuple[tuple[int | None, int, int], ...]:
+        """(limit, used in the window, wanted) for input, output and all tokens."""
+        settings, used_in, used_out = self._settings, self._window_in, self._window_out
+        return (
+            (self._limit("input-tokens", settings.input_tokens_per_minute), used_in, input_tokens),
+            (
+                self._limit("output-tokens", settings.output_tokens_per_minute),
+                used_out,
+                output_tokens,
+            ),
+            (self._limit("tokens", None), used_in + used_out, input_tokens + output_tokens),
         )
 
     def _grant(self, now: float, input_tokens: int, output_tokens: int, since: float) -> Lease:
