@@ -58,7 +58,7 @@ def call_estimate_usd(settings: Settings, request: MicrotaskRequest) -> float:
     mt = request.microtask
     chars = len(mt.title) + len(mt.instructions) + sum(len(c.content) for c in request.context)
     if request.kind is CallKind.MICROTASK:  # reconciling and synthesis prompts hold it already
-        chars += len(request.request_text)
+        chars += len(request.conversation) + len(request.request_text)
     purpose = purpose_of(request)
     input_tokens = math.ceil(chars / _CHARS_PER_TOKEN) + _FIXED_PROMPT_TOKENS
     return cost_usd(settings.models[purpose], input_tokens, settings.max_tokens_for(purpose))

@@ -21,6 +21,7 @@ from ray.exceptions import RayTaskError
 
 from actors import tracing
 from actors.config import Purpose, Settings
+from actors.conversation import request_block
 from actors.llm.model_client import CallShape, ModelCall, ModelReply, model_client_for
 from actors.llm.prompt_parts import Part, Prompt
 from actors.models import (
@@ -79,13 +80,13 @@ def microtask_system(role: Role) -> str:
 
 def build_prompt(request: MicrotaskRequest) -> list[Part]:
     """The user prompt for one microtask, most shared part first, so that calls sharing a
-    prefix can read it from the prompt cache (``actors.llm.prompt_parts``): the request
-    with its documents (whole: intake bounds it), then the dependencies' results (in id
+    prefix can read it from the prompt cache (``actors.llm.prompt_parts``): the
+    conversation a follow-up continues and the request with its documents (whole: intake
+    and the conversation's bound limit them), then the dependencies' results (in id
     order, so siblings send the same bytes), then the microtask itself."""
     mt = request.microtask
-    parts = [
-        Part("<request>\n" + request.request_text + "\n</request>\n\n", request.shares_request)
-    ]
+    opening = request_block(request.request_text, request.conversation) + "\n\n"
+    parts = [Part(opening, request.shares_request)]
     if request.context:
         context = "".join(
             f'<context from="{dep.microtask_id}" role="{dep.role.value}" '

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +32,7 @@ class AnswerRelay:
         self._attempt = 1
         self._sent = ""  # text the orchestrator has been sent, this attempt
         self._text = ""  # text written so far, this attempt
-        self._last = 0.0
+        self._last = -math.inf  # the first piece goes at once (monotonic time starts at boot)
 
     async def update(self, text: str) -> None:
         """The writer's text so far (``on_text`` of ``LLMClient.stream_text``)."""

@@ -28,15 +28,30 @@ _MASSIVE = re.compile(
     re.IGNORECASE,
 )
 _PARTS = re.compile(r",|;|\band\b|\bplus\b|\n[-*\d]", re.IGNORECASE)
+# A follow-up that reworks the answer above rather than asking for new work.
+_RESHAPE = re.compile(
+    r"\b(shorter|longer|briefer|simpler|table|bullets?|bullet points|list|rephrase|reword|"
+    r"rewrite|reformat|format|translate|summari[sz]e|tl;?dr|condense|shorten|expand on|"
+    r"explain|clarify|what do you mean|in (plain|simple) (english|words)|make (it|that|this))\b",
+    re.IGNORECASE,
+)
+_RESHAPE_WORDS = 15  # longer follow-ups are judged on their own
 
 
-def assess(text: str) -> ComplexityAssessment:
-    """Classify ``text`` without a model call (same input, same answer)."""
+def assess(text: str, follow_up: bool = False) -> ComplexityAssessment:
+    """Classify ``text`` without a model call (same input, same answer). ``follow_up``: the
+    text follows up on a conversation, and a short one that reworks its answer is direct."""
     stripped = text.strip()
     words = len(stripped.split())
     if _GREETING.match(stripped) or words <= 3:
         return ComplexityAssessment(
             level=Complexity.SIMPLE, parallelizable=False, reason="greeting or very short"
+        )
+    if follow_up and words <= _RESHAPE_WORDS and _RESHAPE.search(stripped):
+        return ComplexityAssessment(
+            level=Complexity.SIMPLE,
+            parallelizable=False,
+            reason="a follow-up that reworks the answer above",
         )
     broad = len(_BROAD.findall(stripped))
     parts = len(_PARTS.findall(stripped)) + 1

@@ -84,6 +84,7 @@ class Purpose(StrEnum):
     SYNTHESIS = "synthesis"
     QUICK = "quick"  # a short direct answer shown while the plan runs (quick_answer)
     OVERVIEW = "overview"  # the short close of an answer written in sections
+    SUMMARY = "summary"  # older turns of a conversation, folded when it outgrows its bound
 
 
 class Effort(StrEnum):
@@ -160,6 +161,8 @@ def _default_models() -> dict[Purpose, str]:
         Purpose.QUICK: "claude-sonnet-5-5",
         # A sectioned answer's closing overview: short, on the critical path, so fast.
         Purpose.OVERVIEW: "claude-sonnet-5-5",
+        # Older turns of a conversation, summarised off the answer's path: the cheapest.
+        Purpose.SUMMARY: "claude-haiku-5-5",
     }
 
 
@@ -178,6 +181,7 @@ def _default_output_tokens() -> dict[Purpose, int]:
         Purpose.SYNTHESIS: 32_000,
         Purpose.QUICK: 2048,
         Purpose.OVERVIEW: 2048,
+        Purpose.SUMMARY: 2048,
     }
 
 
@@ -194,6 +198,7 @@ def _default_effort() -> dict[Purpose, Effort]:
         Purpose.SYNTHESIS: Effort.HIGH,
         Purpose.QUICK: Effort.LOW,
         Purpose.OVERVIEW: Effort.LOW,
+        Purpose.SUMMARY: Effort.LOW,
     }
 
 
@@ -350,6 +355,11 @@ class Settings(BaseSettings):
     reconcile_batch_claims: int = Field(default=60, ge=2)
     llm_timeout_s: float = Field(default=60.0, gt=0)
     max_request_chars: int = Field(default=20_000, ge=1)
+    # A follow-up's prompts carry its conversation's earlier turns up to this many tokens;
+    # past it the oldest are summarised once by a cheap call (actors.conversation).
+    conversation_max_tokens: int = Field(default=6_000, ge=200)
+    # Conversations unused for this long are deleted from the store (at start and hourly).
+    conversation_retention_days: float = Field(default=30.0, gt=0)
     # Documents sent with a request (``actors.documents``): per file, raw bytes (checked before
     # parsing) and extracted characters; per request, how many and their characters in all.
     max_document_bytes: int = Field(default=10_000_000, ge=1)

@@ -238,6 +238,7 @@ class Dispatcher:
             microtask=mt,
             context=[record.results[d] for d in mt.depends_on if d in record.results],
             request_text=record.text,
+            conversation=record.conversation,
             attempt=number,
             affinity_key=mt.branch,
             timeout_s=self._settings.microtask_timeout_s,
@@ -282,6 +283,7 @@ class Dispatcher:
             task_id=self._record.task_id,
             microtask=mt,
             request_text=self._record.text,
+            conversation=self._record.conversation,
             shares_request=True,
         )
         warming = asyncio.wait_for(self._warm(request), _WARM_WAIT_S)

@@ -136,3 +136,11 @@ class UnknownTaskError(ParallelAgentsError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown task"
+
+
+class UnknownConversationError(ParallelAgentsError, KeyError):
+    """No conversation with the given id belongs to the caller (missing, forgotten, expired
+    or another identity's: the same answer for each, so ids reveal nothing)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown conversation"

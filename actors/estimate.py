@@ -41,6 +41,7 @@ TYPICAL_OUTPUT: dict[Purpose, int] = {
     Purpose.RECONCILE: 2200,
     Purpose.SYNTHESIS: 4700,
     Purpose.QUICK: 400,
+    Purpose.SUMMARY: 450,
     Purpose.OVERVIEW: 300,
 }
 PLAN_THINKING = 2500  # tokens the planner thinks before it writes (high effort)

@@ -75,7 +75,8 @@ class MergeStep:
         summary = await self._reconcile(record, results, record.missing_titles())
         record.summary = summary
         record.notes.extend(summary.notes)
-        prompt = merger.synthesis_prompt(
+        # A follow-up's writer reads the turns it follows first, as every agent did.
+        prompt = record.conversation + merger.synthesis_prompt(
             record.text, results, summary, quick_take=record.quick_answer
         )
         synthesis = Microtask(

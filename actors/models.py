@@ -63,6 +63,7 @@ class CallKind(StrEnum):
     SYNTHESIS = "synthesis"  # the final answer as plain text
     QUICK = "quick"  # a short direct answer while the plan runs (quick_answer)
     OVERVIEW = "overview"  # the short close of an answer written in sections
+    SUMMARY = "summary"  # a conversation's older turns, folded (the orchestrator's own call)
 
 
 class EventKind(StrEnum):
@@ -223,6 +224,9 @@ class MicrotaskRequest(BaseModel):
     microtask: Microtask
     context: list[MicrotaskResult] = Field(default_factory=list)
     request_text: str = ""
+    # The task's earlier turns as a ``<conversation>`` block (actors.conversation), sent
+    # before the request: every call of the task shares it as part of the cached prefix.
+    conversation: str = ""
     attempt: int = 1
     exclude_agents: list[str] = Field(default_factory=list)
     affinity_key: str = ""
@@ -309,6 +313,9 @@ class RunReport(BaseModel):
     """The outcome of one request: the contract printed by ``run --json``."""
 
     task_id: str
+    conversation_id: str | None = Field(
+        default=None, description="the conversation the task answers in (follow-ups pass it)"
+    )
     state: TaskState
     complexity: Complexity
     plan_source: str

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import ray
 
-from actors import admission, complexity, dag, home_lock, lifecycle, tracing
+from actors import admission, complexity, conversation, dag, home_lock, lifecycle, tracing
 from actors.admission import DAY_S, Admission
 from actors.agent import build_prompt, microtask_system
 from actors.agent_leases import PoolLeases
@@ -27,15 +27,19 @@ from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
 from actors.documents import Document, attach
 from actors.errors import (
+    ModelBehaviorError,
+    ProviderError,
+    TaskBudgetError,
     UnknownTaskError,
     UserInputError,
 )
 from actors.estimate import for_level, for_plan
 from actors.intake import clean_request
 from actors.llm import LLMClient, RemoteLimiter, ledger
-from actors.merge_step import MergeStep
+from actors.merge_step import MergeStep, paid_usage
 from actors.models import (
     AgentOutput,
+    CallKind,
     Complexity,
     ComplexityAssessment,
     EventKind,
@@ -60,6 +64,7 @@ from actors.store import Store
 log = logging.getLogger(__name__)
 
 _KEEP_FINISHED = 1_000  # finished tasks kept in memory for status queries
+_EXPIRY_EVERY_S = 3600.0  # how often stale conversations are deleted (and at start)
 # Reads and idempotent calls are retried by Ray across an orchestrator restart, so a
 # caller waiting on a task simply gets its answer from the resumed orchestrator.
 _retried = ray.method(max_task_retries=-1)
@@ -104,6 +109,7 @@ class Orchestrator:
         if settings.ledger_folder is not None:
             ledger.forget_older_than(settings.ledger_folder, settings.call_ledger_days * DAY_S)
         self._resumed: asyncio.Task[None] | None = None  # reloading unfinished tasks
+        self._expired_at = 0.0  # when stale conversations were last deleted
 
     # --- public API -------------------------------------------------------------
 
@@ -116,6 +122,7 @@ class Orchestrator:
         quick: bool | None = None,
         documents: list[Document] | None = None,
         cost_limit_usd: float | None = None,
+        conversation_id: str | None = None,
     ) -> str:
         """Accept a request and start it; returns the task id at once.
 
@@ -127,8 +134,11 @@ class Orchestrator:
         a quick take first when the request goes to the DAG (None: ``quick_answer``).
         ``documents`` follow the request in its text (``actors.documents.attach``), so every
         agent and a resumed task see them. ``cost_limit_usd``: the task stops there (if
-        below ``task_budget_usd``) and merges what finished.
-        Raises ``UserInputError`` for unusable text, ``CapacityError`` past a limit.
+        below ``task_budget_usd``) and merges what finished. ``conversation_id``: the task
+        follows up in that conversation of ``user``, its prompts carrying the earlier turns
+        (``actors.conversation``); None: it opens a conversation whose id is the task id.
+        Raises ``UserInputError`` for unusable text, ``CapacityError`` past a limit,
+        ``UnknownConversationError`` for a conversation ``user`` does not have.
         """
         await self._ensure_resumed()
         clean = clean_request(text, self._settings.max_request_chars)
@@ -142,11 +152,13 @@ class Orchestrator:
         key = None if idempotency_key is None else (user, idempotency_key)
         if key is not None and (first := await self._task_with_key(*key)) is not None:
             return first
+        task_id = uuid.uuid4().hex[:12]
         record = TaskRecord(
-            task_id=uuid.uuid4().hex[:12],
+            task_id=task_id,
             text=clean,
             given_plan=plan,
             user=user,
+            conversation_id=conversation_id or task_id,
             observer=self._observe,
             quick=self._settings.quick_answer if quick is None else quick,
             budget_usd=cost_limit_usd,
@@ -166,6 +178,7 @@ class Orchestrator:
                 user,
                 idempotency_key,
                 cost_limit_usd,
+                conversation_id,
             )
         except BaseException:
             self._admission.withdraw(record)
@@ -182,7 +195,34 @@ class Orchestrator:
             return task_id
         self._start(record)
         log.info("task %s accepted (%d chars)", task_id, len(clean))
+        await self._expire_conversations()
         return task_id
+
+    @_retried
+    async def latest_conversation(self, user: str | None = None) -> str | None:
+        """``user``'s most recently used conversation (to follow up on), if any."""
+        return await asyncio.to_thread(self._store.latest_conversation, user)
+
+    async def forget(self, user: str | None = None) -> int:
+        """Delete ``user``'s conversations and the texts of their finished tasks from the
+        store and from memory; returns how many conversations were deleted."""
+        for task_id, record in list(self._tasks.items()):
+            if record.user == user and record.finished.is_set():
+                del self._tasks[task_id]
+        deleted = await asyncio.to_thread(self._store.forget, user)
+        log.info("forgot %d conversations of a user on request", deleted)
+        return deleted
+
+    async def _expire_conversations(self) -> None:
+        """Delete conversations unused for ``conversation_retention_days``, at most hourly."""
+        now = time.time()
+        if now - self._expired_at < _EXPIRY_EVERY_S:
+            return
+        self._expired_at = now
+        before = now - self._settings.conversation_retention_days * DAY_S
+        expired = await asyncio.to_thread(self._store.expire_conversations, before)
+        if expired:
+            log.info("deleted %d conversations unused for the retention period", expired)
 
     async def estimate(self, text: str | bytes, documents: list[Document] | None = None) -> dict:
         """What ``text`` would cost, before it is submitted (``actors.estimate``): its
@@ -278,6 +318,7 @@ class Orchestrator:
             return {
                 "task_id": task_id,
                 "user": self._store.user_of(task_id),
+                "conversation_id": stored.conversation_id,
                 "state": stored.state.value,
                 "complexity": stored.complexity.value,
                 "done": stored.succeeded + stored.failed,
@@ -360,6 +401,8 @@ class Orchestrator:
                 task_id=task.task_id,
                 text=task.request,
                 user=task.user,
+                conversation_id=task.conversation_id or task.task_id,
+                conversation=task.context or "",  # the same turns as before the restart
                 started_at=task.created_at,
                 observer=self._observe,
                 budget_usd=task.cost_limit_usd,  # the caller's limit holds after a restart too
@@ -390,6 +433,7 @@ class Orchestrator:
                 len(task.results),
                 len(task.microtasks),
             )
+        await self._expire_conversations()
 
     # --- one task ----------------------------------------------------------------
 
@@ -432,6 +476,7 @@ class Orchestrator:
             sections: SectionedAnswer | None = None  # answer_mode "sections"
             following: asyncio.Task[None] | None = None  # its follower, during the dispatch
             try:
+                await self._recall(record)
                 if resumed:
                     pass
                 elif record.given_plan is not None:
@@ -558,7 +603,7 @@ class Orchestrator:
         assessment: ComplexityAssessment | None = None
         try:
             async with asyncio.timeout(limit):
-                assessment, usage = await self._decomposer.assess(record.text)
+                assessment, usage = await self._decomposer.assess(record.text, record.conversation)
                 record.usage += usage
                 record.complexity = assessment.level
                 if not assessment.parallelizable:
@@ -576,11 +621,14 @@ class Orchestrator:
                     record.quick_task = asyncio.create_task(
                         quick_take(record, self._settings, self._client)
                     )
-                plan, usage = await self._decomposer.plan(record.text, assessment, on_microtask)
+                plan, usage = await self._decomposer.plan(
+                    record.text, assessment, on_microtask, record.conversation
+                )
         except TimeoutError:
             # As when the planning call fails: the heuristic verdict if the model gave
             # none, then the domain template; no further model call.
-            level = (assessment or complexity.assess(record.text)).level
+            fallback = complexity.assess(record.text, follow_up=bool(record.conversation))
+            level = (assessment or fallback).level
             why = f"planning timed out after {limit:g} s"
             plan = self._decomposer.template_plan(record.text, level, why)
             record.complexity = level
@@ -591,12 +639,71 @@ class Orchestrator:
         record.cut.extend(plan.cut)
         record.set_plan(plan.microtasks)
 
+    async def _recall(self, record: TaskRecord) -> None:
+        """A follow-up's earlier turns, as its prompts will carry them (``record.conversation``),
+        kept in the store so a resume gives it the same. Past ``conversation_max_tokens`` the
+        oldest turns are summarised by one cheap call (within ``planning_timeout_s``), and
+        the summary stands for them from then on; if that call fails, only the newest
+        turns that fit are carried."""
+        if record.conversation_id in (None, record.task_id) or record.conversation:
+            return  # opens its conversation, or resumed with the turns it had
+        assert record.conversation_id is not None
+        history = await asyncio.to_thread(self._store.conversation_history, record.conversation_id)
+        bound = self._settings.conversation_max_tokens
+        folding = conversation.fold(history, bound)
+        summary = history.summary
+        if folding.fold:
+            try:
+                async with asyncio.timeout(self._settings.planning_timeout_s):
+                    summary = await self._summarise(record, summary, folding.fold)
+                await asyncio.to_thread(
+                    self._store.conversation_summarised,
+                    record.conversation_id,
+                    summary,
+                    folding.through,
+                )
+            except (TimeoutError, ModelBehaviorError, ProviderError, TaskBudgetError) as exc:
+                record.note(
+                    f"the conversation's {len(folding.fold)} older turns could not be "
+                    f"summarised ({type(exc).__name__}); carried the newest turns only"
+                )
+        carried = conversation.clipped(folding.keep, bound)
+        record.conversation = conversation.render(summary, carried)
+        await asyncio.to_thread(self._store.task_context, record.task_id, record.conversation)
+
+    async def _summarise(
+        self, record: TaskRecord, summary: str, turns: list[conversation.Turn]
+    ) -> str:
+        """One call to the summary model folding ``turns`` into ``summary``; its cost is
+        the task's, held against its budget like any other call."""
+        prompt = conversation.summary_prompt(summary, turns)
+        call = Microtask(id="summary", role=Role.GENERATION, title="Summary", instructions=prompt)
+        hold = MicrotaskRequest(task_id=record.task_id, microtask=call, kind=CallKind.SUMMARY)
+        with (
+            admission.held(record, self._settings, hold),
+            ledger.attributed(record.task_id, "summary"),
+        ):
+            try:
+                answer = await self._client.complete(
+                    Purpose.SUMMARY, conversation.SUMMARY_SYSTEM, prompt, max_paid_calls=2
+                )
+            except Exception as exc:
+                record.usage += paid_usage(exc)
+                raise
+            record.usage += answer.usage
+        return answer.text.strip()
+
     def _estimate_from_plan(self, record: TaskRecord) -> None:
         """The task's cost estimate now that its plan is known; a note when it is over the
         request's cost limit (the task stops at the limit and merges what finished)."""
         if record.plan_source == "direct":
             return
-        estimate = for_plan(self._settings, record.complexity, record.text, record.microtasks)
+        estimate = for_plan(
+            self._settings,
+            record.complexity,
+            record.conversation + record.text,
+            record.microtasks,
+        )
         record.estimated_usd = estimate.cost_usd
         budget, named = admission.budget_of(record, self._settings)
         if estimate.low_usd > budget:

@@ -19,6 +19,7 @@ import logging
 from actors import admission
 from actors.answer_relay import AnswerRelay
 from actors.config import Purpose, Settings
+from actors.conversation import request_block
 from actors.errors import ModelBehaviorError, ProviderError, TaskBudgetError
 from actors.llm import LLMClient, ledger
 from actors.merge_step import paid_usage
@@ -37,7 +38,7 @@ QUICK_SYSTEM = (
 
 async def quick_take(record: TaskRecord, settings: Settings, client: LLMClient) -> None:
     """Stream the quick take into ``QUICK`` events and ``record.quick_answer``."""
-    prompt = "<request>\n" + record.text + "\n</request>"
+    prompt = request_block(record.text, record.conversation)
     quick = Microtask(id="quick", role=Role.GENERATION, title="Quick take", instructions=prompt)
     hold = MicrotaskRequest(task_id=record.task_id, microtask=quick, kind=CallKind.QUICK)
     relay = AnswerRelay(

@@ -69,6 +69,10 @@ class TaskRecord:
     text: str
     given_plan: list[Microtask] | None = None  # caller-supplied plan, skips the planner
     user: str | None = None  # who asked: the per-user limit, and who may read or cancel it
+    conversation_id: str | None = None  # the conversation it answers in (actors.conversation)
+    # The earlier turns' ``<conversation>`` block its prompts carry: recalled from the
+    # store before planning ("" for a first turn, or until then).
+    conversation: str = ""
     started_at: float = field(default_factory=time.time)  # wall clock, like agents' times
     state: TaskState = TaskState.PLANNING
     complexity: Complexity = Complexity.SIMPLE
@@ -170,6 +174,7 @@ class TaskRecord:
         out: dict[str, Any] = {
             "task_id": self.task_id,
             "user": self.user,
+            "conversation_id": self.conversation_id,
             "state": self.state.value,
             "complexity": self.complexity.value,
             "done": len(self.results) + len(self.failures),
@@ -233,6 +238,7 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         answer = (answer + "\n\n" if answer else "") + "Note: " + "; ".join(record.notes)
     return RunReport(
         task_id=record.task_id,
+        conversation_id=record.conversation_id,
         state=record.state,
         complexity=record.complexity,
         plan_source=record.plan_source,
@@ -254,7 +260,7 @@ def build_report(record: TaskRecord, finished_at: float) -> RunReport:
         cache_saved_usd=round(record.usage.cache_saved_usd, 6),
         paid_calls=record.usage.requests,
         estimated_cost_usd=record.estimated_usd,
-        token_multiple=token_multiple(used_tokens(record.usage), record.text),
+        token_multiple=token_multiple(used_tokens(record.usage), record.conversation + record.text),
         first_microtask_s=_since_start(record, EventKind.STARTED),
         first_answer_s=_since_start(record, EventKind.ANSWER) or round(wall_s, 3),
         cost_usd=round(record.usage.cost_usd, 6),

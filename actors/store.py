@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from actors.config import private_file
-from actors.errors import ConfigurationError
-from actors.models import Complexity, Microtask, MicrotaskResult, RunReport
+from actors.conversation import History, Turn
+from actors.errors import ConfigurationError, UnknownConversationError
+from actors.models import Complexity, Microtask, MicrotaskResult, RunReport, TaskState
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -85,6 +86,31 @@ _MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE tasks ADD COLUMN cost_limit_usd REAL;
     """,
+    # Conversations (actors.conversation): each task answers in one; a follow-up's prompts
+    # carry the earlier turns, recalled once into the task's context (kept for a resume).
+    # A turn is appended once per task (task_id is unique), when it finishes done.
+    5: """
+    ALTER TABLE tasks ADD COLUMN conversation_id TEXT;
+    ALTER TABLE tasks ADD COLUMN context TEXT;
+    CREATE TABLE conversations (
+        conversation_id  TEXT PRIMARY KEY,
+        user             TEXT,
+        created_at       REAL NOT NULL,
+        updated_at       REAL NOT NULL,
+        summary          TEXT NOT NULL DEFAULT '',
+        summary_through  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX conversations_user ON conversations (user, updated_at);
+    CREATE TABLE turns (
+        turn             INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id  TEXT NOT NULL REFERENCES conversations (conversation_id),
+        task_id          TEXT NOT NULL UNIQUE,
+        request          TEXT NOT NULL,
+        answer           TEXT NOT NULL,
+        created_at       REAL NOT NULL
+    );
+    CREATE INDEX turns_conversation ON turns (conversation_id, turn);
+    """,
 }
 _LISTED_CHARS = 200  # of a request, in listings (history); the store keeps all of it
 MAX_TREND_DAYS = 365  # the longest window of daily trends (GET /history/daily)
@@ -103,6 +129,8 @@ class Unfinished:
     results: dict[str, MicrotaskResult]
     user: str | None = None  # who submitted it
     cost_limit_usd: float | None = None  # the caller's limit (None: the task budget)
+    conversation_id: str | None = None  # the conversation it answers in
+    context: str | None = None  # the earlier turns it was given (None: not recalled yet)
 
 
 class Store:
@@ -160,11 +188,14 @@ class Store:
         user: str | None = None,
         idempotency_key: str | None = None,
         cost_limit_usd: float | None = None,
+        conversation_id: str | None = None,
     ) -> str:
         """Record an accepted task (before any work is done for it); returns its id.
 
         With an ``idempotency_key`` that ``user`` already used, nothing is recorded and
-        the id of the first task with that key is returned instead.
+        the id of the first task with that key is returned instead. ``conversation_id``:
+        the task follows up in that conversation of ``user`` (``UnknownConversationError``
+        if ``user`` has none by that id); None: it opens one, named by its own id.
         """
         with self._tx() as db:
             if idempotency_key is not None:
@@ -174,10 +205,24 @@ class Store:
                 ).fetchone()
                 if row is not None:
                     return str(row["task_id"])
+            if conversation_id is None:
+                conversation_id = task_id
+                db.execute(
+                    "INSERT OR IGNORE INTO conversations (conversation_id, user, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?)",
+                    (task_id, user, created_at, created_at),
+                )
+            elif not self._owned(db, conversation_id, user):
+                raise UnknownConversationError(f"no conversation with id {conversation_id!r}")
+            else:
+                db.execute(
+                    "UPDATE conversations SET updated_at = ? WHERE conversation_id = ?",
+                    (created_at, conversation_id),
+                )
             db.execute(
                 "INSERT OR IGNORE INTO tasks (task_id, created_at, state, request, user,"
-                " cost_limit_usd) VALUES (?, ?, 'planning', ?, ?, ?)",
-                (task_id, created_at, request, user, cost_limit_usd),
+                " cost_limit_usd, conversation_id) VALUES (?, ?, 'planning', ?, ?, ?, ?)",
+                (task_id, created_at, request, user, cost_limit_usd, conversation_id),
             )
             if idempotency_key is not None:
                 db.execute(
@@ -185,6 +230,14 @@ class Store:
                     (user or "", idempotency_key, task_id),
                 )
         return task_id
+
+    @staticmethod
+    def _owned(db: sqlite3.Connection, conversation_id: str, user: str | None) -> bool:
+        row = db.execute(
+            "SELECT 1 FROM conversations WHERE conversation_id = ? AND COALESCE(user, '') = ?",
+            (conversation_id, user or ""),
+        ).fetchone()
+        return row is not None
 
     def task_for_key(self, user: str | None, idempotency_key: str) -> str | None:
         """The task first submitted by ``user`` with ``idempotency_key``, if any."""
@@ -239,6 +292,20 @@ class Store:
                 "cost_usd = excluded.cost_usd, report = excluded.report",
                 row,
             )
+            if report.state is TaskState.DONE and report.result.strip():
+                # Once per task (task_id is unique), and only into a conversation that is
+                # still there: one forgotten while its follow-up ran stays forgotten.
+                db.execute(
+                    "INSERT OR IGNORE INTO turns (conversation_id, task_id, request, answer,"
+                    " created_at) SELECT t.conversation_id, t.task_id, ?, ?, ? FROM tasks t"
+                    " JOIN conversations c USING (conversation_id) WHERE t.task_id = ?",
+                    (request, report.result, finished_at, report.task_id),
+                )
+                db.execute(
+                    "UPDATE conversations SET updated_at = ? WHERE conversation_id ="
+                    " (SELECT conversation_id FROM tasks WHERE task_id = ?)",
+                    (finished_at, report.task_id),
+                )
 
     def plan_made(
         self, task_id: str, complexity: Complexity, source: str, microtasks: Sequence[Microtask]
@@ -264,8 +331,8 @@ class Store:
         with self._lock:
             rows = self._db.execute(
                 "SELECT t.task_id, t.request, t.created_at, t.user, t.cost_limit_usd,"
-                " p.complexity, p.source, p.microtasks FROM tasks t LEFT JOIN plans p"
-                " USING (task_id)"
+                " t.conversation_id, t.context, p.complexity, p.source, p.microtasks"
+                " FROM tasks t LEFT JOIN plans p USING (task_id)"
                 " WHERE t.finished_at IS NULL ORDER BY t.created_at"
             ).fetchall()
             done = self._db.execute(
@@ -289,9 +356,89 @@ class Store:
                 results=results.get(row["task_id"], {}),
                 user=row["user"],
                 cost_limit_usd=row["cost_limit_usd"],
+                conversation_id=row["conversation_id"],
+                context=row["context"],
             )
             for row in rows
         ]
+
+    # --- conversations (actors.conversation) ---------------------------------------
+
+    def task_context(self, task_id: str, context: str) -> None:
+        """The earlier turns ``task_id`` was given, kept so a resume gives it the same."""
+        with self._tx() as db:
+            db.execute("UPDATE tasks SET context = ? WHERE task_id = ?", (context, task_id))
+
+    def conversation_history(self, conversation_id: str) -> History:
+        """The conversation's summary and the turns after it, oldest first."""
+        with self._lock:
+            head = self._db.execute(
+                "SELECT summary, summary_through FROM conversations WHERE conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
+            if head is None:
+                return History("", 0, [])
+            rows = self._db.execute(
+                "SELECT turn, request, answer FROM turns WHERE conversation_id = ? AND turn > ?"
+                " ORDER BY turn",
+                (conversation_id, head["summary_through"]),
+            ).fetchall()
+        turns = [Turn(row["turn"], row["request"], row["answer"]) for row in rows]
+        return History(head["summary"], head["summary_through"], turns)
+
+    def conversation_summarised(self, conversation_id: str, summary: str, through: int) -> None:
+        """``summary`` now stands for every turn up to ``through`` (never moves back)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE conversations SET summary = ?, summary_through = ?"
+                " WHERE conversation_id = ? AND summary_through < ?",
+                (summary, through, conversation_id, through),
+            )
+
+    def latest_conversation(self, user: str | None) -> str | None:
+        """``user``'s most recently used conversation, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT conversation_id FROM conversations WHERE COALESCE(user, '') = ?"
+                " ORDER BY updated_at DESC, rowid DESC LIMIT 1",
+                (user or "",),
+            ).fetchone()
+        return None if row is None else str(row["conversation_id"])
+
+    def forget(self, user: str | None) -> int:
+        """Delete ``user``'s conversations and blank their finished tasks' texts (request,
+        context, plan, results and report; the figures stay in the totals). Returns how
+        many conversations were deleted. Running tasks keep theirs until they finish."""
+        who = (user or "",)
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM turns WHERE conversation_id IN (SELECT conversation_id FROM"
+                " conversations WHERE COALESCE(user, '') = ?)",
+                who,
+            )
+            deleted = db.execute(
+                "DELETE FROM conversations WHERE COALESCE(user, '') = ?", who
+            ).rowcount
+            finished = (
+                "SELECT task_id FROM tasks WHERE COALESCE(user, '') = ? AND finished_at IS NOT NULL"
+            )
+            db.execute(f"DELETE FROM results WHERE task_id IN ({finished})", who)
+            db.execute(f"DELETE FROM plans WHERE task_id IN ({finished})", who)
+            db.execute(
+                "UPDATE tasks SET request = '', context = NULL, report = NULL"
+                " WHERE COALESCE(user, '') = ? AND finished_at IS NOT NULL",
+                who,
+            )
+        return int(deleted)
+
+    def expire_conversations(self, before: float) -> int:
+        """Delete the conversations last used before ``before``; returns how many."""
+        with self._tx() as db:
+            stale = "SELECT conversation_id FROM conversations WHERE updated_at < ?"
+            db.execute(f"DELETE FROM turns WHERE conversation_id IN ({stale})", (before,))
+            return int(
+                db.execute("DELETE FROM conversations WHERE updated_at < ?", (before,)).rowcount
+            )
 
     def next_incarnation(self, started_at: float) -> int:
         """A number for a starting orchestrator, larger than every earlier one's."""
@@ -330,7 +477,8 @@ class Store:
         where, args = ("WHERE user = ? ", (user,)) if user is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
-                "SELECT task_id, user, created_at, finished_at, state, complexity,"
+                "SELECT task_id, user, conversation_id, created_at, finished_at, state,"
+                " complexity,"
                 f" substr(request, 1, {_LISTED_CHARS}) AS request, microtasks, failed, retries,"
                 f" wall_s, cost_usd FROM tasks {where}ORDER BY created_at DESC LIMIT ?",
                 (*args, max(1, min(limit, 1000))),

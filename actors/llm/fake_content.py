@@ -27,7 +27,8 @@ Plain requests get prose prefixed ``[simulated] ``; structured requests (forced 
 (``json_instance``). The project's own schemas, recognised by their property names
 (``fake_request.purpose_of``), get plausible content instead of filler:
 
-- ``ComplexityAssessment`` (``level`` + ``parallelizable``): ``actors.complexity.assess``.
+- ``ComplexityAssessment`` (``level`` + ``parallelizable``): ``actors.complexity.assess``,
+  a follow-up (a ``<conversation>`` before the request) judged as one.
 - ``PlanDraft`` (``microtasks`` whose items have ``depends_on``): ``fake_plan.plan``.
 - ``PlanOutline`` (``branches`` whose items have ``focus``): ``fake_plan.outline``.
 - ``Reconciliation`` (``groups`` whose items have ``positions``):
@@ -54,6 +55,7 @@ from actors.llm.fake_request import (
     Prompt,
     RequestKind,
     answer_shape,
+    conversation_heard,
     document_names,
     estimate_tokens,
     input_tokens,
@@ -73,6 +75,7 @@ __all__ = [
     "Reply",
     "RequestKind",
     "answer_shape",
+    "conversation_heard",
     "describe",
     "document_names",
     "estimate_tokens",
@@ -221,7 +224,8 @@ def schema_answer(
 ) -> Any:
     """An instance valid for ``schema``; plausible content for the project's own schemas."""
     if purpose is CallPurpose.ASSESSMENT:
-        return assess(prompt.request).model_dump(mode="json")
+        follow_up = "<conversation>" in prompt.last_user  # as a model reads the turns above
+        return assess(prompt.request, follow_up=follow_up).model_dump(mode="json")
     if purpose is CallPurpose.PLAN:
         return fake_plan.plan(prompt, rng)
     if purpose is CallPurpose.OUTLINE:

@@ -48,6 +48,7 @@ class CallPurpose(StrEnum):
     RECONCILE = "reconcile"  # Reconciliation schema
     MICROTASK = "microtask"  # AgentOutput schema
     ASSESSMENT = "assessment"  # ComplexityAssessment schema
+    SUMMARY = "summary"  # plain text folding a conversation's older turns
     TEXT = "text"  # any other plain text call
     OTHER = "other"  # any other schema
 
@@ -264,7 +265,11 @@ def purpose_of(schema: dict[str, Any] | None, prompt: Prompt) -> CallPurpose:
             return CallPurpose.SYNTHESIS
         if "<section>" in prompt.last_user:
             return CallPurpose.OVERVIEW
-        return CallPurpose.QUICK if "quick take" in prompt.system.lower() else CallPurpose.TEXT
+        if "quick take" in prompt.system.lower():
+            return CallPurpose.QUICK
+        if "summarise the earlier turns" in prompt.system.lower():
+            return CallPurpose.SUMMARY
+        return CallPurpose.TEXT
     root = resolve(schema)
     props = root.get("properties") or {}
     if {"level", "parallelizable"} <= props.keys():
@@ -303,6 +308,27 @@ def document_names(body: dict[str, Any]) -> list[str]:
         flatten(m.get("content")) for m in body["messages"] if isinstance(m, dict)
     )
     return _DOCUMENT_TAG.findall(text)
+
+
+_ANSWER_BLOCK = re.compile(r"<answer>\n(.*?)\n</answer>", re.DOTALL)
+_SUMMARY_BLOCK = re.compile(r"<summary>\n(.*?)\n</summary>", re.DOTALL)
+_HEARD_CHARS = 120  # of each earlier answer, for the request log
+
+
+def conversation_heard(body: dict[str, Any]) -> dict[str, Any] | None:
+    """What a follow-up's ``<conversation>`` block carried, for the request log (tests
+    check which earlier answers reached which prompts): the start of each turn's answer
+    and of the summary. None: the prompt carries no conversation."""
+    text = "".join(flatten(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+    start, end = text.find("<conversation>"), text.find("</conversation>")
+    if start < 0 or end < start:
+        return None
+    block = text[start:end]
+    summary = _SUMMARY_BLOCK.search(block)
+    return {
+        "answers": [a[:_HEARD_CHARS] for a in _ANSWER_BLOCK.findall(block)],
+        "summary": summary.group(1)[:_HEARD_CHARS] if summary else None,
+    }
 
 
 def prompt_sha(body: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ BASE_TOKENS = {
     CallPurpose.ASSESSMENT: 200,
     CallPurpose.TEXT: 300,
     CallPurpose.QUICK: 300,
+    CallPurpose.SUMMARY: 300,
     CallPurpose.OVERVIEW: 300,
     CallPurpose.OTHER: 300,
 }

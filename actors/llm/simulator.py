@@ -151,6 +151,7 @@ async def _messages(sim: SimulatorState, request: web.Request) -> web.StreamResp
             purpose=purpose.value,
             microtask=fake_content.microtask_id(body),
             documents=fake_content.document_names(body),
+            conversation=fake_content.conversation_heard(body),
             max_tokens=body["max_tokens"],
             effort=options.effort,
             stream=streamed,

@@ -60,6 +60,7 @@ LOG_FIELDS = (
     "purpose",
     "microtask",
     "documents",
+    "conversation",
     "max_tokens",
     "effort",
     "thinking_tokens",

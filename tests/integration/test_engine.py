@@ -18,7 +18,7 @@ from test_documents import PNG, pdf_with_text  # tests/unit is on pytest's pytho
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
-from actors.errors import UserInputError
+from actors.errors import UnknownConversationError, UserInputError
 from actors.models import Complexity, Microtask, Role, RunReport, TaskState
 from actors.system import find_system, start_system, stop_system
 
@@ -528,3 +528,77 @@ def test_a_long_request_is_cached_once_per_role_and_read_by_the_fan_out(system):
     assert after and all(c["cache_write"] == 0 for c in after)
     assert sum(c["cache_read"] == 0 for c in after) <= 1  # the first, sent with no breakpoint
     assert report.cache_read_tokens > 0 and report.cache_saved_usd > 0
+
+
+def _answered(system, text: str, **submit) -> RunReport:
+    task_id = ray.get(system.orchestrator.submit.remote(text, **submit), timeout=60)
+    return ray.get(system.orchestrator.wait.remote(task_id), timeout=120)
+
+
+def _calls_since(url: str, seen: int) -> list[dict]:
+    return [c for c in _requests(url)[seen:] if c["status"] == 200]
+
+
+def test_a_follow_up_carries_the_answer_it_follows_and_a_rework_is_answered_directly(system):
+    url = ray.get(system.simulator.url.remote())
+    first = _answered(system, SECURITY, user="alice")
+    assert first.state is TaskState.DONE and first.conversation_id == first.task_id
+    seen = len(_requests(url))
+    rework = _answered(
+        system, "now make the remediation plan a table", user="alice", conversation_id=first.task_id
+    )
+    assert rework.plan_source == "direct" and rework.conversation_id == first.task_id
+    calls = _calls_since(url, seen)
+    assert calls and all(c["conversation"]["answers"] == [first.result[:120]] for c in calls)
+    seen = len(_requests(url))
+    new_ground = _answered(
+        system,
+        "What about the mobile app: compare its offline storage, each API call and every data "
+        "flow, and review its authentication?",
+        user="alice",
+        conversation_id=first.task_id,
+    )
+    assert new_ground.plan_source != "direct" and new_ground.microtasks >= 2
+    prompted = [
+        c
+        for c in _calls_since(url, seen)
+        if c["purpose"] in ("assessment", "plan", "microtask", "synthesis")
+    ]
+    assert {c["purpose"] for c in prompted} >= {"plan", "microtask", "synthesis"}
+    assert all(len(c["conversation"]["answers"]) == 2 for c in prompted)
+
+
+def test_a_conversation_of_another_identity_is_refused_and_nothing_starts(system):
+    first = _answered(system, "Hello", user="alice")
+    before = ray.get(system.orchestrator.history.remote(user="mallory"))
+    with pytest.raises(UnknownConversationError, match=first.task_id):
+        ray.get(
+            system.orchestrator.submit.remote(
+                "summarise it", user="mallory", conversation_id=first.task_id
+            )
+        )
+    assert ray.get(system.orchestrator.history.remote(user="mallory")) == before
+
+
+def test_a_conversation_past_its_bound_is_summarised_once_and_the_summary_carried(system):
+    url = ray.get(system.simulator.url.remote())
+    plan = [_mt("only", role=Role.GENERATION)]
+    # Two such turns are over the bound; one is over half of it. Answers are kept short, so
+    # the turns after the fold fit with the summary and nothing is folded twice.
+    background = "Background for the ledger review: payments are recorded twice a day. " * 200
+    long_request = background + "[sim-output-tokens 40]"
+    assert 3_000 < len(long_request) / 4 < Settings().conversation_max_tokens
+    first = _answered(system, long_request, plan=plan, user="carol")
+    second = _answered(
+        system, long_request.upper(), plan=plan, user="carol", conversation_id=first.task_id
+    )
+    seen = len(_requests(url))
+    third = _answered(system, "make it shorter", user="carol", conversation_id=first.task_id)
+    fourth = _answered(system, "make it a table", user="carol", conversation_id=first.task_id)
+    calls = _calls_since(url, seen)
+    assert [c["purpose"] for c in calls].count("summary") == 1  # the first turn, folded once
+    later = [c["conversation"] for c in calls if c["purpose"] != "summary"]
+    summary = later[-1]["summary"]
+    assert summary and all(heard["summary"] == summary for heard in later)
+    assert later[-1]["answers"] == [second.result[:120], third.result[:120]]
+    assert fourth.state is TaskState.DONE
