@@ -49,10 +49,12 @@ class TaskState(StrEnum):
 
 
 class AgentState(StrEnum):
+    """An agent as its pool lists it. A dead agent is not listed: its pool drops it at once
+    and counts it in ``replaced``."""
+
     STARTING = "starting"
     IDLE = "idle"
     BUSY = "busy"
-    DEAD = "dead"
 
 
 class CallKind(StrEnum):

@@ -525,6 +525,4 @@ class AgentPool:
 def _state(member: _Member) -> AgentState:
     if not member.ready:
         return AgentState.STARTING
-    if not member.slot.alive:
-        return AgentState.DEAD
     return AgentState.BUSY if member.slot.in_flight else AgentState.IDLE

@@ -43,7 +43,6 @@ class DagScheduler:
         self._arrival: dict[str, int] = {}  # id -> order of arrival, for failed()'s listing
         self._handed: set[str] = set()  # returned by ready(), not finished
         self._finished: set[str] = set()  # done or failed
-        self._failed: list[str] = []  # in the order they failed
         self._sealed = True
         for task in microtasks:
             self._put(task)
@@ -77,7 +76,6 @@ class DagScheduler:
         dropped = [self._by_id[i] for i in running]
         self._handed &= final
         self._finished &= final
-        self._failed = [i for i in self._failed if i in final]
         self._by_id, self._arrival = {}, {}
         for task in microtasks:
             self._put(task)
@@ -121,7 +119,6 @@ class DagScheduler:
         Same errors as ``done()``. The dependents are listed in plan order.
         """
         self.done(microtask_id)
-        self._failed.append(microtask_id)
         found: set[str] = set()
         stack = [microtask_id]
         while stack:
@@ -135,17 +132,3 @@ class DagScheduler:
     def is_active(self) -> bool:
         """True while the plan is still arriving or some microtask has not finished."""
         return not self._sealed or len(self._finished) < len(self._by_id)
-
-    @property
-    def total(self) -> int:
-        return len(self._by_id)
-
-    @property
-    def finished(self) -> int:
-        """Microtasks done or failed."""
-        return len(self._finished)
-
-    @property
-    def failed_ids(self) -> list[str]:
-        """Ids marked failed, in the order they failed."""
-        return list(self._failed)

@@ -23,8 +23,7 @@ def test_scheduler_releases_a_microtask_only_after_all_its_dependencies():
     assert [t.id for t in scheduler.ready()] == ["g1"]
     assert scheduler.is_active()
     scheduler.done("g1")
-    assert not scheduler.is_active()
-    assert (scheduler.finished, scheduler.total) == (5, 5)
+    assert not scheduler.is_active() and scheduler.ready() == []
 
 
 def test_fast_branch_runs_ahead_of_a_slow_sibling():
@@ -47,8 +46,7 @@ def test_failed_microtask_releases_dependents_and_names_them():
     scheduler.ready()
     assert scheduler.failed("r1") == ["a1", "g1"]
     assert [t.id for t in scheduler.ready()] == ["a1"]
-    assert scheduler.failed_ids == ["r1"]
-    assert scheduler.finished == 1
+    assert scheduler.is_active()  # r2, a1, a2 and g1 still to finish
 
 
 def test_scheduler_rejects_bad_plans_and_bad_calls():
@@ -106,7 +104,7 @@ def test_sealing_drops_what_the_repair_removed_and_names_the_running_ones():
     assert [t.id for t in dropped] == ["r2", "x"]
     assert [t.id for t in scheduler.ready()] == ["g1"]
     scheduler.done("g1")
-    assert not scheduler.is_active() and (scheduler.finished, scheduler.total) == (2, 2)
+    assert not scheduler.is_active()
 
 
 def test_a_sealed_plan_takes_no_more_and_must_be_valid():
