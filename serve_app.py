@@ -311,14 +311,18 @@ class Gateway:
         return Verdict(True, "ok")
 
     async def _model_checks(self) -> dict[str, Verdict]:
-        """The model endpoint's verdict per model; with no key, the simulator is the endpoint."""
-        if not self._settings.simulated:
+        """The model endpoint's verdict per model; a simulator when one answers the calls."""
+        simulation = self._settings.simulation
+        if simulation == "off":
             verdicts = await self._model_check.verdicts(self._settings.anthropic_base_url)
             return {f"llm:anthropic:{model}": v for model, v in verdicts.items()}
-        try:
-            url = await self._call(SIMULATOR_NAME, "url")
-        except HTTPException as exc:
-            return {"llm:simulator": Verdict(False, str(exc.detail))}
+        if simulation == "external":
+            url = self._settings.anthropic_base_url
+        else:
+            try:
+                url = await self._call(SIMULATOR_NAME, "url")
+            except HTTPException as exc:
+                return {"llm:simulator": Verdict(False, str(exc.detail))}
         verdicts = await self._model_check.verdicts(str(url))
         found = {"llm:simulator": Verdict(True, "ok")}
         found.update({f"llm:simulator:{model}": v for model, v in verdicts.items()})

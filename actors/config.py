@@ -240,6 +240,11 @@ class SimulatorSettings(BaseModel):
     the model refuses them; ``rate_refusal`` makes that share of answers refusals.
     """
 
+    # Who answers model calls: "auto" — this simulator without ANTHROPIC_API_KEY, the API
+    # with one; "embedded" — this simulator, started in the cluster, key or not; "external"
+    # — an Anthropic-compatible simulator already serving at ANTHROPIC_BASE_URL (the
+    # benchmark's own); "off" — the API, which needs the key. See ``Settings.simulation``.
+    mode: str = Field(default="auto", pattern="^(auto|embedded|external|off)$")
     seed: int = 0
     latency: str = Field(default="realistic", pattern="^(zero|fixed|lognormal|realistic)$")
     time_scale: float = Field(default=0.1, ge=0)
@@ -430,6 +435,12 @@ class Settings(BaseSettings):
         self.models = {**_default_models(), **self.models}
         self.output_tokens = {**_default_output_tokens(), **self.output_tokens}
         self.effort = {**_default_effort(), **self.effort}
+        if self.simulator.mode == "off" and self.anthropic_api_key is None:
+            raise ValueError("simulator.mode 'off' calls the Claude API: set ANTHROPIC_API_KEY")
+        if self.simulator.mode == "external" and not self.anthropic_base_url:
+            raise ValueError(
+                "simulator.mode 'external' needs ANTHROPIC_BASE_URL: where that simulator serves"
+            )
         return self
 
     def max_tokens_for(self, purpose: Purpose, microtasks: int = 0) -> int:
@@ -445,9 +456,16 @@ class Settings(BaseSettings):
         return self.home / "ledger" if self.call_ledger else None
 
     @property
+    def simulation(self) -> str:
+        """``simulator.mode`` resolved: "embedded", "external" or "off" (the API)."""
+        if self.simulator.mode == "auto":
+            return "off" if self.anthropic_api_key is not None else "embedded"
+        return self.simulator.mode
+
+    @property
     def simulated(self) -> bool:
-        """True when no API key is set: the embedded simulator answers every call."""
-        return self.anthropic_api_key is None
+        """True when a simulator answers every call (labelled so in every answer)."""
+        return self.simulation != "off"
 
     @property
     def allowed_user_ids(self) -> frozenset[int]:

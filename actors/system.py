@@ -186,14 +186,14 @@ def start_system(settings: Settings, *, detached: bool = False, resume: bool = T
         pinned["resources"] = {settings.head_resource: 0.01}
     simulator = None
     base_url = settings.anthropic_base_url
-    if settings.simulated:
+    if settings.simulation == "embedded":
         # A fixed port, so that a restarted simulator serves on the URL every client holds.
         host = settings.simulator_host
         simulator = SimulatorActor.options(name=SIMULATOR_NAME, **pinned).remote(  # type: ignore[attr-defined]
             settings.simulator, host, _free_port(host)
         )
         base_url = ray.get(simulator.start.remote())
-        log.info("no ANTHROPIC_API_KEY: simulated Claude at %s", base_url)
+        log.info("simulated Claude (embedded simulator) at %s", base_url)
     limiter = RateLimiterActor.options(name=LIMITER_NAME, **pinned).remote(  # type: ignore[attr-defined]
         settings.limiter
     )

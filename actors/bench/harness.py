@@ -80,8 +80,8 @@ def bench_settings(settings: Settings, url: str, capacity: dict[Role, int], home
     that a contestant without Ray would not have."""
     total = max(sum(capacity.values()), 1)
     return settings.with_overrides(
-        # A placeholder key makes the system use this simulator instead of starting its own.
-        anthropic_api_key="bench-simulator",
+        # The bench's own simulator answers: the system starts none of its own.
+        simulator={**settings.simulator.model_dump(), "mode": "external"},
         anthropic_base_url=url,
         pools={role.value: {"min": n, "max": n} for role, n in capacity.items()},
         levels={

@@ -149,11 +149,10 @@ def variant_settings(
     stretch = max(1.0, config.time_scale / DEFAULT_TIME_SCALE)
     have = Settings.model_fields
     off = {k: v for k, v in _OFF.items() if k in have and k not in variant.overrides}
-    simulator = SimulatorSettings(
-        latency="realistic", time_scale=config.time_scale, seed=config.seed
+    simulator = SimulatorSettings(  # the embedded simulator, even with a key in the environment
+        mode="embedded", latency="realistic", time_scale=config.time_scale, seed=config.seed
     )
     return base.with_overrides(
-        anthropic_api_key=None,  # the embedded simulator, even with a key in the environment
         anthropic_base_url=None,
         simulator=simulator.model_dump(),
         pools={role.value: {"min": n, "max": n} for role, n in config.pools.items()},

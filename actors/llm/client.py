@@ -156,7 +156,8 @@ class LLMClient:
         self._mode = structured_mode
         self._max_prompt_chars = max_prompt_chars
         key = settings.anthropic_api_key
-        self._secret = key.get_secret_value() if key is not None else ""
+        # A simulator never gets the real key, even when one is in the environment.
+        self._secret = key.get_secret_value() if key is not None and not settings.simulated else ""
         self._client = anthropic.AsyncAnthropic(
             api_key=self._secret or "simulator",
             base_url=base_url or settings.anthropic_base_url,

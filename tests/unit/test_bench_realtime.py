@@ -233,9 +233,9 @@ def test_variant_settings_use_the_embedded_simulator_at_realistic_speed(tmp_path
     today = VARIANTS[0]
     settings = variant_settings(base, today, RealtimeConfig(seed=3), tmp_path)
 
-    assert settings.simulated and settings.home == tmp_path
+    assert settings.simulation == "embedded" and settings.home == tmp_path
     assert settings.simulator == SimulatorSettings(
-        latency="realistic", time_scale=DEFAULT_TIME_SCALE, seed=3
+        mode="embedded", latency="realistic", time_scale=DEFAULT_TIME_SCALE, seed=3
     )
     assert {r: (p.min, p.max) for r, p in settings.pools.items()} == {
         r: (n, n) for r, n in POOLS.items()

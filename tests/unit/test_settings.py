@@ -215,3 +215,16 @@ def test_the_home_folder_is_narrowed_to_its_owner(tmp_path):
     home.chmod(0o755)
     private_folder(home)
     assert _mode(home) == 0o700
+
+
+def test_the_simulator_mode_says_who_answers_and_a_missing_piece_is_named():
+    assert Settings().simulation == "embedded"  # no key: the embedded simulator
+    assert Settings(anthropic_api_key="sk-ant-x").simulation == "off"
+    keyed = Settings(anthropic_api_key="sk-ant-x", simulator={"mode": "embedded"})
+    assert keyed.simulation == "embedded" and keyed.simulated
+    bench = Settings(simulator={"mode": "external"}, anthropic_base_url="http://127.0.0.1:9")
+    assert bench.simulation == "external" and bench.simulated
+    with pytest.raises(ValueError, match="ANTHROPIC_API_KEY"):
+        Settings(simulator={"mode": "off"})
+    with pytest.raises(ValueError, match="ANTHROPIC_BASE_URL"):
+        Settings(simulator={"mode": "external"})
