@@ -113,7 +113,6 @@ class Agent:
         agent_id: str,
         role: Role,
         settings: Settings,
-        base_url: str | None,
     ) -> None:
         self.agent_id = agent_id
         self.role = role
@@ -121,9 +120,8 @@ class Agent:
         tracing.configure(settings, "agent")
         self._slots = asyncio.Semaphore(settings.agent_concurrency)
         self._node_id = ray.get_runtime_context().get_node_id()
-        # The node's model client makes the calls (no SDK in this process); ``base_url``
-        # stays valid across a simulator restart, which serves on the same port.
-        self._model = model_client_for(self._node_id, settings, base_url)
+        # The node's model client makes the calls (no SDK in this process).
+        self._model = model_client_for(self._node_id, settings)
         self._in_flight = 0  # microtasks running now
         self._running: dict[str, int] = {}  # attempt keys of the calls here now, waiting or not
         self._completed = 0  # microtasks finished successfully

@@ -74,9 +74,7 @@ _retried = ray.method(max_task_retries=-1)
 class Orchestrator:
     """Runs many tasks at once, each a DAG of microtasks on the four pools."""
 
-    def __init__(
-        self, settings: Settings, base_url: str | None, resume_since: float | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, resume_since: float | None = None) -> None:
         # The limiter and pools are looked up by name rather than passed in, so a
         # restarted orchestrator finds them again from plain constructor arguments.
         self._settings = settings
@@ -91,7 +89,7 @@ class Orchestrator:
         self._leases = {role: PoolLeases(pool) for role, pool in self._pools.items()}
         self._foreseen: dict[str, dict[Role, int]] = {}  # task -> widths told to the pools
         limiter = RemoteLimiter(settings=settings.limiter)  # by name, again after a restart
-        self._client = LLMClient(settings, limiter=limiter, base_url=base_url)
+        self._client = LLMClient(settings, limiter=limiter)
         self._decomposer = Decomposer(self._client, settings)
         self._merger = MergeStep(settings, self._call_pool)
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()

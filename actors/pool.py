@@ -116,14 +116,12 @@ class AgentPool:
         self,
         role: Role,
         settings: Settings,
-        base_url: str | None,
     ) -> None:
         self.role = role
         self._settings = settings
         # The pool makes no spans, but created first it refuses an unusable exporter
         # before any agent is spawned (an agent failing in __init__ would be respawned).
         tracing.configure(settings, "pool")
-        self._base_url = base_url
         # Found by name (again after it restarts), only to read provider pressure.
         self._limiter = RemoteLimiter(settings=settings.limiter)
         size = settings.pools[role]
@@ -379,7 +377,7 @@ class AgentPool:
                 options["scheduling_strategy"] = "SPREAD"
             try:
                 handle = Agent.options(**options).remote(  # type: ignore[attr-defined]
-                    agent_id, self.role, self._settings, self._base_url
+                    agent_id, self.role, self._settings
                 )
                 break
             except ValueError:  # the name is still held by an agent of a previous life

@@ -194,18 +194,21 @@ def start_system(settings: Settings, *, detached: bool = False, resume: bool = T
         )
         base_url = ray.get(simulator.start.remote())
         log.info("simulated Claude (embedded simulator) at %s", base_url)
+        # Every actor finds the endpoint in its settings; a restarted simulator serves on
+        # the same port, so the URL stays good.
+        settings = settings.with_overrides(anthropic_base_url=base_url)
     limiter = RateLimiterActor.options(name=LIMITER_NAME, **pinned).remote(  # type: ignore[attr-defined]
         settings.limiter
     )
     pools = {
         role: AgentPool.options(name=pool_actor_name(role), **pinned).remote(  # type: ignore[attr-defined]
-            role, settings, base_url
+            role, settings
         )
         for role in Role
     }
     ray.get([pool.start.remote() for pool in pools.values()])
     orchestrator = Orchestrator.options(name=ORCHESTRATOR_NAME, **pinned).remote(  # type: ignore[attr-defined]
-        settings, base_url, resume_since
+        settings, resume_since
     )
     try:
         ray.get(orchestrator.ping.remote())

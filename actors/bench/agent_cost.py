@@ -224,9 +224,7 @@ def _bare_classes() -> dict[str, Any]:
     return {"bare": Bare, "bare-async": BareAsync, "agent-no-sdk": NoSdkAgent}
 
 
-def _start(
-    kind: str, count: int, settings: Settings, base_url: str
-) -> tuple[list[Any], list[float], list[int]]:
+def _start(kind: str, count: int, settings: Settings) -> tuple[list[Any], list[float], list[int]]:
     """Start ``count`` actors of ``kind`` at once: handles, seconds to each first answer
     (sorted), and their process ids."""
     from actors.agent import Agent
@@ -235,7 +233,7 @@ def _start(
     started = time.perf_counter()
     if kind == "agent":
         handles = [
-            Agent.remote(f"bench-{i:03d}", roles[i % len(roles)], settings, base_url)  # type: ignore[attr-defined]
+            Agent.remote(f"bench-{i:03d}", roles[i % len(roles)], settings)  # type: ignore[attr-defined]
             for i in range(count)
         ]
     elif kind == "agent-no-sdk":
@@ -303,19 +301,20 @@ def measure_actors(
     ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     try:
         with SimulatorServer(SimulatorSettings(latency="zero", seed=16)) as sim:
+            settings = settings.with_overrides(anthropic_base_url=sim.url)
             limiter = RateLimiterActor.options(name=LIMITER_NAME, namespace=NAMESPACE).remote(  # type: ignore[attr-defined]
                 settings.limiter
             )
             handles: list[Any] = [limiter]
             # Ray's first actor of a job pays for the job's start (the worker pool, the
             # class export): one actor takes that before any kind is timed.
-            first, _, not_measured = _start("bare", 1, settings, sim.url)
+            first, _, not_measured = _start("bare", 1, settings)
             handles += first
             started: dict[str, tuple[list[float], list[int]]] = {}
             start_cpu: dict[str, float] = {}
             for kind in KINDS:
                 say(f"starting {count} {kind} actors")
-                made, ready, pids = _start(kind, count, settings, sim.url)
+                made, ready, pids = _start(kind, count, settings)
                 handles += made
                 started[kind] = (ready, pids)
                 start_cpu[kind] = statistics.median(_cpu_s(pids).values())

@@ -148,7 +148,7 @@ class Harness:
                     )
                 probe.label = "Ray start"
                 self._say(f"starting the system on Ray with {sum(first.values())} agents")
-                ray_system = RaySystem(settings, url)
+                ray_system = RaySystem(settings)
                 self.results.ray_start_s = round(ray_system.start_s, 2)
             backups_after = self._backups_after()
             for index, scenario in enumerate(self.config.scenarios):

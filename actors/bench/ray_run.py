@@ -36,14 +36,14 @@ _SETTLED = (EventKind.FINISHED, EventKind.FAILED)
 class RaySystem:
     """A running system plus a twin orchestrator without backups."""
 
-    def __init__(self, settings: Settings, base_url: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         started = time.perf_counter()
         self.system: System = start_system(settings)
         # Its own home: one orchestrator per home (actors.home_lock).
         twin = settings.with_overrides(backups=False, home=settings.home / "no-backups")
         self._no_backups = Orchestrator.options(  # type: ignore[attr-defined]
             name=NO_BACKUPS_NAME, namespace=NAMESPACE, get_if_exists=True
-        ).remote(twin, base_url)
+        ).remote(twin)
         ray.get(self._no_backups.ping.remote())
         self.capacity = {role: settings.pools[role].min for role in Role}
         self._warm()

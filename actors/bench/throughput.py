@@ -189,7 +189,7 @@ def run(config: ThroughputConfig, base: Settings, say: Callable[[str], None]) ->
                 address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False
             )
         say(f"starting the system with {config.agents[0]} agents")
-        ray_system = RaySystem(settings, url)
+        ray_system = RaySystem(settings)
         results.system_start_s = round(ray_system.start_s, 2)
         for agents, split in zip(config.agents, splits, strict=True):
             startup = ray_system.start_s

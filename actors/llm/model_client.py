@@ -6,7 +6,7 @@ process would add over a bare Ray actor and ~1.5 s of its start-up CPU, and one 
 allowance serves the whole node (`bench/README.md`, "Agent processes"). An agent keeps its
 role, prompts, identity and counters, and finds its node's client by name::
 
-    client = model_client_for(node_id, settings, base_url)  # created on first use
+    client = model_client_for(node_id, settings)  # created on first use
     reply = await client.call.remote(ModelCall(...))
 
 This module does not import the SDK at its top (the actor loads it when it starts), so an
@@ -96,14 +96,14 @@ class ModelReply:
 class ModelClientActor:
     """The ``LLMClient`` of one node, shared by its agents."""
 
-    def __init__(self, settings: Settings, base_url: str | None) -> None:
+    def __init__(self, settings: Settings) -> None:
         # Imported here, in this actor's own process: agents import this module for
         # ``ModelCall`` and ``model_client_for`` and must not load the SDK with it.
         from actors.llm.client import LLMClient
 
         tracing.configure(settings, "model-client")
         limiter = RemoteLimiter(settings=settings.limiter)  # by name, again after a restart
-        self._client: LLMClient = LLMClient(settings, limiter=limiter, base_url=base_url)
+        self._client: LLMClient = LLMClient(settings, limiter=limiter)
         self._orchestrator: ray.actor.ActorHandle | None = None  # for streamed answers
         self._warmed: asyncio.Task[None] | None = None
 
@@ -174,9 +174,7 @@ class ModelClientActor:
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
-def model_client_for(
-    node_id: str, settings: Settings, base_url: str | None
-) -> ray.actor.ActorHandle:
+def model_client_for(node_id: str, settings: Settings) -> ray.actor.ActorHandle:
     """The model client of ``node_id``, created there if it is not running yet."""
     return ModelClientActor.options(  # type: ignore[attr-defined]
         name=model_client_name(node_id),
@@ -184,7 +182,7 @@ def model_client_for(
         get_if_exists=True,
         lifetime="detached",
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-    ).remote(settings, base_url)
+    ).remote(settings)
 
 
 def stop_model_clients() -> None:

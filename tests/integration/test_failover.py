@@ -110,7 +110,7 @@ def test_a_private_run_never_resumes_another_runs_task(system, home):
 def test_a_second_orchestrator_on_the_same_home_is_refused(system, home):
     holder = ray.get(system.orchestrator.pid.remote())
     second = Orchestrator.options(name="second-orchestrator", namespace=NAMESPACE).remote(
-        _settings(home), system.base_url
+        _settings(home).with_overrides(anthropic_base_url=system.base_url)
     )
     try:
         with pytest.raises(RayActorError) as refused:
