@@ -40,12 +40,16 @@ async def test_two_contestants_report_every_figure(ray_session, tmp_path):
     for row in results.rows:
         assert row.failed == 0, row
         assert row.microtasks == 6 and row.makespan_s > 0 and row.wall_s >= row.makespan_s * 0.5
-        assert row.p99_s >= row.p50_s >= 0
-        assert row.speedup >= 0 and row.overhead_ms == row.overhead_ms  # not NaN
+        assert row.p99_s >= row.p50_s > 0
+        # With zero latency there is no sequential time to speed up: its speedup is 0.
+        assert (row.speedup == 0) == (row.latency == "zero")
+        assert row.overhead_ms == row.overhead_ms  # not NaN
         assert row.efficiency <= 1.2, row  # no contestant beats the bound (no backups can win)
     timed = [r for r in results.rows if r.latency != "zero"]
     assert all(r.ideal_s == pytest.approx(0.4) and r.efficiency > 0 for r in timed)
-    assert all(r.speedup > 0 and r.sequential_estimated for r in timed)
+    # Six 0.1 s calls one after another against four levels: 1.5x at best (with the same
+    # 20 % slack as the efficiency bound above), never more.
+    assert all(0 < r.speedup <= 0.6 / 0.4 * 1.2 and r.sequential_estimated for r in timed)
     assert [b.variant for b in results.backups] == ["backups off", "backups on"]
     assert all(b.runs == 1 and b.p99_s > 0 for b in results.backups)
     assert results.ray_start_s > 0 and results.peak_rss_mb > 0 and results.peak_processes > 1
@@ -53,7 +57,6 @@ async def test_two_contestants_report_every_figure(ray_session, tmp_path):
     cpu = results.cpu  # measured on the system's zero-latency run
     assert cpu is not None and cpu.scenario == config.scenarios[0].name and cpu.microtasks == 6
     assert cpu.ms_per_microtask["agents"] > 0 and cpu.ms_per_microtask["orchestrator"] > 0
-    assert cpu.idle_ms_per_microtask["agents"] >= 0
     assert cpu.idle_processes["agents"] == 4 and sum(cpu.idle_cores.values()) > 0
     assert lines and any("ray" in line for line in lines)  # progress was reported
 

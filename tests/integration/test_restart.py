@@ -4,10 +4,10 @@ follow-up keeps the conversation it was given and adds its turn once."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import ray
+from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
 from actors.models import Microtask, Role, TaskState
@@ -49,10 +49,7 @@ def test_task_half_done_finishes_after_a_full_restart(ray_session, tmp_path):
             "survive a restart", plan, conversation_id=opening.conversation_id
         )
     )
-    deadline = time.monotonic() + 60
-    while ray.get(first.orchestrator.status.remote(task_id))["done"] < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: ray.get(first.orchestrator.status.remote(task_id))["done"] >= 2)
     stop_system(first)  # everything goes: pools, agents, orchestrator, limiter, simulator
 
     second = start_system(settings)
