@@ -14,6 +14,7 @@ import sqlite3
 
 import pytest
 import ray
+from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
@@ -21,18 +22,15 @@ from actors.errors import CapacityError
 from actors.models import Microtask, Role, TaskState
 from actors.system import start_system, stop_system
 
-ROLES = ("research", "analysis", "generation", "validation")
-
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
-    return Settings().with_overrides(
+    return tiny_settings(
+        1,
+        3,
         home=tmp_path_factory.mktemp("admission-home"),
-        pools={role: {"min": 1, "max": 3} for role in ROLES},
-        simulator={"latency": "fixed", "median_s": 0.05},
         max_running_tasks=3,
         max_tasks_per_user=2,
-        backups=False,
     )
 
 

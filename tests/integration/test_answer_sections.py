@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 import ray
+from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 
-from actors.config import Settings
 from actors.models import EventKind, Role, TaskState
 from actors.system import start_system, stop_system
 
@@ -24,12 +24,10 @@ SECURITY = (
 
 @pytest.fixture(scope="module")
 def system(ray_session, tmp_path_factory):
-    settings = Settings().with_overrides(
+    settings = tiny_settings(
         home=tmp_path_factory.mktemp("sections-home"),
-        pools={role.value: {"min": 1, "max": 2} for role in Role},
         simulator={"latency": "realistic", "time_scale": 0.02, "seed": 5},
         answer_mode="sections",
-        backups=False,
     )
     system = start_system(settings)
     yield system

@@ -15,6 +15,7 @@ import sys
 import pytest
 import ray
 from test_documents import PNG, pdf_with_text  # tests/unit is on pytest's pythonpath
+from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
@@ -29,7 +30,7 @@ SECURITY = (
 
 
 def _settings() -> Settings:
-    return Settings().with_overrides(
+    return tiny_settings(
         pools={
             "research": {"min": 2, "max": 4},
             "analysis": {"min": 1, "max": 3},

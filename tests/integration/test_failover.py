@@ -20,6 +20,7 @@ import pytest
 import ray
 from layers import layered  # tests/integration is on pythonpath
 from ray.exceptions import RayActorError
+from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import LIMITER_NAME, NAMESPACE, Settings
@@ -31,14 +32,14 @@ from actors.system import System, start_system, stop_system
 
 pytestmark = pytest.mark.ray
 
-ROLES = ("research", "analysis", "generation", "validation")
 SEEDED_TASK = "seeded-task"
 
 
 def _settings(home) -> Settings:
-    return Settings().with_overrides(
+    return tiny_settings(
+        2,
+        2,
         home=home,
-        pools={role: {"min": 2, "max": 2} for role in ROLES},
         simulator={"latency": "fixed", "median_s": 0.05, "seed": 5},
         microtask_timeout_s=20.0,
         retry_backoff_s=0.2,

@@ -17,9 +17,9 @@ import urllib.request
 
 import pytest
 import ray
+from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
-from actors.config import Settings
 from actors.models import EventKind, Microtask, ProgressEvent, Role, TaskState
 from actors.system import start_system, stop_system
 
@@ -34,9 +34,8 @@ HANG = {"rate_hang": 1.0, "hang_s": 120.0}
 @pytest.fixture(scope="module")
 def system(ray_session, tmp_path_factory):
     small = {"max_microtasks": 4, "max_agents": 4}
-    settings = Settings().with_overrides(
+    settings = tiny_settings(
         home=tmp_path_factory.mktemp("lifecycle-home"),
-        pools={role.value: {"min": 1, "max": 2} for role in Role},
         simulator={"latency": "fixed", "median_s": 0.05, "seed": 5},
         levels={
             "simple": {**small, "time_limit_s": 60},

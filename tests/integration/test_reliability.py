@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 import ray
 from layers import layered  # tests/integration is on pythonpath
+from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import Settings
@@ -22,12 +23,9 @@ from actors.errors import CapacityError
 from actors.models import Role, TaskState
 from actors.system import start_system, stop_system
 
-ROLES = ("research", "analysis", "generation", "validation")
-
 
 def _settings(**changes) -> Settings:
     base = {
-        "pools": {role: {"min": 2, "max": 3} for role in ROLES},
         "simulator": {"latency": "fixed", "median_s": 0.05, "seed": 3},
         # The agent's clock leaves out waiting for the cluster's limiter (which the storm
         # cuts to a call or two at once): what it bounds is a hung call.
@@ -48,7 +46,7 @@ def _settings(**changes) -> Settings:
         "backups": False,
     }
     base.update(changes)
-    return Settings().with_overrides(**base)
+    return tiny_settings(2, 3, **base)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import json
 import urllib.request
 
 import ray
+from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
-from actors.config import Settings
 from actors.models import Microtask, Role, TaskState
 from actors.store import Store
 from actors.system import start_system, stop_system
@@ -24,12 +24,7 @@ def _heard(system) -> list[dict | None]:
 
 
 def test_task_half_done_finishes_after_a_full_restart(ray_session, tmp_path):
-    settings = Settings().with_overrides(
-        home=tmp_path,
-        pools={role.value: {"min": 1, "max": 2} for role in Role},
-        simulator={"latency": "fixed", "median_s": 0.05},
-        backups=False,
-    )
+    settings = tiny_settings(home=tmp_path)
     plan = [
         Microtask(id=f"r{i}", role=Role.RESEARCH, title=f"r{i}", instructions="[sim-latency 0.5]")
         for i in range(2)
