@@ -52,7 +52,13 @@ from actors.config import (
     Settings,
     pool_actor_name,
 )
-from actors.errors import CapacityError, ConfigurationError, UnknownTaskError, UserInputError
+from actors.errors import (
+    CapacityError,
+    ConfigurationError,
+    UnknownConversationError,
+    UnknownTaskError,
+    UserInputError,
+)
 from actors.http_guard import (
     ANY_HOST,
     PAGE_HEADERS,
@@ -293,7 +299,7 @@ class Gateway:
         ref = getattr(self._actor(name), method).remote(*args, **kwargs)
         try:
             return await asyncio.wait_for(ref, _CALL_TIMEOUT_S)
-        except UnknownTaskError as exc:
+        except (UnknownTaskError, UnknownConversationError) as exc:
             raise HTTPException(404, _said(exc)) from None
         except UserInputError as exc:
             raise HTTPException(400, _said(exc)) from None
@@ -396,8 +402,10 @@ class Gateway:
     # The body is read by hand (task_body): capped, and only after the guard has passed.
     @app.post("/tasks", status_code=202, openapi_extra=TASK_BODY_OPENAPI)
     async def submit(self, request: Request) -> dict[str, str]:
-        """Accept a request (``{"text", "quick_answer", "documents", "cost_limit_usd"}``); 202
-        with its task id. A document is ``{"name", "text"}`` or ``{"name", "data_base64"}``."""
+        """Accept a request (``{"text", "quick_answer", "documents", "cost_limit_usd",
+        "conversation_id"}``); 202 with its task id and the conversation it answers in (a
+        follow-up passes that id; another caller's is a 404). A document is ``{"name",
+        "text"}`` or ``{"name", "data_base64"}``."""
         body = await task_body(request, self.access.max_body_bytes)
         documents = await asyncio.to_thread(task_documents, body, self._settings)  # PDF parsing
         caller = self.access.caller(request.headers)
@@ -409,8 +417,9 @@ class Gateway:
             quick=body.quick_answer,
             documents=documents or None,
             cost_limit_usd=body.cost_limit_usd,
+            conversation_id=body.conversation_id,
         )
-        return {"task_id": task_id}
+        return {"task_id": task_id, "conversation_id": body.conversation_id or task_id}
 
     @app.get("/tasks")
     async def history(self, request: Request, limit: int = 50) -> dict[str, Any]:

@@ -95,6 +95,14 @@ class TaskIn(BaseModel):
         description="the task stops at this cost and answers with what finished (default: "
         "the server's PARALLEL_AGENTS_TASK_BUDGET_USD)",
     )
+    conversation_id: str | None = Field(
+        default=None,
+        strict=True,
+        min_length=1,
+        max_length=64,
+        description="follow up in this conversation of yours (the id a task's answer gave); "
+        "without it the task opens a conversation named after itself",
+    )
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:

@@ -253,6 +253,46 @@ def test_another_callers_task_is_404_on_read_and_cancel(http, gateways, system):
         ray.get(system.orchestrator.cancel.remote(telegram))
 
 
+def _done(http: httpx.Client, path: str, headers: dict[str, str]) -> dict:
+    return wait_until(
+        lambda: (got := http.get(path, headers=headers).json())["state"] == "done" and got
+    )
+
+
+def _heard_since(system, seen: int) -> list[dict]:
+    """What each answered microtask call since ``seen`` carried of a conversation."""
+    url = ray.get(system.simulator.url.remote())
+    calls = httpx.get(f"{url}/requests", timeout=10).json()["requests"][seen:]
+    return [c["conversation"] for c in calls if c["status"] == 200 and c["microtask"]]
+
+
+def test_a_follow_up_in_ones_own_conversation_carries_its_answer_and_others_get_404(
+    http, gateways, system
+):
+    alice, bob = _bearer(ALICE), _bearer(BOB)
+    first = http.post("/alice/tasks", json={"text": "Hello"}, headers=alice).json()
+    assert first["conversation_id"] == first["task_id"]
+    answer = _done(http, f"/alice/tasks/{first['task_id']}", alice)["report"]["result"]
+    url = ray.get(system.simulator.url.remote())
+    seen = len(httpx.get(f"{url}/requests", timeout=10).json()["requests"])
+    body = {"text": "make it shorter", "conversation_id": first["conversation_id"]}
+    follow_up = http.post("/alice/tasks", json=body, headers=alice)
+    assert follow_up.status_code == 202
+    assert follow_up.json()["conversation_id"] == first["conversation_id"]
+    status = _done(http, f"/alice/tasks/{follow_up.json()['task_id']}", alice)
+    assert status["conversation_id"] == first["conversation_id"]
+    heard = _heard_since(system, seen)
+    assert heard and all(h["answers"] == [answer[:120]] for h in heard)
+    before = _task_count(system)
+    for refused in (
+        http.post("/bob/tasks", json=body, headers=bob),
+        http.post("/tasks", json=body),  # loopback without a token is yet another caller
+        http.post("/alice/tasks", json={**body, "conversation_id": "nope"}, headers=alice),
+    ):
+        assert refused.status_code == 404 and "no conversation" in refused.json()["detail"]
+    assert _task_count(system) == before  # nothing was submitted
+
+
 def test_listings_show_only_ones_own_tasks(http, gateways, system):
     alice, bob = _bearer(ALICE), _bearer(BOB)
     task_id = http.post("/alice/tasks", json={"text": "Hello"}, headers=alice).json()["task_id"]
