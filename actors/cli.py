@@ -22,7 +22,12 @@ from rich.console import Console
 
 from actors.config import Settings, SimulatorSettings, load_settings
 from actors.documents import Document, check_limits, check_size, read_document
-from actors.errors import ConfigurationError, ParallelAgentsError, UserInputError
+from actors.errors import (
+    ConfigurationError,
+    ParallelAgentsError,
+    UnknownConversationError,
+    UserInputError,
+)
 from actors.intake import clean_request
 from actors.live_view import RunView
 from actors.models import EventKind, PoolSnapshot, ProgressEvent, RunReport, TaskState
@@ -81,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="USD",
         help="stop the task at this cost and answer with what finished (default: "
         "PARALLEL_AGENTS_TASK_BUDGET_USD, $5)",
+    )
+    following = run.add_mutually_exclusive_group()
+    following.add_argument(
+        "--continue",
+        action="store_true",
+        dest="follow_last",
+        help="follow up on the last conversation run from here: the request's prompts "
+        "carry its earlier turns (a new conversation if there is none)",
+    )
+    following.add_argument(
+        "--conversation",
+        metavar="ID",
+        help="follow up in conversation ID (printed with each task, and conversation_id in --json)",
     )
     run.add_argument(
         "--timeline",
@@ -317,11 +335,25 @@ def _submit_and_follow(
         system = start_system(settings, resume=False)  # a private run: only its own task
         progress.say(f"pools warm in {time.monotonic() - started:.1f} s")
     orchestrator = system.orchestrator
+    conversation_id: str | None = args.conversation
+    if args.follow_last:
+        latest: ray.ObjectRef = orchestrator.latest_conversation.remote(None)
+        conversation_id = ray.get(latest)
+        if conversation_id is None:
+            progress.say("no earlier conversation: this request starts one")
     submitted: ray.ObjectRef = orchestrator.submit.remote(
-        text, quick=args.quick, documents=documents or None, cost_limit_usd=args.cost_limit
+        text,
+        quick=args.quick,
+        documents=documents or None,
+        cost_limit_usd=args.cost_limit,
+        conversation_id=conversation_id,
     )
-    task_id = str(ray.get(submitted))
-    progress.say(f"task {task_id} submitted")
+    try:
+        task_id = str(ray.get(submitted))
+    except UnknownConversationError as exc:  # nothing was submitted
+        said = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
+        raise UserInputError(f"{said}; --continue follows up on the last one") from None
+    progress.say(f"task {task_id} submitted in conversation {conversation_id or task_id}")
     after = 0
     try:
         while True:

@@ -603,3 +603,34 @@ def test_a_conversation_past_its_bound_is_summarised_once_and_the_summary_carrie
     assert summary and all(heard["summary"] == summary for heard in later)
     assert later[-1]["answers"] == [second.result[:120], third.result[:120]]
     assert fourth.state is TaskState.DONE
+
+
+def test_cli_run_continue_follows_up_on_the_last_conversation(system):
+    gcs = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": gcs}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "actors", "run", "--json", *args],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+
+    first = run("Hello")
+    assert first.returncode == 0, first.stderr
+    opened = json.loads(first.stdout)
+    assert opened["conversation_id"] == opened["task_id"]
+    assert f"in conversation {opened['task_id']}" in first.stderr
+    url = ray.get(system.simulator.url.remote())
+    seen = len(_requests(url))
+    follow_up = run("--continue", "make it shorter")
+    assert follow_up.returncode == 0, follow_up.stderr
+    assert json.loads(follow_up.stdout)["conversation_id"] == opened["conversation_id"]
+    heard = [c["conversation"] for c in _calls_since(url, seen) if c["microtask"]]
+    assert heard and all(h["answers"] == [opened["result"][:120]] for h in heard)
+    named = run("--conversation", opened["conversation_id"], "make it a table")
+    assert json.loads(named.stdout)["conversation_id"] == opened["conversation_id"]
+    before = len(ray.get(system.orchestrator.history.remote(1000)))
+    unknown = run("--conversation", "nope", "and then?")
+    assert unknown.returncode == 2 and "no conversation with id 'nope'" in unknown.stderr
+    assert unknown.stdout == ""
+    assert len(ray.get(system.orchestrator.history.remote(1000))) == before  # nothing submitted
