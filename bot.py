@@ -13,8 +13,13 @@ Every request is stored
 in the job store (``actors.jobs``) before any work starts, so a redelivered
 update runs once and an answer survives a restart of the bot: unfinished jobs
 resume at start-up and each answer is delivered exactly once. Answers are
-Markdown, sent as text with entities (``actors.job_runner.send_markdown``); replies
-and progress are plain text. Bot-only settings:
+Markdown, sent as text with entities (``actors.job_runner.send_markdown``), the first
+part a reply to the request; replies and progress are plain text.
+
+A chat remembers: a message follows up on its sender's latest conversation in that chat, a
+reply to one of the bot's messages on that message's conversation (its prompts carry the
+earlier turns), ``/new`` starts afresh and ``/forget`` deletes the sender's conversations
+and this chat's answers. Bot-only settings:
 
 ``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_URL``      public URL; set = webhook mode
 ``PARALLEL_AGENTS_TELEGRAM_WEBHOOK_LISTEN``   bind address (default 127.0.0.1)
@@ -82,12 +87,15 @@ COMMANDS = {
     "parallel_test": "run a canned complex request and report its parallelism",
     "parallel_status": "pools, queue and active tasks",
     "cancel": "cancel your running request",
+    "new": "start a new conversation (the next message sees nothing before it)",
+    "forget": "delete your conversations and answers in this chat",
 }
 HELP = (
     "Send any question or task as a message. Simple ones are answered directly; "
     "complex ones are split into microtasks that many agents work on in parallel, "
     "with a live progress message, then the merged answer. To ask about a document, "
-    f"send it as a file ({ACCEPTED}) with the request as its caption.\n\n"
+    f"send it as a file ({ACCEPTED}) with the request as its caption. A message follows up "
+    "on your last answer (reply to an earlier answer to follow up on that one).\n\n"
     + "\n".join(f"/{name} - {what}" for name, what in COMMANDS.items())
     + "\n\n/parallel-test and /parallel-status work too."
 )
@@ -168,6 +176,26 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     task_id = await _runner(context).cancel(update.effective_user.id)
     text = f"Cancelling task {task_id}." if task_id else "Nothing of yours is running."
     await update.effective_message.reply_text(text)
+
+
+async def new_conversation(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Start afresh: the user's next message in this chat opens a new conversation."""
+    assert update.effective_message is not None and update.effective_user is not None
+    store: JobStore = context.bot_data["store"]
+    store.follow(update.effective_message.chat_id, update.effective_user.id, None)
+    await update.effective_message.reply_text(fmt.NEW_CONVERSATION)
+
+
+async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Delete the user's conversations (the system's store) and answers (this chat's jobs)."""
+    message, user = update.effective_message, update.effective_user
+    assert message is not None and user is not None
+    submitter = f"telegram:{user.id}"  # as Job.submitter names it
+    forgotten = await _runner(context).forget(message.chat_id, user.id, submitter)
+    await message.reply_text(
+        f"Forgotten: {forgotten} conversation(s) and their answers. "
+        "Your next message starts afresh."
+    )
 
 
 async def request(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -251,11 +279,27 @@ def _record(
     kind: JobKind,
     *documents: Document,
 ) -> Job | None:
-    """Store the job before anything runs; None when this update was already handled."""
-    assert update.effective_chat is not None and update.effective_user is not None
+    """Store the job before anything runs, with the conversation it continues; None when
+    this update was already handled."""
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    assert message is not None and chat is not None and user is not None
     store: JobStore = context.bot_data["store"]
+    conversation = None
+    if kind is JobKind.REQUEST:
+        replied = message.reply_to_message
+        if replied is not None:  # an earlier answer's, or else (someone else's) a new one
+            conversation = store.conversation_of(chat.id, replied.message_id, user.id)
+        else:
+            conversation = store.latest_thread(chat.id, user.id)
     job = store.record(
-        update.update_id, update.effective_chat.id, update.effective_user.id, text, kind, documents
+        update.update_id,
+        chat.id,
+        user.id,
+        text,
+        kind,
+        documents,
+        message_id=message.message_id,
+        conversation_id=conversation,
     )
     if job is None:
         log.info("update %s was delivered again; ignored", update.update_id)
@@ -344,6 +388,8 @@ def build_application(
     app.add_handler(CommandHandler("parallel_test", parallel_test))
     app.add_handler(CommandHandler("parallel_status", parallel_status))
     app.add_handler(CommandHandler("cancel", cancel))
+    app.add_handler(CommandHandler("new", new_conversation))
+    app.add_handler(CommandHandler("forget", forget))
     # Telegram marks only "/parallel" as the command in "/parallel-test".
     app.add_handler(MessageHandler(filters.Regex(r"^/parallel-test\b"), parallel_test))
     app.add_handler(MessageHandler(filters.Regex(r"^/parallel-status\b"), parallel_status))

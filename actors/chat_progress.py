@@ -190,6 +190,7 @@ class ChatProgress:
                 message = await formatted(send, part, job.chat_id)
                 self._message_id = message.message_id
                 self._store.progress_message(job.update_id, message.message_id)
+                self._store.sent(job.chat_id, message.message_id, job.update_id)
             else:
                 edit: Callable[..., Awaitable[Any]] = partial(
                     self._bot.edit_message_text, chat_id=job.chat_id, message_id=self._message_id

@@ -352,7 +352,9 @@ def _submit_and_follow(
         task_id = str(ray.get(submitted))
     except UnknownConversationError as exc:  # nothing was submitted
         said = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
-        raise UserInputError(f"{said}; --continue follows up on the last one") from None
+        # With --continue it was deleted (expired, or forgotten) since it was looked up.
+        hint = "" if args.follow_last else "; --continue follows up on the last one"
+        raise UserInputError(f"{said}{hint}") from None
     progress.say(f"task {task_id} submitted in conversation {conversation_id or task_id}")
     after = 0
     try:

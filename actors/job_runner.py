@@ -30,13 +30,19 @@ from functools import partial
 from typing import Any, TypeVar
 
 from ray.exceptions import RayActorError, RayError
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
 from actors import telegram_format as fmt
 from actors.chat_progress import ChatProgress, TaskProgress, formatted
-from actors.errors import CapacityError, ConfigurationError, UnknownTaskError, UserInputError
+from actors.errors import (
+    CapacityError,
+    ConfigurationError,
+    UnknownConversationError,
+    UnknownTaskError,
+    UserInputError,
+)
 from actors.jobs import Job, JobKind, JobState, JobStore
 from actors.models import PoolSnapshot, ProgressEvent, RunReport, TaskState
 from actors.system import System
@@ -155,24 +161,37 @@ class BotConfig:
 
 
 async def send_markdown(
-    bot: Bot, chat_id: int, markdown: str, first_part: int = 0, footer: str | None = None
-) -> AsyncIterator[int]:
+    bot: Bot,
+    chat_id: int,
+    markdown: str,
+    first_part: int = 0,
+    footer: str | None = None,
+    reply_to: int | None = None,
+) -> AsyncIterator[tuple[int, Message]]:
     """Send ``markdown`` formatted, from part ``first_part`` on, the plain line ``footer``
-    ending the last part; yields the parts sent so far.
+    ending the last part, the first part a reply to message ``reply_to`` (if it is still
+    there); yields the parts sent so far and the message just sent.
 
-    ``async for sent in send_markdown(bot, chat, text): ...`` records progress between parts.
+    ``async for sent, message in send_markdown(bot, chat, text): ...`` records progress.
     """
     parts = fmt.message_parts(markdown)
     if footer:
         parts = fmt.with_footer(parts, footer)
     for index in range(first_part, len(parts)):
-        await send_part(bot, chat_id, parts[index])
-        yield index + 1
+        replying = reply_to if index == 0 else None
+        yield index + 1, await send_part(bot, chat_id, parts[index], replying)
 
 
-async def send_part(bot: Bot, chat_id: int, part: fmt.MessagePart) -> Message:
+async def send_part(
+    bot: Bot, chat_id: int, part: fmt.MessagePart, reply_to: int | None = None
+) -> Message:
     """Send one part with its entities; as plain text if Telegram refuses the entities."""
-    return await formatted(partial(bot.send_message, chat_id), part, chat_id)
+    send = partial(bot.send_message, chat_id)
+    if reply_to is not None:  # a deleted request message does not stop the answer
+        send = partial(
+            send, reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True)
+        )
+    return await formatted(send, part, chat_id)
 
 
 class JobRunner:
@@ -280,8 +299,11 @@ class JobRunner:
     async def deliver(self, job: Job) -> None:
         """Send the job's stored Markdown text formatted, in parts, each part once."""
         assert job.answer is not None
-        sending = send_markdown(self._bot, job.chat_id, job.answer, job.parts_sent, job.footer)
-        async for sent in sending:
+        sending = send_markdown(
+            self._bot, job.chat_id, job.answer, job.parts_sent, job.footer, job.message_id
+        )
+        async for sent, message in sending:
+            self._store.sent(job.chat_id, message.message_id, job.update_id)
             self._store.part_sent(job.update_id, sent)
         self._store.delivered(job.update_id)
 
@@ -373,24 +395,51 @@ class JobRunner:
                 log.info("job %s: task %s is gone; resubmitting", job.update_id, task_id)
                 task_id = None
         if task_id is None:
-            # The key makes a repeated submit (the orchestrator died inside it, or this bot
-            # died before recording the task id) return the task the first one started.
-            submitted: Awaitable[str] = self._orchestrator.submit.remote(
-                job.text,
-                user=job.submitter,
-                idempotency_key=job.idempotency_key,
-                quick=self._config.quick_answer,
-                documents=job.documents or None,
-                cost_limit_usd=job.cost_limit_usd,
-            )
-            task_id = str(await self._ask(submitted))
-            self._store.started(job.update_id, task_id)
-            log.info("job %s: task %s submitted", job.update_id, task_id)
+            task_id = await self._submit(job)
         with contextlib.suppress(TelegramError):
             await self._bot.send_chat_action(job.chat_id, ChatAction.TYPING)
         await self._follow(job, task_id)
         report: RunReport = await self._ask(self._orchestrator.wait.remote(task_id))
         return report
+
+    async def _submit(self, job: Job) -> str:
+        """Submit ``job`` in its conversation (a new one if that is gone, and its user is
+        told); its task id, recorded, and its conversation the chat's latest thread."""
+        try:
+            task_id = await self._submit_once(job)
+        except UnknownConversationError:  # forgotten or expired since: nothing was submitted
+            log.info("job %s: conversation %s is gone", job.update_id, job.conversation_id)
+            self._store.conversation_gone(job.update_id)
+            job = job.model_copy(update={"conversation_id": None})
+            with contextlib.suppress(TelegramError):
+                await self._bot.send_message(job.chat_id, fmt.CONVERSATION_GONE)
+            task_id = await self._submit_once(job)
+        self._store.started(job.update_id, task_id)
+        if job.kind is JobKind.REQUEST:
+            self._store.follow(job.chat_id, job.user_id, job.conversation_id or task_id)
+        log.info("job %s: task %s submitted", job.update_id, task_id)
+        return task_id
+
+    async def _submit_once(self, job: Job) -> str:
+        # The key makes a repeated submit (the orchestrator died inside it, or this bot
+        # died before recording the task id) return the task the first one started.
+        submitted: Awaitable[str] = self._orchestrator.submit.remote(
+            job.text,
+            user=job.submitter,
+            idempotency_key=job.idempotency_key,
+            quick=self._config.quick_answer,
+            documents=job.documents or None,
+            cost_limit_usd=job.cost_limit_usd,
+            conversation_id=job.conversation_id,
+        )
+        return str(await self._ask(submitted))
+
+    async def forget(self, chat_id: int, user_id: int, submitter: str) -> int:
+        """``/forget``: the user's conversations deleted from the orchestrator's store and
+        their delivered jobs in this chat from the job store; how many conversations."""
+        forgotten: int = await self._ask(self._orchestrator.forget.remote(submitter))
+        self._store.forget(chat_id, user_id)
+        return forgotten
 
     async def _follow(self, job: Job, task_id: str) -> None:
         """Show live progress, then the answer as it is written, until the task ends.

@@ -23,6 +23,13 @@ with the cost limit it would run under, until its user presses "Run it" (back to
 ``received``, limit kept: it is not asked again) or "Cancel"; such a job is not resumed
 at start-up, it waits for the press, which works after a restart too.
 
+Conversations: each request job names the conversation it continues (decided when it is
+recorded, so a restarted bot submits it with the same one: a reply to one of the bot's
+messages continues that message's job's conversation, a plain message the chat's latest
+thread of its user, None a new one, named after its task). Every message the bot sends for a
+job is kept (``sent``), and each chat's latest thread per user (``threads``): ``/new``
+clears it, ``/forget`` deletes the user's rows of the chat.
+
 SQLite in WAL mode under ``settings.home``; the schema carries a version and a
 newer one than this code knows is refused rather than misread.
 """
@@ -43,7 +50,7 @@ from actors.config import private_file
 from actors.documents import Document
 from actors.errors import ConfigurationError
 
-SCHEMA_VERSION = 4  # 2 added idempotency_key, 3 documents, 4 cost_limit_usd and footer
+SCHEMA_VERSION = 5  # 2 idempotency_key, 3 documents, 4 cost_limit_usd and footer, 5 threads
 DEFAULT_FILENAME = "bot-jobs.sqlite3"
 
 _SCHEMA = """
@@ -64,9 +71,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key     TEXT,
     documents           TEXT,
     cost_limit_usd      REAL,
-    footer              TEXT
+    footer              TEXT,
+    message_id          INTEGER,
+    conversation_id     TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (delivered, user_id);
+CREATE TABLE IF NOT EXISTS sent (
+    chat_id     INTEGER NOT NULL,
+    message_id  INTEGER NOT NULL,
+    update_id   INTEGER NOT NULL,
+    PRIMARY KEY (chat_id, message_id)
+);
+CREATE TABLE IF NOT EXISTS threads (
+    chat_id          INTEGER NOT NULL,
+    user_id          INTEGER NOT NULL,
+    conversation_id  TEXT,
+    PRIMARY KEY (chat_id, user_id)
+);
 """
 _DOCUMENTS = TypeAdapter(list[Document])
 
@@ -107,6 +128,8 @@ class Job(BaseModel):
     documents: list[Document] = []  # sent with the request, attached after its text
     cost_limit_usd: float | None = None  # set when its user was asked: the run stops there
     footer: str | None = None  # a plain line after the answer (its cost), not Markdown
+    message_id: int | None = None  # the request's message: the answer replies to it
+    conversation_id: str | None = None  # the conversation it continues (None: a new one)
 
     @property
     def submitter(self) -> str:
@@ -148,6 +171,11 @@ class JobStore:
                     f"code's {SCHEMA_VERSION}; upgrade parallel-agents or point "
                     "PARALLEL_AGENTS_HOME at another folder"
                 )
+            if found is not None and found < 5:
+                have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+                for column, kind in (("message_id", "INTEGER"), ("conversation_id", "TEXT")):
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             self._db.executescript(_SCHEMA)
             if found is None:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
@@ -171,14 +199,18 @@ class JobStore:
         text: str,
         kind: JobKind,
         documents: Sequence[Document] = (),
+        message_id: int | None = None,
+        conversation_id: str | None = None,
     ) -> Job | None:
-        """Store a new job; None when this update id was seen before (a redelivery)."""
+        """Store a new job; None when this update id was seen before (a redelivery).
+        ``message_id``: the request's message; ``conversation_id``: the one it continues."""
         now = time.time()
         key = f"telegram:{update_id}:{uuid.uuid4().hex[:12]}"
         stored = json.dumps([d.model_dump() for d in documents]) if documents else None
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO jobs (update_id, chat_id, user_id, kind, text, state, "
-            "created, updated, idempotency_key, documents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created, updated, idempotency_key, documents, message_id, conversation_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 update_id,
                 chat_id,
@@ -190,9 +222,65 @@ class JobStore:
                 now,
                 key,
                 stored,
+                message_id,
+                conversation_id,
             ),
         )
         return self.get(update_id) if cursor.rowcount == 1 else None
+
+    # --- conversations -------------------------------------------------------------
+
+    def sent(self, chat_id: int, message_id: int, update_id: int) -> None:
+        """The bot sent ``message_id`` for job ``update_id``: a reply to it continues that
+        job's conversation."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO sent VALUES (?, ?, ?)", (chat_id, message_id, update_id)
+        )
+
+    def conversation_of(self, chat_id: int, message_id: int, user_id: int) -> str | None:
+        """The conversation of the job ``user_id``'s message in ``chat_id`` was sent for
+        (None: not one of the bot's messages for that user's requests)."""
+        row = self._db.execute(
+            "SELECT COALESCE(j.conversation_id, j.task_id) FROM sent s JOIN jobs j USING"
+            " (update_id) WHERE s.chat_id = ? AND s.message_id = ? AND j.user_id = ?"
+            " AND j.kind = ?",
+            (chat_id, message_id, user_id, JobKind.REQUEST.value),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def latest_thread(self, chat_id: int, user_id: int) -> str | None:
+        """The conversation ``user_id``'s next plain message in ``chat_id`` continues."""
+        row = self._db.execute(
+            "SELECT conversation_id FROM threads WHERE chat_id = ? AND user_id = ?",
+            (chat_id, user_id),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def follow(self, chat_id: int, user_id: int, conversation_id: str | None) -> None:
+        """Make ``conversation_id`` the user's latest thread in the chat (None: the next
+        message starts a new conversation, ``/new``)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO threads VALUES (?, ?, ?)", (chat_id, user_id, conversation_id)
+        )
+
+    def conversation_gone(self, update_id: int) -> None:
+        """The job's conversation no longer exists (forgotten or expired): it opens one."""
+        self._update(update_id, conversation_id=None)
+
+    def forget(self, chat_id: int, user_id: int) -> int:
+        """Delete ``user_id``'s delivered jobs in ``chat_id``, the messages sent for them and
+        the user's thread there (a job still running keeps its row); returns the jobs."""
+        with self._db:
+            done = "SELECT update_id FROM jobs WHERE chat_id = ? AND user_id = ? AND delivered = 1"
+            self._db.execute(f"DELETE FROM sent WHERE update_id IN ({done})", (chat_id, user_id))
+            deleted = self._db.execute(
+                "DELETE FROM jobs WHERE chat_id = ? AND user_id = ? AND delivered = 1",
+                (chat_id, user_id),
+            ).rowcount
+            self._db.execute(
+                "DELETE FROM threads WHERE chat_id = ? AND user_id = ?", (chat_id, user_id)
+            )
+        return int(deleted)
 
     def started(self, update_id: int, task_id: str) -> None:
         """The orchestrator accepted the job as ``task_id``."""

@@ -98,6 +98,11 @@ def _part(text: str, entities: Iterable[telegramify_markdown.MessageEntity]) -> 
 
 
 BUSY = "Sorry, the system is taking too long to answer. Please try again in a moment."
+CONVERSATION_GONE = (
+    "The conversation you followed up on is gone (forgotten or past its retention), so "
+    "this request starts a new one."
+)
+NEW_CONVERSATION = "Done: your next message starts a new conversation."
 JOB_KEPT = (
     "Sorry, something went wrong on my side with that request. It is kept and will be "
     "picked up again when the bot restarts; your new requests are served meanwhile."

@@ -54,6 +54,12 @@ class Call:
     params: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
     status: int = 200
+    result: Any = None  # what the server answered (a sent message's id is in it)
+
+    @property
+    def message_id(self) -> int:
+        """The id of the message this call sent or edited."""
+        return int(self.result["message_id"])
 
 
 class FakeBotAPI:
@@ -96,9 +102,12 @@ class FakeBotAPI:
 
     # --- what tests call ------------------------------------------------------------
 
-    def message_update(self, user_id: int, text: str, chat_id: int | None = None) -> dict:
+    def message_update(
+        self, user_id: int, text: str, chat_id: int | None = None, reply_to: int | None = None
+    ) -> dict:
         """A text message update (a group's when ``chat_id`` is negative, else a private
-        chat's); a leading ``/word`` is marked as a command."""
+        chat's), a reply to the bot's message ``reply_to`` when given; a leading ``/word``
+        is marked as a command."""
         chat = chat_id if chat_id is not None else user_id
         kind = "private" if chat > 0 else "group"
         message: dict[str, Any] = {
@@ -108,6 +117,9 @@ class FakeBotAPI:
             "from": {"id": user_id, "is_bot": False, "first_name": "Tester"},
             "text": text,
         }
+        if reply_to is not None:
+            replied = self._texts[(chat, reply_to)]
+            message["reply_to_message"] = self._message(chat, reply_to, replied)
         if text.startswith("/"):
             # Telegram marks only [a-z0-9_] as the command: "/parallel-test" -> "/parallel".
             length = 1 + len(list(itertools.takewhile(_command_char, text[1:])))
@@ -236,7 +248,7 @@ class FakeBotAPI:
             response = _reply({"ok": True, "result": await self._get_updates(params)})
         else:
             status, body = self._answer(method, params)
-            call.status = status
+            call.status, call.result = status, body.get("result")
             response = _reply(body, status)
         async with self._changed:
             self._changed.notify_all()

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from fake_bot_api import FakeBotAPI  # tests/integration is on sys.path (no packages)
+from fake_bot_api import Call, FakeBotAPI  # tests/integration is on sys.path (no packages)
 from telegram import MessageEntity
 from test_documents import PNG, pdf_with_text  # tests/unit is on sys.path too
 
@@ -171,6 +172,8 @@ async def test_start_registers_commands_and_greets(system, fake, tmp_path):
             "parallel_test",
             "parallel_status",
             "cancel",
+            "new",
+            "forget",
         ]
         greeting = await _say(fake, "/start")
         assert "parallel" in greeting and "/parallel_test" in greeting
@@ -624,3 +627,67 @@ async def test_bot_killed_mid_task_delivers_the_answer_once_after_restart(system
     log = log_path.read_text()
     assert "re-attached to task" in log
     assert TOKEN not in log
+
+
+async def _answer_to(fake: FakeBotAPI, update: dict, user: int = USER) -> Call:
+    """Send ``update``; the sendMessage call of its answer (the bot's first message that
+    replies to it)."""
+    asked = update["message"]["message_id"]
+
+    def answer() -> Call | None:
+        for call in fake.calls_of("sendMessage", user):
+            replying = call.params.get("reply_parameters") or {}
+            if call.status == 200 and replying.get("message_id") == asked:
+                return call
+        return None
+
+    fake.enqueue(update)
+    found: Call = await fake.wait_for(answer)
+    return found
+
+
+def _heard(system, after_seq: int) -> list[dict | None]:
+    """What each answered call since ``after_seq`` carried of a conversation."""
+    return [e["conversation"] for e in _simulated_requests(system, after_seq) if e["status"] == 200]
+
+
+def _last_seq(system) -> int:
+    return max((e["seq"] for e in _simulated_requests(system)), default=0)
+
+
+async def test_a_reply_to_an_answer_follows_up_on_it_and_new_and_forget_start_afresh(
+    system, fake, tmp_path
+):
+    async with running_bot(fake, system, tmp_path, confirm_cost_usd=0) as (_, store):
+        opening = fake.message_update(USER, "What is a REST API?")
+        first = await _answer_to(fake, opening)
+        first_job = store.get(opening["update_id"])
+        assert first_job is not None and first_job.task_id is not None
+        report = ray.get(system.orchestrator.wait.remote(first_job.task_id))
+        seen = _last_seq(system)
+        # A reply to the answer: the follow-up's prompts carry that answer, and one agent
+        # reworks it directly.
+        follow_up = fake.message_update(USER, "make it shorter", reply_to=first.message_id)
+        second = await _answer_to(fake, follow_up)
+        second_job = store.get(follow_up["update_id"])
+        assert second_job is not None and second_job.conversation_id == report.task_id
+        reworked = ray.get(system.orchestrator.wait.remote(second_job.task_id))
+        assert reworked.plan_source == "direct"
+        assert reworked.conversation_id == report.task_id
+        heard = _heard(system, seen)
+        assert heard and all(h and h["answers"] == [report.result[:120]] for h in heard)
+        assert second.params["reply_parameters"]["message_id"] == follow_up["message"]["message_id"]
+        # /new: the next message opens a conversation of its own and hears nothing before.
+        assert await _say(fake, "/new") == fmt.NEW_CONVERSATION
+        seen = _last_seq(system)
+        fresh = fake.message_update(USER, "make it a table")
+        await _answer_to(fake, fresh)
+        fresh_job = store.get(fresh["update_id"])
+        assert fresh_job is not None and fresh_job.conversation_id is None
+        assert all(h is None for h in _heard(system, seen))
+        # /forget: the conversations and this chat's rows are gone.
+        forgot = re.match(r"Forgotten: (\d+) conversation", await _say(fake, "/forget"))
+        assert forgot and int(forgot.group(1)) >= 2  # these two and the module's earlier ones
+        assert ray.get(system.orchestrator.latest_conversation.remote(f"telegram:{USER}")) is None
+        assert store.get(follow_up["update_id"]) is None and store.latest_thread(USER, USER) is None
+        assert store.conversation_of(USER, first.message_id, USER) is None

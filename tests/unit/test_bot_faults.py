@@ -99,6 +99,7 @@ class FakeOrchestrator:
         quick=None,
         documents=None,
         cost_limit_usd=None,
+        conversation_id=None,
     ) -> str:
         key = (user, idempotency_key)
         if idempotency_key is not None and key in self.tasks_by_key:

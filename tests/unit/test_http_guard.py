@@ -189,6 +189,9 @@ async def test_a_chunked_body_over_the_cap_is_413(loopback):
         (b'["Hello"]', 422, "body: Input should be an object"),
         (b"{}", 422, "text: Field required"),
         (b'{"text": "Hi", "quick_answer": "yes"}', 422, "quick_answer: Input should be"),
+        (b'{"text": "Hi", "conversation_id": 5}', 422, "conversation_id: Input should be a"),
+        (b'{"text": "Hi", "conversation_id": ""}', 422, "conversation_id: String should have"),
+        (b'{"text": "Hi", "conversation_id": "%s"}' % (b"x" * 65), 422, "at most 64"),
     ],
 )
 async def test_each_bad_body_gets_a_4xx_naming_the_problem(body, status, says):
@@ -221,3 +224,11 @@ def test_a_cost_limit_must_be_above_zero():
     assert TaskIn.model_validate({"text": "x", "cost_limit_usd": 0.5}).cost_limit_usd == 0.5
     with pytest.raises(ValidationError, match="greater than 0"):
         TaskIn.model_validate({"text": "x", "cost_limit_usd": 0})
+
+
+def test_a_follow_up_names_its_conversation_and_a_new_request_names_none():
+    from actors.http_guard import TaskIn
+
+    follow_up = TaskIn.model_validate({"text": "make it shorter", "conversation_id": "t-1"})
+    assert follow_up.conversation_id == "t-1"
+    assert TaskIn.model_validate({"text": "Hello"}).conversation_id is None

@@ -177,3 +177,66 @@ def test_a_schema_3_store_gains_the_cost_columns(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     db.close()
+
+
+def test_a_schema_4_store_gains_threads_and_its_jobs_open_conversations(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    JobStore(path).close()
+    db = sqlite3.connect(path)  # back to schema 4: no threads, no sent messages
+    db.executescript(
+        """
+        ALTER TABLE jobs DROP COLUMN message_id;
+        ALTER TABLE jobs DROP COLUMN conversation_id;
+        DROP TABLE sent;
+        DROP TABLE threads;
+        UPDATE schema_version SET version = 4;
+        INSERT INTO jobs (update_id, chat_id, user_id, kind, text, state, created, updated,
+            idempotency_key) VALUES (9, 1, 2, 'request', 'old one', 'received', 0, 0, 'k');
+        """
+    )
+    db.close()
+    store = JobStore(path)
+    old = store.get(9)
+    assert (old.message_id, old.conversation_id) == (None, None)
+    assert store.latest_thread(1, 2) is None
+    store.close()
+
+
+def test_a_reply_finds_the_conversation_of_the_job_its_message_was_sent_for(store):
+    store.record(1, 10, 20, "audit the API", JobKind.REQUEST, message_id=100)
+    store.started(1, "task-1")  # it opened conversation task-1
+    store.sent(10, 101, 1)  # its progress message and its answer
+    store.sent(10, 102, 1)
+    assert store.conversation_of(10, 102, 20) == "task-1"
+    store.record(2, 10, 20, "shorter", JobKind.REQUEST, message_id=103, conversation_id="task-1")
+    store.sent(10, 104, 2)
+    assert store.conversation_of(10, 104, 20) == "task-1"  # the follow-up's answer too
+    assert store.conversation_of(10, 102, 21) is None  # another user's reply: not theirs
+    assert store.conversation_of(10, 999, 20) is None  # not one of the bot's messages
+    store.record(3, 10, 20, "/parallel_test", JobKind.PARALLEL_TEST)
+    store.started(3, "task-3")
+    store.sent(10, 105, 3)
+    assert store.conversation_of(10, 105, 20) is None  # the canned test is no conversation
+
+
+def test_the_latest_thread_is_per_chat_and_user_and_new_clears_it(store):
+    store.follow(10, 20, "task-1")
+    store.follow(11, 20, "task-9")
+    assert (store.latest_thread(10, 20), store.latest_thread(11, 20)) == ("task-1", "task-9")
+    assert store.latest_thread(10, 21) is None
+    store.follow(10, 20, None)  # /new
+    assert store.latest_thread(10, 20) is None and store.latest_thread(11, 20) == "task-9"
+
+
+def test_forget_deletes_the_users_delivered_jobs_in_the_chat_and_keeps_a_running_one(store):
+    store.record(1, 10, 20, "secret", JobKind.REQUEST)
+    store.started(1, "task-1")
+    store.sent(10, 101, 1)
+    store.delivered(1)
+    store.record(2, 10, 20, "still running", JobKind.REQUEST)
+    store.record(3, 10, 21, "someone else's", JobKind.REQUEST)
+    store.delivered(3)
+    store.follow(10, 20, "task-1")
+    assert store.forget(10, 20) == 1
+    assert store.get(1) is None and store.get(2) is not None and store.get(3) is not None
+    assert store.conversation_of(10, 101, 20) is None and store.latest_thread(10, 20) is None

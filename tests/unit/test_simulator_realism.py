@@ -301,8 +301,9 @@ async def test_every_log_entry_has_the_fields(
 ) -> None:
     await client.messages.create(model=HAIKU, max_tokens=2000, messages=ask(REQUEST))
     entry = sim.recent_requests()[-1]
-    # A bare SDK call names no microtask and sends no call id.
-    assert {name for name in LOG_FIELDS if entry[name] is None} == {"microtask", "call_id"}
+    # A bare SDK call names no microtask, sends no call id and follows up on no conversation.
+    unnamed = {name for name in LOG_FIELDS if entry[name] is None}
+    assert unnamed == {"microtask", "call_id", "conversation"}
     assert entry["max_tokens"] == 2000 and entry["purpose"] == "text"
 
 
