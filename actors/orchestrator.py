@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import ray
 
-from actors import admission, complexity, conversation, dag, home_lock, lifecycle, tracing
+from actors import admission, complexity, dag, home_lock, lifecycle, tracing
 from actors.admission import DAY_S, Admission
 from actors.agent import build_prompt, microtask_system
 from actors.agent_leases import PoolLeases
@@ -27,19 +27,15 @@ from actors.decomposer import Decomposer
 from actors.dispatch import Dispatcher
 from actors.documents import Document, attach
 from actors.errors import (
-    ModelBehaviorError,
-    ProviderError,
-    TaskBudgetError,
     UnknownTaskError,
     UserInputError,
 )
 from actors.estimate import for_level, for_plan
 from actors.intake import clean_request
 from actors.llm import LLMClient, RemoteLimiter, ledger
-from actors.merge_step import MergeStep, paid_usage
+from actors.merge_step import MergeStep
 from actors.models import (
     AgentOutput,
-    CallKind,
     Complexity,
     ComplexityAssessment,
     EventKind,
@@ -56,6 +52,7 @@ from actors.models import (
 from actors.plan_stream import STREAMING_PLAN, OnMicrotask
 from actors.quick_take import quick_take
 from actors.ray_metrics import OrchestratorMetrics
+from actors.recall import recall
 from actors.report import SEQ_SPAN, TaskRecord, end_event, settled
 from actors.sections import SectionedAnswer
 from actors.stats import Stats, StatsSnapshot
@@ -474,7 +471,7 @@ class Orchestrator:
             sections: SectionedAnswer | None = None  # answer_mode "sections"
             following: asyncio.Task[None] | None = None  # its follower, during the dispatch
             try:
-                await self._recall(record)
+                await recall(record, self._store, self._client, self._settings)
                 if resumed:
                     pass
                 elif record.given_plan is not None:
@@ -636,60 +633,6 @@ class Orchestrator:
         record.notes.extend(f"plan: {note}" for note in plan.notes)
         record.cut.extend(plan.cut)
         record.set_plan(plan.microtasks)
-
-    async def _recall(self, record: TaskRecord) -> None:
-        """A follow-up's earlier turns, as its prompts will carry them (``record.conversation``),
-        kept in the store so a resume gives it the same. Past ``conversation_max_tokens`` the
-        oldest turns are summarised by one cheap call (within ``planning_timeout_s``), and
-        the summary stands for them from then on; if that call fails, only the newest
-        turns that fit are carried."""
-        if record.conversation_id in (None, record.task_id) or record.conversation:
-            return  # opens its conversation, or resumed with the turns it had
-        assert record.conversation_id is not None
-        history = await asyncio.to_thread(self._store.conversation_history, record.conversation_id)
-        bound = self._settings.conversation_max_tokens
-        folding = conversation.fold(history, bound)
-        summary = history.summary
-        if folding.fold:
-            try:
-                async with asyncio.timeout(self._settings.planning_timeout_s):
-                    summary = await self._summarise(record, summary, folding.fold)
-                await asyncio.to_thread(
-                    self._store.conversation_summarised,
-                    record.conversation_id,
-                    summary,
-                    folding.through,
-                )
-            except (TimeoutError, ModelBehaviorError, ProviderError, TaskBudgetError) as exc:
-                record.note(
-                    f"the conversation's {len(folding.fold)} older turns could not be "
-                    f"summarised ({type(exc).__name__}); carried the newest turns only"
-                )
-        carried = conversation.clipped(folding.keep, bound)
-        record.conversation = conversation.render(summary, carried)
-        await asyncio.to_thread(self._store.task_context, record.task_id, record.conversation)
-
-    async def _summarise(
-        self, record: TaskRecord, summary: str, turns: list[conversation.Turn]
-    ) -> str:
-        """One call to the summary model folding ``turns`` into ``summary``; its cost is
-        the task's, held against its budget like any other call."""
-        prompt = conversation.summary_prompt(summary, turns)
-        call = Microtask(id="summary", role=Role.GENERATION, title="Summary", instructions=prompt)
-        hold = MicrotaskRequest(task_id=record.task_id, microtask=call, kind=CallKind.SUMMARY)
-        with (
-            admission.held(record, self._settings, hold),
-            ledger.attributed(record.task_id, "summary"),
-        ):
-            try:
-                answer = await self._client.complete(
-                    Purpose.SUMMARY, conversation.SUMMARY_SYSTEM, prompt, max_paid_calls=2
-                )
-            except Exception as exc:
-                record.usage += paid_usage(exc)
-                raise
-            record.usage += answer.usage
-        return answer.text.strip()
 
     def _estimate_from_plan(self, record: TaskRecord) -> None:
         """The task's cost estimate now that its plan is known; a note when it is over the
