@@ -287,9 +287,9 @@ def _record(
     conversation = None
     if kind is JobKind.REQUEST:
         replied = message.reply_to_message
-        if replied is not None:  # an earlier answer's, or else (someone else's) a new one
+        if replied is not None:  # to an answer of the user's: that answer's conversation
             conversation = store.conversation_of(chat.id, replied.message_id, user.id)
-        else:
+        if conversation is None:  # else the chat's latest thread, as a plain message
             conversation = store.latest_thread(chat.id, user.id)
     job = store.record(
         update.update_id,
