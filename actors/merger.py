@@ -27,11 +27,10 @@ from actors.claims import (
     normalise_topic,
     summarise,
 )
-from actors.models import MicrotaskResult, Role
+from actors.models import PIPELINE, MicrotaskResult, Role
 
 # Callers that merged through this module keep working; the types live in ``actors.claims``.
 __all__ = [
-    "ROLE_ORDER",
     "ClaimView",
     "Conflict",
     "MergeMethod",
@@ -45,9 +44,6 @@ __all__ = [
     "synthesis_prompt",
 ]
 
-# Order of sections in the stitched answer and the prompt: evidence first,
-# then what was made of it.
-ROLE_ORDER = (Role.RESEARCH, Role.ANALYSIS, Role.VALIDATION, Role.GENERATION)
 # A conflict won by less than this margin is a close call, shown as such.
 CLOSE_MARGIN = 0.2
 _BLOCK_TAGS = re.compile(
@@ -115,7 +111,7 @@ def fallback_answer(
         f"as the agents wrote them ({len(results)} part{'s' if len(results) != 1 else ''}).",
         "Request: " + clip(" ".join(request_text.split()), 300),
     ]
-    for role in ROLE_ORDER:
+    for role in PIPELINE:  # evidence first, then what was made of it
         of_role = [r for r in results if r.role is role]
         if not of_role:
             continue
@@ -172,7 +168,7 @@ def synthesis_prompt(
         f"stating the overall confidence ({round(summary.confidence * 100)}%), "
         "the open conflicts and any missing parts.\n"
     )
-    ordered = sorted(results, key=lambda r: ROLE_ORDER.index(r.role))
+    ordered = sorted(results, key=lambda r: PIPELINE.index(r.role))
     headers = [_result_header(r) for r in ordered]
     overheads = [len(h) + len(_RESULT_END) for h in headers]
     omitted_reserve = 120

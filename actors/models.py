@@ -8,9 +8,11 @@ returns) → ``ProgressEvent`` (what callers follow live) → ``RunReport``
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Hashable, Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, overload
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -22,6 +24,49 @@ class Role(StrEnum):
     ANALYSIS = "analysis"
     GENERATION = "generation"
     VALIDATION = "validation"
+
+
+# The order work flows in: each role builds on the ones before it (plan layers, the sections
+# of a stitched answer, the rows of a timeline).
+PIPELINE: tuple[Role, ...] = (Role.RESEARCH, Role.ANALYSIS, Role.VALIDATION, Role.GENERATION)
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+@overload
+def apportion(total: int, weights: Mapping[_Key, float]) -> dict[_Key, int]: ...
+@overload
+def apportion(total: int, weights: Sequence[float]) -> list[int]: ...
+def apportion(
+    total: int, weights: Mapping[_Key, float] | Sequence[float]
+) -> dict[_Key, int] | list[int]:
+    """``total`` items shared in proportion to ``weights`` by largest remainder.
+
+    Each share gets the whole part of its quota ``total * weight / sum(weights)``; the
+    items left go one each to the largest fractional parts, ties in the given order. The
+    shares add up to ``total`` exactly and a zero weight gets nothing. A mapping gives a
+    dict with its keys, a sequence a list.
+
+    >>> apportion(5, [40, 35, 20])
+    [2, 2, 1]
+    >>> apportion(3, {"a": 1, "b": 1})
+    {'a': 2, 'b': 1}
+    """
+    keyed: Mapping[Any, float] = (
+        weights if isinstance(weights, Mapping) else dict(enumerate(weights))
+    )
+    whole = sum(keyed.values())
+    if total < 0:
+        raise ValueError(f"cannot share out {total} items")
+    if whole <= 0 or any(weight < 0 for weight in keyed.values()):
+        raise ValueError(f"weights must be non-negative with a positive sum, not {weights!r}")
+    quotas = {key: total * weight / whole for key, weight in keyed.items()}
+    shares = {key: math.floor(quota) for key, quota in quotas.items()}
+    # sorted() is stable, reverse=True included: equal remainders keep the given order.
+    by_remainder = sorted(quotas, key=lambda key: quotas[key] - shares[key], reverse=True)
+    for key in by_remainder[: total - sum(shares.values())]:
+        shares[key] += 1
+    return shares if isinstance(weights, Mapping) else list(shares.values())
 
 
 class Complexity(StrEnum):

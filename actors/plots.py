@@ -19,7 +19,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from actors.models import MicrotaskState, PoolSnapshot, Role, RunReport, TimelineEntry
+from actors.models import PIPELINE, MicrotaskState, PoolSnapshot, Role, RunReport, TimelineEntry
 
 # One colour per role everywhere (timeline bars, utilisation lines); colour-blind safe.
 ROLE_COLORS: dict[Role, str] = {
@@ -28,7 +28,7 @@ ROLE_COLORS: dict[Role, str] = {
     Role.VALIDATION: "#CC79A7",
     Role.GENERATION: "#009E73",
 }
-_ROLE_ORDER = {role: i for i, role in enumerate(ROLE_COLORS)}  # the order work flows in
+_ROLE_ORDER = {role: i for i, role in enumerate(PIPELINE)}  # a role's rank, for sorting
 _BAR_HEIGHT = 0.6
 _EDGE_COLOR = "0.3"
 
@@ -96,7 +96,7 @@ def timeline_figure(report: RunReport) -> Figure:
     ax.set_axisbelow(True)
     ax.legend(
         handles=[
-            *(Patch(color=color, label=role.value) for role, color in ROLE_COLORS.items()),
+            *(Patch(color=ROLE_COLORS[role], label=role.value) for role in PIPELINE),
             Patch(facecolor="white", edgecolor=_EDGE_COLOR, hatch="///", label="failed"),
         ],
         loc="upper left",

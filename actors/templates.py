@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from actors.dag import assign_branches, mark_critical
-from actors.models import Microtask, Role
+from actors.models import PIPELINE, Microtask, Role, apportion
 
 TEMPLATE_NAMES: tuple[str, ...] = (
     "security_analysis",
@@ -32,7 +32,6 @@ TEMPLATE_NAMES: tuple[str, ...] = (
 )
 
 MAX_QUOTE_CHARS = 500
-LAYERS: tuple[Role, ...] = (Role.RESEARCH, Role.ANALYSIS, Role.VALIDATION, Role.GENERATION)
 _SHARES = {Role.RESEARCH: 40, Role.ANALYSIS: 35, Role.VALIDATION: 20}
 _ID_PREFIX = {Role.RESEARCH: "r", Role.ANALYSIS: "a", Role.VALIDATION: "v", Role.GENERATION: "g"}
 _ASK = {
@@ -290,14 +289,7 @@ def layer_sizes(max_microtasks: int) -> dict[Role, int]:
     if max_microtasks < 1:
         raise ValueError(f"max_microtasks must be at least 1, not {max_microtasks}")
     generation = max(1, int(max_microtasks * 0.05 + 0.5))
-    rest = max_microtasks - generation
-    exact = {role: rest * share / sum(_SHARES.values()) for role, share in _SHARES.items()}
-    sizes = {role: math.floor(value) for role, value in exact.items()}
-    # Largest remainder, ties in layer order, so the sizes add up exactly.
-    by_remainder = sorted(_SHARES, key=lambda role: sizes[role] - exact[role])
-    for role in by_remainder[: rest - sum(sizes.values())]:
-        sizes[role] += 1
-    return {**sizes, Role.GENERATION: generation}
+    return {**apportion(max_microtasks - generation, _SHARES), Role.GENERATION: generation}
 
 
 def layered_plan(
@@ -319,7 +311,7 @@ def layered_plan(
     if len(quote) > MAX_QUOTE_CHARS:
         quote = quote[:MAX_QUOTE_CHARS] + " […]"
     sizes = layer_sizes(max_microtasks)
-    layers = [role for role in LAYERS if sizes[role] > 0]
+    layers = [role for role in PIPELINE if sizes[role] > 0]
     tasks: list[Microtask] = []
     previous: list[str] = []
     for depth, role in enumerate(layers):

@@ -54,8 +54,7 @@ from actors.bench.workloads import (
     with_hints,
 )
 from actors.config import NAMESPACE, Settings
-from actors.merger import ROLE_ORDER
-from actors.models import Microtask, Role, RunReport
+from actors.models import PIPELINE, Microtask, Role, RunReport
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def medium_plan(levels: Sequence[int], latency_s: float, seed: int = 1) -> list[
     """The plan every request of the stream runs, each call hinted to take ``latency_s``."""
     counts: Counter[Role] = Counter()
     for level, size in enumerate(levels):  # layered()'s roles: the order work flows in
-        counts[ROLE_ORDER[level % len(ROLE_ORDER)]] += size
+        counts[PIPELINE[level % len(PIPELINE)]] += size
     shape = "-".join(str(n) for n in levels)
     workload = layered(f"medium-{shape}", levels, counts, seed)
     fixed = LatencyModel(LatencyKind.FIXED, median_s=latency_s)
@@ -119,16 +118,16 @@ def split_agents(total: int, plan: Sequence[Microtask]) -> dict[Role, int]:
     """``total`` agents over the four roles in proportion to the plan's microtasks per role
     (largest remainder, as the benchmark's workloads split theirs), at least one each: the
     merge calls a validation and a generation agent whatever the plan."""
-    if total < len(ROLE_ORDER):
-        raise ValueError(f"{total} agents cannot cover the {len(ROLE_ORDER)} roles")
+    if total < len(PIPELINE):
+        raise ValueError(f"{total} agents cannot cover the {len(PIPELINE)} roles")
     counts = role_counts(plan)
-    split = split_by_capacity(total, {role: counts.get(role, 0) for role in ROLE_ORDER})
-    for role in ROLE_ORDER:
+    split = split_by_capacity(total, {role: counts.get(role, 0) for role in PIPELINE})
+    for role in PIPELINE:
         if split[role] == 0:  # one from the role with the most agents per microtask
             donor = max((r for r in split if split[r] > 1), key=lambda r: split[r] / counts[r])
             split[donor] -= 1
             split[role] = 1
-    return {role: split[role] for role in ROLE_ORDER}
+    return {role: split[role] for role in PIPELINE}
 
 
 def capacity_per_s(plan: Sequence[Microtask], split: Mapping[Role, int], latency_s: float) -> float:

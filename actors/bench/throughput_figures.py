@@ -34,8 +34,7 @@ from matplotlib.figure import Figure
 from pydantic import BaseModel, Field
 
 from actors.bench.results import Check, percentile
-from actors.merger import ROLE_ORDER
-from actors.models import Role, RunReport, TaskState
+from actors.models import PIPELINE, Role, RunReport, TaskState
 
 SCALING_TARGET = 0.8  # issue 16: throughput at N agents ≥ 0.8 × linear from the first step
 
@@ -226,7 +225,7 @@ def table(results: ThroughputResults) -> str:
     lines = ["| " + " | ".join(head) + " |", "|--:|---" + "|--:" * (len(head) - 2) + "|"]
     for s in results.steps:
         first = results.steps[0]
-        roles = "/".join(str(s.split.get(r.value, 0)) for r in ROLE_ORDER)
+        roles = "/".join(str(s.split.get(r.value, 0)) for r in PIPELINE)
         scale = scaling_of(first.agents, first.tasks_per_min, s.agents, s.tasks_per_min)
         cells = [
             str(s.agents),

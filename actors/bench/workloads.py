@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from actors import dag
-from actors.models import Microtask, Role
+from actors.models import PIPELINE, Microtask, Role, apportion
 
-_LEVEL_ROLES = (Role.RESEARCH, Role.ANALYSIS, Role.VALIDATION, Role.GENERATION)
 _MAX_HINT_S = 3600.0  # the simulator caps hints here too
 
 
@@ -95,15 +94,7 @@ def _finish(name: str, tasks: list[Microtask], capacity: Mapping[Role, int], not
 
 def split_by_capacity(n: int, capacity: Mapping[Role, int]) -> dict[Role, int]:
     """``n`` microtasks shared among roles in proportion to their agents (largest remainder)."""
-    total = sum(capacity.values())
-    if total < 1:
-        raise ValueError("capacity has no agents")
-    exact = {role: n * c / total for role, c in capacity.items()}
-    counts = {role: math.floor(x) for role, x in exact.items()}
-    rest = sorted(exact, key=lambda r: exact[r] - counts[r], reverse=True)
-    for role in rest[: n - sum(counts.values())]:
-        counts[role] += 1
-    return counts
+    return apportion(n, capacity)
 
 
 def wide(n: int, capacity: Mapping[Role, int]) -> Workload:
@@ -123,7 +114,7 @@ def layered(
     tasks: list[Microtask] = []
     previous: list[str] = []
     for level, size in enumerate(sizes):
-        role = _LEVEL_ROLES[level % len(_LEVEL_ROLES)]
+        role = PIPELINE[level % len(PIPELINE)]
         current = []
         for i in range(size):
             tid = f"l{level + 1}-{i + 1:03d}"
@@ -139,7 +130,7 @@ def chain(n: int, capacity: Mapping[Role, int]) -> Workload:
     """``n`` microtasks, each on the one before (no parallelism at all)."""
     tasks = []
     for i in range(n):
-        role = _LEVEL_ROLES[i % len(_LEVEL_ROLES)]
+        role = PIPELINE[i % len(PIPELINE)]
         tasks.append(_task(f"c{i + 1:03d}", role, [f"c{i:03d}"] if i else []))
     return _finish(f"chain-{n}", tasks, capacity, f"a chain of {n}")
 

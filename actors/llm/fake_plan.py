@@ -17,14 +17,11 @@ from typing import Any
 
 from actors.llm.fake_request import Prompt
 from actors.llm.fake_text import keywords
+from actors.models import PIPELINE, Role, apportion
 
-# Plan shape: role, id prefix, share of the microtasks.
-_SHARES: tuple[tuple[str, str, float], ...] = (
-    ("research", "r", 0.40),
-    ("analysis", "a", 0.35),
-    ("validation", "v", 0.20),
-    ("generation", "g", 0.05),
-)
+# Plan shape, one level per role in pipeline order: its share of the microtasks, its id prefix.
+_SHARES = (0.40, 0.35, 0.20, 0.05)
+_PREFIX = {Role.RESEARCH: "r", Role.ANALYSIS: "a", Role.VALIDATION: "v", Role.GENERATION: "g"}
 _BRANCHES = re.compile(r"at most\s+(\d+)\s+branches", re.IGNORECASE)
 # The rule of answer_mode "sections" (decomposer.sections_rule).
 _SECTIONS = re.compile(r"one section of the final answer.*?about (\d+) words in all", re.S)
@@ -69,15 +66,19 @@ _ANALYSIS_TAILS = (
 
 
 def plan_sizes(n: int) -> list[int]:
-    """Microtasks per level (research, analysis, validation, generation) for ``n`` total."""
+    """Microtasks per level (research, analysis, validation, generation) for ``n`` total:
+    the shares by largest remainder; from 4 on, at least one per level, each taken from
+    the level furthest over its share."""
     if n < 4:
         return {1: [0, 0, 0, 1], 2: [1, 0, 0, 1], 3: [1, 1, 0, 1]}[max(n, 1)]
-    ideal = [share * n for _, _, share in _SHARES]
-    counts = [max(1, math.floor(x)) for x in ideal]
-    while sum(counts) < n:
-        counts[max(range(4), key=lambda i: ideal[i] - counts[i])] += 1
-    while sum(counts) > n:
-        counts[max(range(4), key=lambda i: counts[i])] -= 1
+    counts = apportion(n, _SHARES)
+    for empty in [level for level, count in enumerate(counts) if count == 0]:
+        donor = max(
+            (level for level, count in enumerate(counts) if count > 1),
+            key=lambda level: counts[level] - n * _SHARES[level],
+        )
+        counts[donor] -= 1
+        counts[empty] = 1
     return counts
 
 
@@ -102,16 +103,16 @@ def plan(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
             sizes[max(range(3), key=lambda i: sizes[i])] -= 1
             sizes[3] += 1
     levels: list[list[dict[str, Any]]] = []
-    for (role, prefix, _), count in zip(_SHARES, sizes, strict=True):
+    for role, count in zip(PIPELINE, sizes, strict=True):
         items = []
         for i in range(count):
             kw = words[(i + len(levels)) % len(words)]
             other = words[(i + len(levels) + 1) % len(words)]
-            if role == "generation" and sections and n >= 6:
+            if role is Role.GENERATION and sections and n >= 6:
                 fields = _section(kw, subject, i, count, answer_words // count)
             else:
                 fields = _wording(role, kw, other, subject, i, count, rng)
-            items.append({"id": f"{prefix}{i + 1}", "role": role, **fields})
+            items.append({"id": f"{_PREFIX[role]}{i + 1}", "role": role.value, **fields})
         if items:
             levels.append(items)
     for previous, level in itertools.pairwise(levels):
@@ -191,14 +192,14 @@ def _section(kw: str, subject: str, i: int, count: int, words: int) -> dict[str,
 
 
 def _wording(
-    role: str, kw: str, other: str, subject: str, i: int, count: int, rng: random.Random
+    role: Role, kw: str, other: str, subject: str, i: int, count: int, rng: random.Random
 ) -> dict[str, Any]:
-    if role == "research":
+    if role is Role.RESEARCH:
         aspect = f"{_RESEARCH[i % len(_RESEARCH)]} {kw}"
         title = f"Research the {aspect}"
         instructions = f"Collect what is known about the {aspect}, as it bears on: {subject}. "
         instructions += rng.choice(_RESEARCH_TAILS).format(kw=kw, other=other)
-    elif role == "analysis":
+    elif role is Role.ANALYSIS:
         aspect = f"{_ANALYSIS[i % len(_ANALYSIS)]} {kw}"
         title = f"Analyse the {aspect}"
         instructions = (
@@ -206,7 +207,7 @@ def _wording(
             f"this request. "
         )
         instructions += rng.choice(_ANALYSIS_TAILS)
-    elif role == "validation":
+    elif role is Role.VALIDATION:
         title = f"Validate the findings on {kw}"
         instructions = (
             f"Check the analyses of {kw} against the research they cite, looking for "

@@ -44,6 +44,9 @@ def test_wide_is_independent_and_split_like_the_pools():
 def test_split_by_capacity_always_adds_up():
     for n in (1, 7, 22, 101):
         assert sum(split_by_capacity(n, {R: 3, A: 3, V: 1, G: 1}).values()) == n
+    # Quotas 2.625, 2.625, 0.875, 0.875: the three left go to V, G, then R (ties in order).
+    assert split_by_capacity(7, {R: 3, A: 3, V: 1, G: 1}) == {R: 3, A: 2, V: 1, G: 1}
+    assert split_by_capacity(5, {R: 0, A: 4, V: 1, G: 0}) == {R: 0, A: 4, V: 1, G: 0}
 
 
 def test_four_level_massive_has_the_issue_shape():

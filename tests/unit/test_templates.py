@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from actors.dag import critical_path, validate
-from actors.models import Role
+from actors.models import PIPELINE, Role
 from actors.scheduler import DagScheduler
 from actors.templates import (
-    LAYERS,
     TEMPLATE_NAMES,
     build_template,
     choose_template,
@@ -31,10 +30,10 @@ def test_every_template_is_valid_and_bounded_for_sizes_1_to_100(name):
         assert plan[-1].role is Role.GENERATION and plan[-1].critical
         # Layers in order, each microtask depending on 2-4 of the layer before (fewer if small).
         roles = [t.role for t in plan]
-        assert roles == sorted(roles, key=LAYERS.index)
+        assert roles == sorted(roles, key=PIPELINE.index)
         by_id = {t.id: t for t in plan}
         for t in plan:
-            assert all(LAYERS.index(by_id[d].role) < LAYERS.index(t.role) for d in t.depends_on)
+            assert all(PIPELINE.index(by_id[d].role) < PIPELINE.index(t.role) for d in t.depends_on)
             if t.role is not Role.RESEARCH and t.depends_on:
                 layer_before = {by_id[d].role for d in t.depends_on}
                 assert len(layer_before) == 1
@@ -81,7 +80,7 @@ def test_critical_chain_is_dispatched_first():
     first = DagScheduler(plan).ready()[0]
     assert first.id == chain[0]
     priorities = {t.role: t.priority for t in plan}
-    assert [priorities[r] for r in LAYERS] == sorted(priorities.values(), reverse=True)
+    assert [priorities[r] for r in PIPELINE] == sorted(priorities.values(), reverse=True)
 
 
 def test_request_text_is_quoted_bounded_and_never_formatted():
