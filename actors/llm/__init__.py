@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         LimiterSnapshot,
         Outcome,
         RateLimiter,
+        Release,
         retry_after_s,
     )
     from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
@@ -33,6 +34,7 @@ _HOME = {
     "LimiterSnapshot": "limiter",
     "Outcome": "limiter",
     "RateLimiter": "limiter",
+    "Release": "limiter",
     "retry_after_s": "limiter",
     "RateLimiterActor": "limiter_actor",
     "RemoteLimiter": "limiter_actor",
@@ -53,6 +55,7 @@ __all__ = [
     "Outcome",
     "RateLimiter",
     "RateLimiterActor",
+    "Release",
     "RemoteLimiter",
     "SimulatorActor",
     "SimulatorServer",

@@ -45,7 +45,7 @@ from actors.errors import (
 from actors.llm import catalog, streaming
 from actors.llm.held_back import held_back
 from actors.llm.ledger import CALL_HEADER, CallLedger, new_call_id
-from actors.llm.limiter import Limiter, Outcome, RateLimiter
+from actors.llm.limiter import Limiter, Outcome, RateLimiter, Release
 from actors.llm.pricing import cache_saving_usd, cost_usd
 from actors.llm.prompt_parts import Part, Prompt, content_blocks, joined
 from actors.llm.streaming import Sent
@@ -468,13 +468,15 @@ class LLMClient:
                         outcome, malformed, verdict = Outcome.MALFORMED, exc, "malformed"
                         note = correction(exc.problems)
                 wait = await self._limiter.release(
-                    lease,
-                    outcome,
-                    # Cache writes count toward the provider's input-token limit; reads do not.
-                    input_tokens=spent.input_tokens + spent.cache_write_tokens,
-                    output_tokens=spent.output_tokens,
-                    headers=headers,
-                    attempt=attempt,
+                    Release(
+                        lease,
+                        outcome,
+                        # Cache writes count toward the provider's input-token limit; reads do not.
+                        input_tokens=spent.input_tokens + spent.cache_write_tokens,
+                        output_tokens=spent.output_tokens,
+                        headers=headers,
+                        attempt=attempt,
+                    )
                 )
                 span.set_attributes(_call_attributes(call.usage, outcome, attempt, verdict))
                 if sent is not None and verdict == "ok":
@@ -570,7 +572,7 @@ class LLMClient:
 
     async def _release_quietly(self, lease: Any) -> None:
         try:
-            await self._limiter.release(lease, Outcome.CONNECTION)
+            await self._limiter.release(Release(lease, Outcome.CONNECTION))
         except Exception:  # the caller's own error matters more than a lost release
             logger.debug("could not release lease after cancellation", exc_info=True)
 

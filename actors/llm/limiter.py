@@ -7,7 +7,7 @@ hold a ``RateLimiter`` directly. All three share the async ``Limiter`` interface
 
     lease = await limiter.acquire(input_tokens=1200, output_tokens=1024)
     ...call the provider...
-    wait_s = await limiter.release(lease, Outcome.RATE_LIMITED, headers=response.headers)
+    wait_s = await limiter.release(Release(lease, Outcome.RATE_LIMITED, headers=response.headers))
     await asyncio.sleep(wait_s)          # then retry
 
 A request is admitted when, all at once: fewer than ``floor(concurrency_limit)``
@@ -34,7 +34,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -83,11 +83,36 @@ _ANSWERED = frozenset({Outcome.OK, Outcome.MALFORMED, Outcome.REJECTED})
 
 
 class Lease(BaseModel):
-    """Permission for one call; hand it back to ``release``."""
+    """Permission for one call; handed back in the call's ``Release``."""
 
     id: int
     granted_at: float
     waited_s: float
+
+
+# A dataclass, not a model: built by our own code once per call, so there is nothing to
+# validate, and picklable as it is for the trip to the shared limiter.
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What one model call reports back to the limiter as it ends: ``release(Release(...))``.
+
+    - ``lease``: the one ``acquire`` granted for this call.
+    - ``outcome``: how the call ended; it drives AIMD and whether the caller waits.
+    - ``input_tokens``, ``output_tokens``: what the provider counted, replacing the estimate
+      the lease was granted on. Input includes cache writes, which count toward the
+      provider's input-token limit (cache reads do not). Both 0 when unknown: a 429/529 then
+      counts no tokens (the provider did no work), any other outcome keeps the estimate.
+    - ``headers``: the response's, which teach limits, remaining budgets and retry waits.
+    - ``attempt``: which try of the same request this was (1-based), for exponential backoff.
+    """
+
+    lease: Lease
+    outcome: Outcome
+    _: KW_ONLY
+    input_tokens: int = 0
+    output_tokens: int = 0
+    headers: Mapping[str, str] | None = None
+    attempt: int = 1
 
 
 class Allowance(BaseModel):
@@ -143,16 +168,7 @@ class Limiter(Protocol):
 
     async def acquire(self, input_tokens: int, output_tokens: int) -> Lease: ...
 
-    async def release(
-        self,
-        lease: Lease,
-        outcome: Outcome,
-        *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        headers: Mapping[str, str] | None = None,
-        attempt: int = 1,
-    ) -> float: ...
+    async def release(self, done: Release) -> float: ...
 
     async def snapshot(self) -> LimiterSnapshot: ...
 
@@ -315,36 +331,24 @@ class RateLimiter:
             self._dispatch()
             raise
 
-    async def release(
-        self,
-        lease: Lease,
-        outcome: Outcome,
-        *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        headers: Mapping[str, str] | None = None,
-        attempt: int = 1,
-    ) -> float:
-        """Return the lease and learn from the outcome.
+    async def release(self, done: Release) -> float:
+        """Take the call's lease back and learn from how it ended (``Release`` says how).
 
         Returns the seconds the caller should wait before retrying (0 for OK).
-        Reported tokens replace the estimate in the window; without them a 429/529
-        counts no tokens (the provider did no work) and other failures keep the
-        estimate. ``attempt`` (1-based) drives exponential backoff.
         """
         now = self._clock()
+        outcome, used = done.outcome, (done.input_tokens, done.output_tokens)
         self._outcomes[outcome.value] = self._outcomes.get(outcome.value, 0) + 1
-        entry = self._forget(lease.id)
+        entry = self._forget(done.lease.id)
         if entry is None:
-            self._note_early(lease.id, input_tokens, output_tokens)
-        else:
-            if input_tokens or output_tokens:
-                self._correct(entry, input_tokens, output_tokens)
-            elif outcome in _THROTTLED:
-                self._correct(entry, 0, 0)
-        headers = headers or {}
+            self._note_early(done.lease.id, *used)
+        elif any(used):
+            self._correct(entry, *used)
+        elif outcome in _THROTTLED:
+            self._correct(entry, 0, 0)
+        headers = done.headers or {}
         self._learn(now, headers)
-        wait = self._react(now, outcome, headers, attempt)
+        wait = self._react(now, outcome, headers, done.attempt)
         self._longest_wait = max(self._longest_wait, wait)
         self._dispatch()
         return wait

@@ -31,6 +31,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -45,6 +46,7 @@ from actors.llm.limiter import (
     LimiterSnapshot,
     Outcome,
     RateLimiter,
+    Release,
     headers_teach,
 )
 
@@ -121,25 +123,10 @@ class RateLimiterActor:
         """Take an allowance back (its holder's calls still running become leases)."""
         self._limiter.settle(self._own_report(report))
 
-    async def release(
-        self,
-        lease: Lease,
-        outcome: Outcome,
-        *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        headers: Mapping[str, str] | None = None,
-        attempt: int = 1,
-    ) -> float:
+    async def release(self, done: Release) -> float:
         # A lease of an earlier life holds nothing here, but its outcome still teaches.
-        return await self._limiter.release(
-            lease.model_copy(update={"id": self._own(lease.id)}),
-            outcome,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            headers=headers,
-            attempt=attempt,
-        )
+        lease = done.lease.model_copy(update={"id": self._own(done.lease.id)})
+        return await self._limiter.release(replace(done, lease=lease))
 
     async def snapshot(self) -> LimiterSnapshot:
         return await self._limiter.snapshot()
@@ -178,8 +165,7 @@ class _Call:
         self.input_tokens, self.output_tokens = input_tokens, output_tokens  # estimated
         self.spending = spending  # the allowance it runs on; None: a lease of the limiter's
         self.known = False  # the limiter holds it as a lease of its own (carried or not)
-        # Released while a borrow carries it: (lease, outcome, tokens used, headers).
-        self.done: tuple[Lease, Outcome, tuple[int, int], Any] | None = None
+        self.done: Release | None = None  # released while a borrow carries it
 
 
 class _Spending:
@@ -215,21 +201,20 @@ class _Spending:
         self.report.started += 1
         return key
 
-    def finish(
-        self, key: int, call: _Call, outcome: Outcome, used: tuple[int, int], headers: Any
-    ) -> None:
+    def finish(self, call: _Call, done: Release) -> None:
         """An answered call ends: counted for the report (no tokens reported: the estimate)."""
         self.free += 1
         report = self.report
-        report.outcomes[outcome.value] = report.outcomes.get(outcome.value, 0) + 1
+        report.outcomes[done.outcome.value] = report.outcomes.get(done.outcome.value, 0) + 1
+        used = (done.input_tokens, done.output_tokens)
         input_tokens, output_tokens = used if any(used) else (call.input_tokens, call.output_tokens)
         if call.known:
-            report.finished.append((key, input_tokens, output_tokens))
+            report.finished.append((done.lease.id, input_tokens, output_tokens))
         else:
             report.input_tokens += input_tokens
             report.output_tokens += output_tokens
-        if headers:
-            report.headers = headers
+        if done.headers:
+            report.headers = dict(done.headers)
 
 
 class RemoteLimiter:
@@ -331,30 +316,22 @@ class RemoteLimiter:
         self._local_leases.add(lease.id)
         return lease
 
-    async def release(
-        self,
-        lease: Lease,
-        outcome: Outcome,
-        *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        headers: Mapping[str, str] | None = None,
-        attempt: int = 1,
-    ) -> float:
-        wanted = _limiter_headers(headers)
-        counts = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+    async def release(self, done: Release) -> float:
+        # Only the headers the limiter reads travel on, to it or into a report.
+        done = replace(done, headers=_limiter_headers(done.headers))
+        lease, outcome = done.lease, done.outcome
         call = self._calls.get(lease.id)
         if call is not None:
             spending = call.spending
             learned = spending.grant.learned_limits if spending is not None else {}
-            local = outcome in _SETTLED_LATER and not headers_teach(wanted, learned)
+            local = outcome in _SETTLED_LATER and not headers_teach(done.headers, learned)
             if spending is None and local and lease.id in self._carrying:
                 # Carried on if the borrow lends: counted there, else released then.
-                call.done = (lease, outcome, (input_tokens, output_tokens), wanted)
+                call.done = done
                 return 0.0
             if spending is not None and local:
                 del self._calls[lease.id]
-                spending.finish(lease.id, call, outcome, (input_tokens, output_tokens), wanted)
+                spending.finish(call, done)
                 return 0.0
             if spending is not None:
                 # News for the limiter: the allowance ends first, so this call is a lease
@@ -366,12 +343,8 @@ class RemoteLimiter:
             # Granted here, or granted by a limiter that has died since: the local one
             # learns from the outcome and says how long to wait.
             self._local_leases.discard(lease.id)
-            return await self._local.release(
-                lease, outcome, **counts, headers=wanted, attempt=attempt
-            )
-        ref: ray.ObjectRef[float] = handle.release.remote(
-            lease, outcome, **counts, headers=wanted, attempt=attempt
-        )
+            return await self._local.release(done)
+        ref: ray.ObjectRef[float] = handle.release.remote(done)
         self.actor_calls += 1
         if outcome is Outcome.OK:
             # A success never asks the caller to wait: don't spend a round trip on it.
@@ -383,7 +356,8 @@ class RemoteLimiter:
             return wait
         except RayActorError as exc:
             self._lost(handle, exc)
-            return await self._local.release(lease, outcome, headers=wanted, attempt=attempt)
+            # The local limiter never granted this lease: only the outcome and headers teach it.
+            return await self._local.release(done)
 
     async def snapshot(self) -> LimiterSnapshot:
         """The shared limiter's state, or this process's own while the shared one is gone."""
@@ -473,14 +447,11 @@ class RemoteLimiter:
             if call is None or call.done is None:
                 continue
             del self._calls[key]
-            lease, outcome, (input_tokens, output_tokens), headers = call.done
             if call.spending is not None:
-                call.spending.finish(key, call, outcome, (input_tokens, output_tokens), headers)
+                call.spending.finish(call, call.done)
             elif self._handle is not None:
                 self.actor_calls += 1
-                self._handle.release.remote(
-                    lease, outcome, input_tokens=input_tokens, output_tokens=output_tokens
-                )
+                self._handle.release.remote(call.done)
 
     def _give_back(self, task: asyncio.Task[Lease | None]) -> None:
         if task.cancelled() or task.exception() is not None or task.result() is None:
@@ -488,7 +459,7 @@ class RemoteLimiter:
         handle = self._handle
         if handle is not None:
             self.actor_calls += 1
-            handle.release.remote(task.result(), Outcome.CONNECTION)
+            handle.release.remote(Release(task.result(), Outcome.CONNECTION))
 
     def _lapsed(self, spending: _Spending) -> None:
         """The deadline: hand the allowance back, its running calls become leases there."""

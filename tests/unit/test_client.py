@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 import pytest
 from pydantic import BaseModel, Field
@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from actors.config import LimiterSettings, Purpose, Settings, SimulatorSettings
 from actors.errors import ModelBehaviorError, ProviderError, ProviderTimeoutError, UserInputError
 from actors.llm import LLMClient, Outcome, RateLimiter
-from actors.llm.limiter import Lease
+from actors.llm.limiter import Release
 from actors.llm.pricing import cost_usd
 from actors.llm.simulator import SimulatorServer
 from actors.models import AgentOutput
@@ -40,25 +40,9 @@ class RecordingLimiter(RateLimiter):
         self.releases: list[tuple[Outcome, float]] = []
         self._on_release = on_release
 
-    async def release(
-        self,
-        lease: Lease,
-        outcome: Outcome,
-        *,
-        input_tokens: int = 0,
-        output_tokens: int = 0,
-        headers: Mapping[str, str] | None = None,
-        attempt: int = 1,
-    ) -> float:
-        wait = await super().release(
-            lease,
-            outcome,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            headers=headers,
-            attempt=attempt,
-        )
-        self.releases.append((outcome, wait))
+    async def release(self, done: Release) -> float:
+        wait = await super().release(done)
+        self.releases.append((done.outcome, wait))
         if self._on_release is not None:
             self._on_release(self.releases)
         return wait

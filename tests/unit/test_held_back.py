@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.config import LimiterSettings, Purpose, SimulatorSettings
-from actors.llm import Outcome, RateLimiter
+from actors.llm import Outcome, RateLimiter, Release
 from actors.llm.held_back import held_back, within
 from actors.llm.simulator import SimulatorServer
 from tests.unit.test_client_stream import client_for
@@ -89,6 +89,6 @@ async def test_a_call_queued_behind_the_limiter_is_not_timed_out(tmp_path: Path)
         )
         await asyncio.sleep(0.5)
         assert not call.done()  # queued: not timed out
-        await limiter.release(lease, Outcome.OK)
+        await limiter.release(Release(lease, Outcome.OK))
         completion, held = await call
         assert completion.text and held >= 0.5

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 
 from actors.config import LimiterSettings
-from actors.llm.limiter import Outcome, RateLimiter, retry_after_s
+from actors.llm.limiter import Outcome, RateLimiter, Release, retry_after_s
 
 
 class FakeClock:
@@ -46,10 +46,10 @@ async def test_concurrency_blocks_until_release_and_serves_in_order() -> None:
     assert await pending(third) and await pending(fourth)
     assert (await limiter.snapshot()).waiting == 2
 
-    await limiter.release(first, Outcome.OK)
+    await limiter.release(Release(first, Outcome.OK))
     lease = await third
     assert await pending(fourth)  # one slot freed, one waiter admitted: the first in line
-    await limiter.release(lease, Outcome.OK)
+    await limiter.release(Release(lease, Outcome.OK))
     await fourth
     snap = await limiter.snapshot()
     assert snap.in_flight == 2 and snap.waiting == 0 and snap.granted_total == 4
@@ -62,7 +62,7 @@ async def test_big_request_at_the_head_is_not_starved_by_small_ones() -> None:
     big = asyncio.create_task(limiter.acquire(900, 0))
     tiny = asyncio.create_task(limiter.acquire(100, 0))  # would fit, but must queue behind big
     assert await pending(big) and await pending(tiny)
-    await limiter.release(small, Outcome.OK, input_tokens=50, output_tokens=1)
+    await limiter.release(Release(small, Outcome.OK, input_tokens=50, output_tokens=1))
     await big  # the real usage (50) replaced the estimate (600): room for 900 now
     assert await pending(tiny)
     tiny.cancel()
@@ -91,7 +91,7 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     staying = asyncio.create_task(limiter.acquire(1, 1))
     assert await pending(leaving)
     leaving.cancel()
-    await limiter.release(held, Outcome.OK)
+    await limiter.release(Release(held, Outcome.OK))
     await asyncio.wait_for(staying, timeout=30)
     assert (await limiter.snapshot()).in_flight == 1
 
@@ -101,19 +101,19 @@ async def test_a_burst_of_429s_cuts_concurrency_once_then_it_recovers() -> None:
     limiter = make(clock, max_concurrency=16, min_concurrency=2, decrease_factor=0.5)
     leases = [await limiter.acquire(1, 1) for _ in range(10)]
     for lease in leases:
-        await limiter.release(lease, Outcome.RATE_LIMITED)
+        await limiter.release(Release(lease, Outcome.RATE_LIMITED))
     snap = await limiter.snapshot()
     assert snap.concurrency_limit == 8  # ten simultaneous 429s, one cut
     assert snap.throttled_total == 10 and snap.pressure == pytest.approx(8 / 14)
 
     for _ in range(5):
         clock.now += 1.5
-        await limiter.release(await limiter.acquire(1, 1), Outcome.OVERLOADED)
+        await limiter.release(Release(await limiter.acquire(1, 1), Outcome.OVERLOADED))
     assert (await limiter.snapshot()).concurrency_limit == 2  # floored at min_concurrency
     assert (await limiter.snapshot()).pressure == 1
 
     for _ in range(200):
-        await limiter.release(await limiter.acquire(1, 1), Outcome.OK)
+        await limiter.release(Release(await limiter.acquire(1, 1), Outcome.OK))
     snap = await limiter.snapshot()
     assert snap.concurrency_limit == 16 and snap.pressure == 0
 
@@ -124,7 +124,9 @@ async def test_retry_after_is_capped_jittered_and_makes_everyone_wait() -> None:
         LimiterSettings(max_retry_wait_s=10, jitter_s=0.5), clock=clock, rng=random.Random(1)
     )
     lease = await limiter.acquire(1, 1)
-    wait = await limiter.release(lease, Outcome.RATE_LIMITED, headers={"retry-after": "60"})
+    wait = await limiter.release(
+        Release(lease, Outcome.RATE_LIMITED, headers={"retry-after": "60"})
+    )
     assert 10 <= wait <= 10.5
     assert (await limiter.snapshot()).cooldown_remaining_s == pytest.approx(10)
 
@@ -142,7 +144,7 @@ async def test_backoff_without_header_grows_and_stays_capped() -> None:
         waits[attempt] = []
         for _ in range(50):
             lease = await limiter.acquire(1, 1)
-            wait = await limiter.release(lease, Outcome.SERVER_ERROR, attempt=attempt)
+            wait = await limiter.release(Release(lease, Outcome.SERVER_ERROR, attempt=attempt))
             waits[attempt].append(wait)
     assert all(0 <= w <= 0.5 for w in waits[1])
     assert all(0 <= w <= 1.0 for w in waits[2]) and max(waits[2]) > 0.5
@@ -153,8 +155,8 @@ async def test_backoff_without_header_grows_and_stays_capped() -> None:
 
 async def test_ok_and_malformed_ask_for_no_wait() -> None:
     limiter = make(FakeClock())
-    assert await limiter.release(await limiter.acquire(1, 1), Outcome.OK) == 0
-    assert await limiter.release(await limiter.acquire(1, 1), Outcome.MALFORMED) == 0
+    assert await limiter.release(Release(await limiter.acquire(1, 1), Outcome.OK)) == 0
+    assert await limiter.release(Release(await limiter.acquire(1, 1), Outcome.MALFORMED)) == 0
 
 
 def test_retry_after_header_forms() -> None:
@@ -175,7 +177,7 @@ async def test_limits_learned_from_headers_tighten_admission() -> None:
         "anthropic-ratelimit-requests-remaining": "1",
         "anthropic-ratelimit-input-tokens-limit": "500000",
     }
-    await limiter.release(lease, Outcome.OK, headers=headers)
+    await limiter.release(Release(lease, Outcome.OK, headers=headers))
     snap = await limiter.snapshot()
     assert snap.learned_limits == {"requests": 2, "input-tokens": 500000}
     await limiter.acquire(1, 1)
@@ -192,7 +194,7 @@ async def test_remaining_zero_cools_down_until_reset_capped() -> None:
         "anthropic-ratelimit-tokens-remaining": "0",
         "anthropic-ratelimit-tokens-reset": reset,
     }
-    await limiter.release(await limiter.acquire(1, 1), Outcome.OK, headers=headers)
+    await limiter.release(Release(await limiter.acquire(1, 1), Outcome.OK, headers=headers))
     assert (await limiter.snapshot()).cooldown_remaining_s == pytest.approx(5)
 
 

@@ -12,7 +12,14 @@ import time
 from collections.abc import Callable
 
 from actors.config import LimiterSettings
-from actors.llm.limiter import AllowanceReport, Lease, Outcome, RateLimiter, headers_teach
+from actors.llm.limiter import (
+    AllowanceReport,
+    Lease,
+    Outcome,
+    RateLimiter,
+    Release,
+    headers_teach,
+)
 from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
 from tests.unit.test_remote_limiter import Directory, FakeClock, FakeLimiterActor
 
@@ -54,7 +61,8 @@ async def test_a_burst_far_from_the_limits_costs_a_few_round_trips() -> None:
         for _ in range(25):
             lease = await client.acquire(100, 50)
             await asyncio.sleep(0)
-            assert await client.release(lease, Outcome.OK, input_tokens=90, output_tokens=40) == 0
+            done = Release(lease, Outcome.OK, input_tokens=90, output_tokens=40)
+            assert await client.release(done) == 0
 
     await asyncio.gather(*(worker() for _ in range(4)))  # 100 calls, 4 at a time
     await client.close()
@@ -72,7 +80,7 @@ async def test_a_429_reaches_the_limiter_at_once_and_ends_the_allowance() -> Non
     first = await client.acquire(10, 10)
     second = await client.acquire(10, 10)  # on the allowance
     assert actor.calls.count("borrow") == 1 and actor.limiter.snapshot_now().lent > 0
-    wait = await client.release(first, Outcome.RATE_LIMITED, headers={"retry-after": "30"})
+    wait = await client.release(Release(first, Outcome.RATE_LIMITED, headers={"retry-after": "30"}))
     assert wait == 5  # capped
     snap = actor.limiter.snapshot_now()
     assert snap.throttled_total == 1 and snap.concurrency_limit == 8  # AIMD cut at once
@@ -81,7 +89,7 @@ async def test_a_429_reaches_the_limiter_at_once_and_ends_the_allowance() -> Non
     third = asyncio.ensure_future(client.acquire(10, 10))
     assert await pending(third)  # asked the limiter: nobody starts during the cooldown
     assert actor.calls.count("borrow") == 2 and actor.calls[-1] == "acquire"  # then per call
-    await client.release(second, Outcome.OK)
+    await client.release(Release(second, Outcome.OK))
     await delivered()
     assert actor.limiter.snapshot_now().in_flight == 0
     third.cancel()
@@ -91,12 +99,12 @@ async def test_headers_with_news_reach_the_limiter_at_once() -> None:
     actor, client = _pair()
     limits = {"anthropic-ratelimit-requests-limit": "3000"}
     lease = await client.acquire(10, 10)
-    await client.release(lease, Outcome.OK, headers={**limits, "x-other": "1"})
+    await client.release(Release(lease, Outcome.OK, headers={**limits, "x-other": "1"}))
     await delivered()
     assert actor.limiter.snapshot_now().learned_limits == {"requests": 3000}
     lease = await client.acquire(10, 10)  # a new allowance, lent knowing the limit
     trips = _round_trips(actor)
-    await client.release(lease, Outcome.OK, headers=limits)  # nothing new: stays local
+    await client.release(Release(lease, Outcome.OK, headers=limits))  # nothing new: stays local
     assert _round_trips(actor) == trips
 
     assert headers_teach({"retry-after": "1"}, {})
@@ -129,7 +137,7 @@ async def test_two_callers_never_exceed_the_concurrency_limit_together() -> None
                     await asyncio.sleep(0)
                 running -= 1
                 outcome = Outcome.OVERLOADED if rng.random() < 0.05 else Outcome.OK
-                await client.release(lease, outcome)
+                await client.release(Release(lease, outcome))
 
         await asyncio.gather(*(worker(client) for client in clients for _ in range(5)))
         for client in clients:
@@ -166,13 +174,13 @@ async def test_a_call_running_past_the_deadline_is_carried_or_becomes_a_lease() 
     short = await client.acquire(10, 10)  # a new allowance that carries the long call
     assert actor.calls.count("borrow") == 2
     trips = _round_trips(actor)
-    await client.release(long, Outcome.OK, input_tokens=7, output_tokens=3)
-    await client.release(short, Outcome.OK, input_tokens=5, output_tokens=2)
+    await client.release(Release(long, Outcome.OK, input_tokens=7, output_tokens=3))
+    await client.release(Release(short, Outcome.OK, input_tokens=5, output_tokens=2))
     assert _round_trips(actor) == trips  # both local
     lingering = await client.acquire(10, 10)
     await client.close()  # handed back while it runs: it becomes a lease there
     assert actor.limiter.snapshot_now().in_flight == 1
-    await client.release(lingering, Outcome.OK, input_tokens=1, output_tokens=1)
+    await client.release(Release(lingering, Outcome.OK, input_tokens=1, output_tokens=1))
     await delivered()
     snap = actor.limiter.snapshot_now()
     assert snap.in_flight == 0 and snap.granted_total == 3
@@ -181,7 +189,7 @@ async def test_a_call_running_past_the_deadline_is_carried_or_becomes_a_lease() 
 
 async def test_near_the_token_limit_every_call_asks_and_accounting_is_exact() -> None:
     actor, client = _pair(output_tokens_per_minute=10_000)
-    await client.release(await client.acquire(10, 200), Outcome.OK, output_tokens=200)
+    await client.release(Release(await client.acquire(10, 200), Outcome.OK, output_tokens=200))
     admitted = 1  # and the limiter is found (in a thread, which ``pending`` does not wait for)
     for _ in range(60):
         call = asyncio.ensure_future(client.acquire(10, 200))
@@ -189,7 +197,7 @@ async def test_near_the_token_limit_every_call_asks_and_accounting_is_exact() ->
             call.cancel()
             break
         admitted += 1
-        await client.release(call.result(), Outcome.OK, input_tokens=10, output_tokens=200)
+        await client.release(Release(call.result(), Outcome.OK, input_tokens=10, output_tokens=200))
     assert admitted == 50  # exactly the budget: 50 x 200 = 10,000
     snap = actor.limiter.snapshot_now()
     assert snap.output_tokens_last_minute == 10_000 and snap.requests_last_minute == 50
@@ -228,13 +236,17 @@ async def test_messages_run_out_of_order_still_leave_nothing_held() -> None:
     lent = limiter.lend(10, 10, slots=2)
     assert lent is not None
     early, late = lent.first_call_id, lent.first_call_id + 1
-    await limiter.release(Lease(id=early, granted_at=0, waited_s=0), Outcome.OK, output_tokens=3)
+    await limiter.release(
+        Release(Lease(id=early, granted_at=0, waited_s=0), Outcome.OK, output_tokens=3)
+    )
     again = limiter.lend(10, 10, slots=2, carry=[late])  # sent after the report, run before
     assert again is not None and again.carried == []  # so the caller releases it per call
     limiter.settle(
         AllowanceReport(id=lent.id, started=2, running=[(early, 10, 10), (late, 10, 10)])
     )
-    await limiter.release(Lease(id=late, granted_at=0, waited_s=0), Outcome.OK, output_tokens=4)
+    await limiter.release(
+        Release(Lease(id=late, granted_at=0, waited_s=0), Outcome.OK, output_tokens=4)
+    )
     limiter.settle(AllowanceReport(id=again.id))
     snap = limiter.snapshot_now()
     assert snap.in_flight == 0 and snap.output_tokens_last_minute == 7
@@ -250,6 +262,6 @@ async def test_an_allowance_is_handed_back_at_its_deadline_on_its_own() -> None:
     assert "settle" in actor.calls
     snap = actor.limiter.snapshot_now()
     assert snap.lent == 0 and snap.in_flight == 1  # the running call is a lease there now
-    await client.release(lease, Outcome.OK)
+    await client.release(Release(lease, Outcome.OK))
     await delivered()
     assert actor.limiter.snapshot_now().in_flight == 0

@@ -13,7 +13,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import LimiterSettings
-from actors.llm.limiter import Outcome, RateLimiter
+from actors.llm.limiter import Outcome, RateLimiter, Release
 from actors.metrics import prometheus_text
 from actors.models import AgentInfo, AgentState, EventKind, PoolSnapshot, ProgressEvent, Role
 from actors.stats import Stats
@@ -65,7 +65,7 @@ async def _exported_names() -> set[str]:
     )  # fmt: skip
     limiter = RateLimiter(LimiterSettings())
     for outcome in (Outcome.OK, Outcome.RATE_LIMITED, Outcome.OVERLOADED):
-        await limiter.release(await limiter.acquire(10, 10), outcome)
+        await limiter.release(Release(await limiter.acquire(10, 10), outcome))
     text = prometheus_text(
         stats.snapshot(active_tasks=1), [pool], limiter.snapshot_now(), daily_budget_usd=100.0
     )

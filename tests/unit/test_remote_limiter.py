@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ray.exceptions import ActorDiedError
 
 from actors.config import LimiterSettings
-from actors.llm.limiter import Outcome, RateLimiter
+from actors.llm.limiter import Outcome, RateLimiter, Release
 from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
 
 
@@ -98,7 +98,7 @@ async def test_the_limiter_is_found_by_name_and_shared():
     client = _client(Directory(first))
     lease = await client.acquire(10, 10)
     assert (await client.snapshot()).in_flight == 1  # the shared limiter's figures
-    assert await client.release(lease, Outcome.OK) == 0.0
+    assert await client.release(Release(lease, Outcome.OK)) == 0.0
     assert first.calls[:2] == ["pid", "borrow"]
 
 
@@ -106,7 +106,7 @@ async def test_a_restarted_limiter_is_found_again_and_the_permit_asked_once_more
     first = FakeLimiterActor()
     directory = Directory(first)
     client = _client(directory)
-    await client.release(await client.acquire(10, 10), Outcome.OK)
+    await client.release(Release(await client.acquire(10, 10), Outcome.OK))
     first.dead = True
     second = FakeLimiterActor()  # what the name leads to after the restart
     directory.actor = second
@@ -115,7 +115,7 @@ async def test_a_restarted_limiter_is_found_again_and_the_permit_asked_once_more
     assert "acquire" in second.calls  # the retried permit came from the shared limiter
     assert (await client.snapshot()).granted_total == 1 == second.limiter.snapshot_now().in_flight
     assert "rate limiter was lost" in caplog.text
-    await client.release(lease, Outcome.OK)
+    await client.release(Release(lease, Outcome.OK))
 
 
 async def test_a_limiter_that_stays_gone_degrades_to_a_local_one_then_rejoins(caplog):
@@ -123,24 +123,24 @@ async def test_a_limiter_that_stays_gone_degrades_to_a_local_one_then_rejoins(ca
     directory = Directory(first)
     clock = FakeClock()
     client = _client(directory, clock)
-    await client.release(await client.acquire(10, 10), Outcome.OK)
+    await client.release(Release(await client.acquire(10, 10), Outcome.OK))
     first.dead = True
     directory.actor = None  # killed for good: nobody holds the name
     with caplog.at_level(logging.WARNING):
         lease = await client.acquire(10, 10)  # waits find_wait_s, then goes local
     assert "did not answer" in caplog.text
     lookups = directory.lookups
-    assert await client.release(lease, Outcome.RATE_LIMITED) > 0  # the local one backs off
+    assert await client.release(Release(lease, Outcome.RATE_LIMITED)) > 0  # the local one backs off
     for _ in range(3):  # while local, no call waits for (or even looks for) the limiter
-        await client.release(await client.acquire(10, 10), Outcome.OK)
+        await client.release(Release(await client.acquire(10, 10), Outcome.OK))
     assert directory.lookups == lookups
 
     back = FakeLimiterActor()
     directory.actor = back
     clock.now += 31.0  # the local period is over: a search runs in the background
-    await client.release(await client.acquire(10, 10), Outcome.OK)  # still local this time
+    await client.release(Release(await client.acquire(10, 10), Outcome.OK))  # still local this time
     for _ in range(500):  # the search looks the name up in a thread: give it time to land
-        await client.release(await client.acquire(10, 10), Outcome.OK)
+        await client.release(Release(await client.acquire(10, 10), Outcome.OK))
         if "borrow" in back.calls:
             break
         await asyncio.sleep(0.01)
@@ -153,5 +153,5 @@ async def test_a_lease_from_a_limiter_that_died_is_released_locally_with_a_backo
     client = _client(directory)
     lease = await client.acquire(10, 10)
     first.dead = True
-    wait = await client.release(lease, Outcome.OVERLOADED, attempt=2)
+    wait = await client.release(Release(lease, Outcome.OVERLOADED, attempt=2))
     assert wait > 0  # the caller still backs off, and nothing raised
