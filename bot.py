@@ -10,10 +10,10 @@ Only users in ``TELEGRAM_ALLOWED_USER_IDS`` are served. A document (plain text,
 Markdown or PDF) sent with a caption is a request about that document: its size is
 checked before it is downloaded, and it is read into text before the job is stored.
 Every request is stored
-in the job store (``actors.jobs``) before any work starts, so a redelivered
+in the job store (``actors.bot.jobs``) before any work starts, so a redelivered
 update runs once and an answer survives a restart of the bot: unfinished jobs
 resume at start-up and each answer is delivered exactly once. Answers are
-Markdown, sent as text with entities (``actors.job_runner.send_markdown``), the first
+Markdown, sent as text with entities (``actors.bot.runner.send_markdown``), the first
 part a reply to the request; replies and progress are plain text.
 
 A chat remembers: a message follows up on its sender's latest conversation in that chat, a
@@ -65,14 +65,14 @@ from telegram.ext import (
 )
 
 from actors import home_lock
-from actors import telegram_format as fmt
+from actors.bot import telegram_format as fmt
+from actors.bot.jobs import Job, JobKind, JobState, JobStore
+from actors.bot.runner import CONFIRM_PATTERN, BotConfig, JobRunner, pressed
 from actors.config import Settings, load_settings
-from actors.documents import ACCEPTED, Document, check_size, read_document
+from actors.engine.documents import ACCEPTED, Document, check_size, read_document
+from actors.engine.intake import clean_request
 from actors.errors import ConfigurationError, UserInputError
-from actors.intake import clean_request
-from actors.job_runner import CONFIRM_PATTERN, BotConfig, JobRunner, pressed
-from actors.jobs import Job, JobKind, JobState, JobStore
-from actors.system import System, find_system, init_ray, start_system
+from actors.runtime.system import System, find_system, init_ray, start_system
 
 log = logging.getLogger("bot")
 

@@ -332,19 +332,19 @@ class Settings(BaseSettings):
     prompt_caching: bool = True
     # Before several microtasks of one role go out together, their shared prefix is
     # written to the cache first (a max_tokens 0 call), so they read it instead of all
-    # writing it; costs one first-token wait per role and task (actors.dispatch).
+    # writing it; costs one first-token wait per role and task (actors.engine.dispatch).
     warm_cache: bool = True
     # The planning call streams and each microtask is dispatched as soon as it is complete
     # and its dependencies are done (False: the whole plan first, then dispatch).
     stream_plan: bool = True
     # "hierarchical": complex and massive requests are planned in two levels, an outline
-    # of branches and then each branch's microtasks in parallel (actors.hierarchical).
+    # of branches and then each branch's microtasks in parallel (actors.engine.hierarchical).
     plan_mode: str = Field(default="flat", pattern="^(flat|hierarchical)$")
     # The synthesis streams to every front door as it is written (ANSWER progress events).
     stream_answer: bool = True
     # "sections": the plan ends with generation microtasks that each write one section of
     # the answer (about answer_words in all); each reaches followers as soon as it and
-    # those before it are done, and a short overview closes it (actors.sections).
+    # those before it are done, and a short overview closes it (actors.engine.sections).
     # "writer": one synthesis call writes the whole answer after the dispatch.
     answer_mode: str = Field(default="writer", pattern="^(writer|sections)$")
     answer_words: int = Field(default=1800, ge=100)
@@ -365,8 +365,8 @@ class Settings(BaseSettings):
     conversation_max_tokens: int = Field(default=6_000, ge=200)
     # Conversations unused for this long are deleted from the store (at start and hourly).
     conversation_retention_days: float = Field(default=30.0, gt=0)
-    # Documents sent with a request (``actors.documents``): per file, raw bytes (checked before
-    # parsing) and extracted characters; per request, how many and their characters in all.
+    # Documents sent with a request (``actors.engine.documents``): per file, raw bytes (checked
+    # before parsing) and extracted characters; per request, how many and their characters in all.
     max_document_bytes: int = Field(default=10_000_000, ge=1)
     max_document_chars: int = Field(default=100_000, ge=1)
     max_documents: int = Field(default=5, ge=1)
@@ -399,8 +399,9 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(default=2.0, gt=0)
     agent_start_concurrency: int = Field(default=4, ge=1)  # agents a pool starts at once
 
-    # OpenTelemetry spans (actors.tracing): none, console (stdout), otlp (OTEL_EXPORTER_OTLP_*
-    # variables) or jsonl (one JSON line per span, to trace_file or home / "traces.jsonl").
+    # OpenTelemetry spans (actors.observe.tracing): none, console (stdout), otlp
+    # (OTEL_EXPORTER_OTLP_* variables) or jsonl (one JSON line per span, to trace_file or
+    # home / "traces.jsonl").
     trace_exporter: str = Field(default="none", pattern="^(none|console|otlp|jsonl)$")
     trace_file: Path | None = None
 

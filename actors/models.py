@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar, overload
+from typing import Annotated, Any, Protocol, TypeVar, overload
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -145,7 +145,7 @@ class ComplexityAssessment(BaseModel):
 
 
 class MicrotaskDraft(BaseModel):
-    """One microtask as the model proposes it; checked and repaired by ``actors.dag``."""
+    """One microtask as the model proposes it; checked and repaired by ``actors.engine.dag``."""
 
     id: str = Field(description="short unique id, e.g. r1, a2, v1, g1")
     role: RoleName
@@ -157,7 +157,7 @@ class MicrotaskDraft(BaseModel):
 
 
 class BranchDraft(BaseModel):
-    """One branch of a plan outline (hierarchical planning, ``actors.hierarchical``)."""
+    """One branch of a plan outline (hierarchical planning, ``actors.engine.hierarchical``)."""
 
     id: str = Field(description="short unique id, e.g. b1")
     title: str
@@ -262,6 +262,21 @@ class Usage(BaseModel):
 
 
 _USAGE = tuple(Usage.model_fields)
+
+
+class _Counted(Protocol):
+    input_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    output_tokens: int
+
+
+def used_tokens(usage: _Counted) -> int:
+    """Every token a usage (or a report) counts: input, cached or not, and output."""
+    return (
+        usage.input_tokens + usage.cache_write_tokens + usage.cache_read_tokens
+        + usage.output_tokens
+    )  # fmt: skip
 
 
 class MicrotaskRequest(BaseModel):
@@ -386,7 +401,7 @@ class RunReport(BaseModel):
     )
     paid_calls: int = Field(default=0, description="model answers paid for, failed ones included")
     estimated_cost_usd: float | None = Field(
-        default=None, description="the estimate once the plan was known (actors.estimate)"
+        default=None, description="the estimate once the plan was known (actors.engine.estimate)"
     )
     token_multiple: float | None = Field(
         default=None, description="tokens used against one agent answering directly"

@@ -7,7 +7,7 @@ actor that imports what an agent would without the SDK (``agent-no-sdk``: its mo
 sent to a model-client actor instead), and today's ``Agent``. Once all are up and a settling
 pause has passed, every actor's USS and RSS are read (psutil ``memory_full_info``) and its
 CPU over an idle window, beside Ray's own processes. Apart from Ray, ``python -X importtime
--c "import actors.agent"`` is broken down by top-level package, and the modules that import
+-c "import actors.agents.agent"`` is broken down by top-level package, and the modules that import
 leaves in ``sys.modules`` are checked for packages an agent never uses.
 
 Environment variables named ``RAY_*`` or ``OMP_*`` are recorded with the figures: Ray's
@@ -46,9 +46,9 @@ NO_SDK_MODULES = (
     "actors.config",
     "actors.models",
     "actors.errors",
-    "actors.tracing",
-    "actors.answer_relay",
-    "actors.reconcile",
+    "actors.observe.tracing",
+    "actors.llm.answer_relay",
+    "actors.engine.reconcile",
     "actors.llm.prompt_parts",
     "actors.llm.held_back",
     "actors.llm.ledger",
@@ -63,12 +63,12 @@ _GROUP_OF = {
     "pydantic_core": "pydantic",
     "pydantic_settings": "pydantic",
 }
-# An agent needs none of these: their presence after ``import actors.agent`` is a leak.
+# An agent needs none of these: their presence after ``import actors.agents.agent`` is a leak.
 UNWANTED = (
     "opentelemetry.sdk",
-    "actors.llm.simulator",
-    "actors.documents",
-    "actors.store",
+    "actors.sim.simulator",
+    "actors.engine.documents",
+    "actors.engine.store",
     "actors.serve_app",
     "pypdf",
     "matplotlib",
@@ -110,7 +110,7 @@ class AgentCostResults(BaseModel):
     import_total_ms: float = 0.0
     imports: list[ImportShare] = Field(default_factory=list)
     own_imports: list[ImportShare] = Field(default_factory=list)  # our slowest modules
-    agent_modules: int = 0  # len(sys.modules) after ``import actors.agent``
+    agent_modules: int = 0  # len(sys.modules) after ``import actors.agents.agent``
     unwanted: list[str] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
     total_s: float = 0.0
@@ -179,15 +179,15 @@ def unwanted_modules(modules: Iterable[str]) -> list[str]:
 
 
 def _import_profile(runs: int = 3) -> tuple[dict[str, int], list[str]]:
-    """The fastest of ``runs`` import profiles of ``actors.agent`` (after one warm-up that
+    """The fastest of ``runs`` import profiles of ``actors.agents.agent`` (after one warm-up that
     writes bytecode), and the modules it leaves loaded."""
-    command = [sys.executable, "-X", "importtime", "-c", "import actors.agent"]
+    command = [sys.executable, "-X", "importtime", "-c", "import actors.agents.agent"]
     profiles = []
     for _ in range(runs + 1):
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         profiles.append(parse_importtime(done.stderr))
     fastest = min(profiles[1:], key=lambda p: sum(p.values()))
-    listing = "import json, sys, actors.agent; print(json.dumps(sorted(sys.modules)))"
+    listing = "import json, sys, actors.agents.agent; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", listing], capture_output=True, text=True, check=True
     )
@@ -227,7 +227,7 @@ def _bare_classes() -> dict[str, Any]:
 def _start(kind: str, count: int, settings: Settings) -> tuple[list[Any], list[float], list[int]]:
     """Start ``count`` actors of ``kind`` at once: handles, seconds to each first answer
     (sorted), and their process ids."""
-    from actors.agent import Agent
+    from actors.agents.agent import Agent
 
     roles = list(Role)
     started = time.perf_counter()
@@ -296,7 +296,8 @@ def measure_actors(
     CPU (% of a core). Starts and shuts down a local Ray of its own, a rate limiter actor
     and a simulator in this process for the agents' one call each."""
     from actors.config import LIMITER_NAME, SimulatorSettings
-    from actors.llm import RateLimiterActor, SimulatorServer
+    from actors.llm import RateLimiterActor
+    from actors.sim.simulator import SimulatorServer
 
     ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     try:
@@ -422,7 +423,7 @@ def markdown(results: AgentCostResults) -> str:
         "Ray's services (GCS, raylet, idle workers, the limiter actor) at rest: "
         f"{results.ray_services_cpu_pct:.2f}% of a core in all.",
         "",
-        f"## `import actors.agent`: {results.import_total_ms:.0f} ms, "
+        f"## `import actors.agents.agent`: {results.import_total_ms:.0f} ms, "
         f"{results.agent_modules} modules",
         "",
     ]
@@ -467,7 +468,7 @@ def run(count: int, settings: Settings, say: Say) -> AgentCostResults:
         count=count,
         knobs={k: v for k, v in os.environ.items() if k.startswith(("RAY_", "OMP_"))},
     )
-    say("profiling `import actors.agent`")
+    say("profiling `import actors.agents.agent`")
     self_us, modules = _import_profile()
     results.import_total_ms = round(sum(self_us.values()) / 1000, 1)
     results.imports = import_shares(self_us)

@@ -32,9 +32,9 @@ from pydantic import BaseModel
 
 from actors.bench.realtime import RealtimeConfig, Variant, variant_settings
 from actors.config import NAMESPACE, Settings
-from actors.documents import Document
+from actors.engine.documents import Document
 from actors.models import RunReport
-from actors.system import start_system, stop_system
+from actors.runtime.system import start_system, stop_system
 
 BILLED_INPUT_TARGET = 0.35
 WRITE_SHARE, READ_SHARE = 1.25, 0.1
@@ -190,7 +190,7 @@ def markdown(results: CachingResults) -> str:
         "",
         f"Request: “{results.request}” with a {results.document_chars:,}-character document "
         f"(and a short request, “{SHORT}”). Simulated Claude at realistic speed × "
-        f"{results.time_scale:g}, caching accounted as the API does (`actors/llm/fake_cache.py`); "
+        f"{results.time_scale:g}, caching accounted as the API does (`actors/sim/fake_cache.py`); "
         f"{os.cpu_count()} CPUs; total {results.total_s:.0f} s. How to read it: the module "
         "docstring of `actors/bench/caching.py`.",
         "",

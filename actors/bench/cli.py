@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from actors.cli import log_to_stderr
 from actors.config import Settings, load_settings
 from actors.errors import ConfigurationError
+from actors.observe.logs import log_to_stderr
 
 DESCRIPTION = """\
 Benchmark this system against its limit and its peers. Every contestant runs the same
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         "--agents",
         action="store_true",
         help="what an agent process costs instead: start time, USS/RSS and idle CPU of bare "
-        "Ray actors and of agents, and `import actors.agent` by package (OUT/agent_cost.md, "
+        "Ray actors and of agents, and `import actors.agents.agent` by package (OUT/agent_cost.md, "
         "OUT/agent_cost.json)",
     )
     agents.add_argument(

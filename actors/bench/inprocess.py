@@ -13,12 +13,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from actors import dag
-from actors.agent import build_prompt, microtask_system
+from actors.agents.agent import build_prompt, microtask_system
 from actors.config import Purpose
+from actors.engine import dag
+from actors.engine.scheduler import DagScheduler
 from actors.llm import LLMClient
 from actors.models import AgentOutput, Microtask, MicrotaskRequest, MicrotaskResult, Role
-from actors.scheduler import DagScheduler
 
 
 @dataclass

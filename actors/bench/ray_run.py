@@ -22,9 +22,9 @@ import ray
 
 from actors.bench.inprocess import RunOutcome
 from actors.config import NAMESPACE, Settings
+from actors.engine.orchestrator import Orchestrator
 from actors.models import AgentState, EventKind, Microtask, PoolSnapshot, Role
-from actors.orchestrator import Orchestrator
-from actors.system import System, start_system, stop_system
+from actors.runtime.system import System, start_system, stop_system
 
 log = logging.getLogger(__name__)
 

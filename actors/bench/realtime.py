@@ -24,7 +24,7 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
-from actors.agent import SYSTEM_PROMPTS
+from actors.agents.agent import SYSTEM_PROMPTS
 from actors.bench.realtime_figures import (
     RealtimeResults,
     SingleAgent,
@@ -45,7 +45,7 @@ from actors.config import (
 )
 from actors.llm import LLMClient
 from actors.models import Complexity, Role
-from actors.system import System, start_system, stop_system
+from actors.runtime.system import System, start_system, stop_system
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ writes each one into the microtask's instructions as ``[sim-latency X]``, which
 the simulator honours for that request.
 
 Two limits are computed from those latencies: ``ideal_makespan`` (the lower
-bound from ``actors.dag``: critical path or busiest role's work per agent) and
+bound from ``actors.engine.dag``: critical path or busiest role's work per agent) and
 ``greedy_makespan`` (what a dependency-driven executor with zero overhead
 reaches: a list schedule, longest remaining path first).
 """
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from actors import dag
+from actors.engine import dag
 from actors.models import PIPELINE, Microtask, Role, apportion
 
 _MAX_HINT_S = 3600.0  # the simulator caps hints here too

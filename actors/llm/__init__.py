@@ -1,8 +1,8 @@
 """The LLM layer: one client (official SDK), one cluster-wide rate limiter, one price table.
 
 Every name loads its module on first use, so a process takes only what it touches: the
-limiter or the prices without the SDK (~1 s and ~50 MB to import), the client without the
-simulator (an aiohttp server and the fake models).
+limiter or the prices without the SDK (~1 s and ~50 MB to import). The simulator that
+stands in for the provider is ``actors.sim``, a layer above.
 """
 
 from importlib import import_module
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     )
     from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
     from actors.llm.pricing import PRICES_PER_MTOK, cost_usd
-    from actors.llm.simulator import SimulatorActor, SimulatorServer
 
 _HOME = {
     "MAX_PROMPT_CHARS": "client",
@@ -40,8 +39,6 @@ _HOME = {
     "RemoteLimiter": "limiter_actor",
     "PRICES_PER_MTOK": "pricing",
     "cost_usd": "pricing",
-    "SimulatorActor": "simulator",
-    "SimulatorServer": "simulator",
 }
 
 __all__ = [
@@ -57,8 +54,6 @@ __all__ = [
     "RateLimiterActor",
     "Release",
     "RemoteLimiter",
-    "SimulatorActor",
-    "SimulatorServer",
     "Structured",
     "cost_usd",
     "ledger",

@@ -31,7 +31,6 @@ import anthropic
 from anthropic.types import Message
 from pydantic import BaseModel
 
-from actors import tracing
 from actors.config import Purpose, Settings
 from actors.errors import (
     ConfigurationError,
@@ -61,6 +60,7 @@ from actors.llm.structured_output import (
     validate,
 )
 from actors.models import Usage
+from actors.observe import tracing
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,6 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors import tracing
-from actors.answer_relay import AnswerRelay
 from actors.config import (
     MODEL_CLIENT_PREFIX,
     NAMESPACE,
@@ -43,9 +41,11 @@ from actors.config import (
 )
 from actors.errors import MicrotaskTimeoutError
 from actors.llm import held_back, ledger
+from actors.llm.answer_relay import AnswerRelay
 from actors.llm.limiter_actor import RemoteLimiter
 from actors.llm.prompt_parts import Prompt
 from actors.models import AgentOutput, Reconciliation, Usage
+from actors.observe import tracing
 
 if TYPE_CHECKING:
     from actors.llm.client import LLMClient

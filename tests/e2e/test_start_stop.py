@@ -26,7 +26,7 @@ from fake_bot_api import FakeBotAPI  # tests/integration is on pytest's pythonpa
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_until
 
-from actors.store import Store
+from actors.engine.store import Store
 
 CLI = [sys.executable, "-m", "actors"]
 

@@ -29,7 +29,7 @@ from ray.cluster_utils import Cluster
 
 from actors.config import Settings, pool_actor_name
 from actors.models import Microtask, PoolSnapshot, Role, RunReport
-from actors.system import System, init_ray, start_system, stop_system
+from actors.runtime.system import System, init_ray, start_system, stop_system
 
 HEAD_RESOURCE = "parallel_agents_head"
 TEXT = (

@@ -14,7 +14,7 @@ import ray
 from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 
 from actors.models import EventKind, Role, TaskState
-from actors.system import start_system, stop_system
+from actors.runtime.system import start_system, stop_system
 
 SECURITY = (
     "Create a comprehensive security analysis of a web application with a public REST API, "

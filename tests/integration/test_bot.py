@@ -27,13 +27,13 @@ from fake_bot_api import Call, FakeBotAPI  # tests/integration is on sys.path (n
 from telegram import MessageEntity
 from test_documents import PNG, pdf_with_text  # tests/unit is on sys.path too
 
-from actors import telegram_format as fmt
+from actors.bot import telegram_format as fmt
+from actors.bot.jobs import Job, JobKind, JobState, JobStore
+from actors.bot.runner import send_part
+from actors.bot.telegram_format import MESSAGE_LIMIT, MessagePart, message_parts
 from actors.config import Settings
-from actors.job_runner import send_part
-from actors.jobs import Job, JobKind, JobState, JobStore
 from actors.models import TaskState
-from actors.system import start_system, stop_system
-from actors.telegram_format import MESSAGE_LIMIT, MessagePart, message_parts
+from actors.runtime.system import start_system, stop_system
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bot.py is a top-level script, not part of the package

@@ -21,7 +21,7 @@ from waiting import wait_until  # tests/integration is on pytest's pythonpath
 from actors.config import Settings
 from actors.errors import UnknownConversationError, UserInputError
 from actors.models import Complexity, Microtask, Role, RunReport, TaskState
-from actors.system import find_system, start_system, stop_system
+from actors.runtime.system import find_system, start_system, stop_system
 
 SECURITY = (
     "Create a comprehensive security analysis of a web application with a public REST API, "
@@ -160,7 +160,7 @@ def test_a_microtask_cut_twice_or_refused_fails_clearly_and_is_named_missing(sys
 def test_a_plan_cut_at_max_tokens_keeps_its_complete_microtasks_and_runs(system):
     import asyncio
 
-    from actors.decomposer import Decomposer
+    from actors.engine.decomposer import Decomposer
     from actors.llm import LLMClient
 
     url = ray.get(system.simulator.url.remote())

@@ -24,11 +24,11 @@ from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.config import LIMITER_NAME, NAMESPACE, Settings
+from actors.engine.orchestrator import Orchestrator
+from actors.engine.store import Store
 from actors.llm import RateLimiterActor
 from actors.models import Complexity, Microtask, Role, TaskState
-from actors.orchestrator import Orchestrator
-from actors.store import Store
-from actors.system import System, start_system, stop_system
+from actors.runtime.system import System, start_system, stop_system
 
 pytestmark = pytest.mark.ray
 

@@ -18,11 +18,11 @@ from browser import browser_dom
 from ray import serve
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
-import serve_app
 from actors.config import Settings
-from actors.http_guard import ANONYMOUS
+from actors.gateway import app as gateway_app
+from actors.gateway.http_guard import ANONYMOUS
 from actors.models import Microtask, Role
-from actors.system import start_system, stop_system
+from actors.runtime.system import start_system, stop_system
 
 ROLES = ("research", "analysis", "generation", "validation")
 ALICE, BOB = "alice-token", "bob-token"
@@ -61,7 +61,7 @@ def gateways(http):
     serve.run_many(
         [
             serve.RunTarget(
-                serve_app.application(settings, name=f"gateway-{name}"),
+                gateway_app.application(settings, name=f"gateway-{name}"),
                 name=name,
                 route_prefix=f"/{name}",
             )
@@ -158,7 +158,7 @@ def test_health_and_status_answer_while_eight_streams_follow_a_task(http, serve_
 def test_streams_past_the_cap_get_503_and_the_rest_still_answers(http, serve_url, gateways, system):
     task_id = _slow_task(system)
     url = f"{serve_url}/small/tasks/{task_id}/events"
-    cap = STREAM_CAP_REQUESTS - serve_app._STREAM_HEADROOM
+    cap = STREAM_CAP_REQUESTS - gateway_app._STREAM_HEADROOM
     followers = _follow(url, cap)
     try:
         wait_until(lambda: all(f.connected.is_set() for f in followers), timeout_s=30)

@@ -21,7 +21,7 @@ from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
 from actors.models import EventKind, Microtask, ProgressEvent, Role, TaskState
-from actors.system import start_system, stop_system
+from actors.runtime.system import start_system, stop_system
 
 # Every model call of a task whose request carries this marker takes a second, so
 # there is time to kill the orchestrator in the middle of a phase.

@@ -11,7 +11,7 @@ import ray
 
 from actors.config import LimiterSettings, Purpose, Settings, SimulatorSettings
 from actors.llm import LLMClient, RateLimiterActor, RemoteLimiter
-from actors.llm.simulator import SimulatorServer
+from actors.sim.simulator import SimulatorServer
 
 pytestmark = pytest.mark.ray
 

@@ -27,7 +27,7 @@ import ray
 from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
-from actors.system import find_system
+from actors.runtime.system import find_system
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -21,7 +21,7 @@ from waiting import wait_until  # tests/integration is on pytest's pythonpath
 from actors.config import Settings
 from actors.errors import CapacityError
 from actors.models import Role, TaskState
-from actors.system import start_system, stop_system
+from actors.runtime.system import start_system, stop_system
 
 
 def _settings(**changes) -> Settings:

@@ -10,9 +10,9 @@ import ray
 from tiny import tiny_settings  # tests/integration is on pytest's pythonpath
 from waiting import wait_until  # tests/integration is on pytest's pythonpath
 
+from actors.engine.store import Store
 from actors.models import Microtask, Role, TaskState
-from actors.store import Store
-from actors.system import start_system, stop_system
+from actors.runtime.system import start_system, stop_system
 
 
 def _heard(system) -> list[dict | None]:

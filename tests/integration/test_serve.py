@@ -22,12 +22,12 @@ from browser import browser_dom  # tests/integration is on pytest's pythonpath
 from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
-import serve_app
 from actors.config import Settings, _default_models
 from actors.errors import ConfigurationError
-from actors.http_guard import ANONYMOUS
+from actors.gateway import app as gateway_app
+from actors.gateway.http_guard import ANONYMOUS
 from actors.models import Microtask, Role
-from actors.system import start_system, stop_system
+from actors.runtime.system import start_system, stop_system
 
 ROLES = {"research", "analysis", "generation", "validation"}
 MODELS = sorted(set(_default_models().values()))
@@ -138,7 +138,7 @@ def provider(http):
         serve.run_many(
             [
                 serve.RunTarget(
-                    serve_app.Gateway.options(name=f"gateway-{state}").bind(
+                    gateway_app.Gateway.options(name=f"gateway-{state}").bind(
                         Settings().with_overrides(
                             anthropic_api_key="sk-test", anthropic_base_url=url
                         )
@@ -305,7 +305,7 @@ def test_dashboard_page_is_served(http):
 
 def test_public_bind_without_token_is_refused():
     with pytest.raises(ConfigurationError, match="API_TOKEN"):
-        serve_app.check_bind(Settings().with_overrides(http_host="0.0.0.0"))
+        gateway_app.check_bind(Settings().with_overrides(http_host="0.0.0.0"))
 
 
 def test_task_api_needs_the_bearer_token_off_loopback(http, serve_url, system):
@@ -313,7 +313,7 @@ def test_task_api_needs_the_bearer_token_off_loopback(http, serve_url, system):
     # this session's Serve listens on loopback only.
     public = Settings().with_overrides(http_host="0.0.0.0", api_token="s3cret")
     serve.run(
-        serve_app.Gateway.options(name="gateway-public").bind(public),
+        gateway_app.Gateway.options(name="gateway-public").bind(public),
         name="public",
         route_prefix="/public",
     )

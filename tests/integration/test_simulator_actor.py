@@ -7,7 +7,7 @@ import pytest
 import ray
 
 from actors.config import SimulatorSettings
-from actors.llm.simulator import SimulatorActor
+from actors.sim.simulator import SimulatorActor
 
 pytestmark = pytest.mark.ray
 

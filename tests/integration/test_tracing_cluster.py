@@ -15,7 +15,7 @@ import ray
 
 from actors.config import Settings
 from actors.models import Microtask, Role, RunReport, TaskState
-from actors.system import start_system, stop_system
+from actors.runtime.system import start_system, stop_system
 
 Span = dict[str, Any]
 

@@ -37,12 +37,12 @@ from fake_bot_api import FakeBotAPI  # noqa: E402
 
 import bot  # noqa: E402
 import serve_app  # noqa: E402
+from actors.bot.jobs import JobStore  # noqa: E402
+from actors.bot.telegram_format import message_parts  # noqa: E402
 from actors.config import Settings  # noqa: E402
-from actors.jobs import JobStore  # noqa: E402
 from actors.llm import ledger  # noqa: E402
 from actors.models import Role  # noqa: E402
-from actors.system import start_system, stop_system  # noqa: E402
-from actors.telegram_format import message_parts  # noqa: E402
+from actors.runtime.system import start_system, stop_system  # noqa: E402
 
 TOKEN = "123456:SOAK-token"
 USERS = (7001, 7002, 7003, 7004, 7005)

@@ -8,7 +8,7 @@ import anthropic
 import pytest
 
 from actors.config import SimulatorSettings
-from actors.llm.simulator import SimulatorServer
+from actors.sim.simulator import SimulatorServer
 
 
 @pytest.fixture

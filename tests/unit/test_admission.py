@@ -6,12 +6,12 @@ import pickle
 
 import pytest
 
-from actors.admission import DAY_S, Admission, call_estimate_usd, held, reserve
 from actors.config import Purpose, Settings
+from actors.engine.admission import DAY_S, Admission, call_estimate_usd, held, reserve
+from actors.engine.report import TaskRecord
 from actors.errors import CapacityError, TaskBudgetError
 from actors.llm.catalog import info
 from actors.models import CallKind, Microtask, MicrotaskRequest, Role, Usage
-from actors.report import TaskRecord
 
 
 class Clock:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors.agent_leases import _died
-from actors.pool import AgentLease
+from actors.agents.leases import _died
+from actors.agents.pool import AgentLease
 
 AGENT_ID = "aa" * 16
 LIMITER_ID = "bb" * 16

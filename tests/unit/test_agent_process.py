@@ -8,8 +8,8 @@ import sys
 
 def test_importing_the_agent_loads_neither_the_sdk_nor_the_simulator():
     probe = (
-        "import sys, actors.agent; "
-        "print(sorted(m for m in ('anthropic', 'actors.llm.client', 'actors.llm.simulator', "
+        "import sys, actors.agents.agent; "
+        "print(sorted(m for m in ('anthropic', 'actors.llm.client', 'actors.sim.simulator', "
         "'opentelemetry.sdk') if m in sys.modules))"
     )
     loaded = subprocess.run(

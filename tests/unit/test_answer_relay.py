@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.answer_relay import AnswerRelay
+from actors.llm.answer_relay import AnswerRelay
 
 
 async def test_pieces_are_coalesced_and_end_with_everything_sent():

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from actors.balancer import AgentSlot, LoadBalancer
+from actors.agents.balancer import AgentSlot, LoadBalancer
 from actors.config import Strategy
 from actors.models import Microtask, MicrotaskRequest, Role
 

@@ -1,5 +1,5 @@
 """``bench --agents``: the import-time breakdown, the targets and the report; and what
-``import actors.agent`` really loads."""
+``import actors.agents.agent`` really loads."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import time:    700000 |     703000 |     anthropic
 import time:      9000 |       9000 |     pydantic_core
 import time:     40000 |      40000 |   ray
 import time:      5000 |       5000 |     actors.llm.client
-import time:      2000 |     759120 | actors.agent
+import time:      2000 |     759120 | actors.agents.agent
 not a line of importtime
 import time:       880 |        880 |   _io
 """
@@ -40,7 +40,7 @@ def test_importtime_lines_give_each_module_its_own_time() -> None:
     parsed = parse_importtime(IMPORTTIME)
     assert parsed["anthropic"] == 700_000  # self, not cumulative
     assert parsed["_io"] == 1_000  # imported in two pasted runs: added up
-    assert parsed["actors.agent"] == 2_000
+    assert parsed["actors.agents.agent"] == 2_000
     assert "package" not in parsed and len(parsed) == 7
 
 
@@ -63,7 +63,7 @@ def test_shares_put_the_named_packages_first_and_sum_the_rest() -> None:
     rows = import_shares(parse_importtime(IMPORTTIME), others=0)
     assert [r.group for r in rows] == ["anthropic", "httpx", "pydantic", "ray", "actors.*", "other"]
     assert rows[0].self_ms == 700.0
-    assert rows[-2].self_ms == 7.0  # actors.agent and actors.llm.client
+    assert rows[-2].self_ms == 7.0  # actors.agents.agent and actors.llm.client
     assert rows[-1].self_ms == 1.0  # _io, twice
     assert sum(r.share for r in rows) == pytest.approx(1.0, abs=1e-3)
 
@@ -71,7 +71,7 @@ def test_shares_put_the_named_packages_first_and_sum_the_rest() -> None:
 def test_own_modules_are_the_slowest_of_ours() -> None:
     assert [r.group for r in own_modules(parse_importtime(IMPORTTIME))] == [
         "actors.llm.client",
-        "actors.agent",
+        "actors.agents.agent",
     ]
 
 
@@ -116,12 +116,12 @@ def test_the_report_shows_every_kind_and_the_verdicts() -> None:
 
 
 def test_an_agent_imports_no_simulator_tracing_sdk_or_front_door() -> None:
-    listing = "import json, sys, actors.agent; print(json.dumps(sorted(sys.modules)))"
+    listing = "import json, sys, actors.agents.agent; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", listing], capture_output=True, text=True, check=True, timeout=120
     )
     modules = json.loads(done.stdout)
-    assert "actors.agent" in modules
+    assert "actors.agents.agent" in modules
     assert unwanted_modules(modules) == []
 
 

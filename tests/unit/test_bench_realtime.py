@@ -28,7 +28,6 @@ from actors.bench.realtime_figures import (
     write,
 )
 from actors.config import Purpose, Settings, SimulatorSettings
-from actors.llm.simulator import SimulatorServer
 from actors.models import (
     Complexity,
     EventKind,
@@ -37,6 +36,7 @@ from actors.models import (
     Role,
     TimelineEntry,
 )
+from actors.sim.simulator import SimulatorServer
 from tests.unit.factories import report
 
 T0 = 1_000.0  # the task's start, wall clock

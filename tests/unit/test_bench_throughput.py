@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from actors import dag
 from actors.bench import cli
 from actors.bench.throughput import (
     ArrivalKind,
@@ -30,8 +29,9 @@ from actors.bench.throughput_figures import (
     table,
     write,
 )
-from actors.llm.fake_content import latency_hint
+from actors.engine import dag
 from actors.models import Role
+from actors.sim.fake_content import latency_hint
 
 R, A, V, G = Role.RESEARCH, Role.ANALYSIS, Role.VALIDATION, Role.GENERATION
 

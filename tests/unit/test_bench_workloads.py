@@ -8,7 +8,6 @@ import statistics
 
 import pytest
 
-from actors import dag
 from actors.bench import plans
 from actors.bench.results import BenchResults, Row, markdown, percentile
 from actors.bench.workloads import (
@@ -24,8 +23,9 @@ from actors.bench.workloads import (
     wide,
     with_hints,
 )
-from actors.llm.fake_content import latency_hint
+from actors.engine import dag
 from actors.models import Role
+from actors.sim.fake_content import latency_hint
 
 R, A, V, G = Role.RESEARCH, Role.ANALYSIS, Role.VALIDATION, Role.GENERATION
 FIFTY = {R: 20, A: 15, V: 10, G: 5}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.bot.runner import BotConfig
 from actors.errors import ConfigurationError
-from actors.job_runner import BotConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "PARALLEL_AGENTS_TELEGRAM_"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from fake_bot_api import FakeBotAPI  # tests/integration is on sys.path
 
-from actors import telegram_format as fmt
+from actors.bot import telegram_format as fmt
+from actors.bot.jobs import JobState, JobStore
+from actors.bot.runner import BotConfig
 from actors.errors import ConfigurationError
-from actors.job_runner import BotConfig
-from actors.jobs import JobState, JobStore
 from tests.unit.factories import report
 from tests.unit.test_bot_faults import (
     ALICE,

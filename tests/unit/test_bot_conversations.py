@@ -15,9 +15,9 @@ import pytest
 from fake_bot_api import Call, FakeBotAPI  # tests/integration is on sys.path
 from test_bot_faults import ALICE, BOB, TOKEN, FakeOrchestrator, answered, running_bot
 
-from actors import telegram_format as fmt
+from actors.bot import telegram_format as fmt
+from actors.bot.jobs import JobStore
 from actors.errors import UnknownConversationError
-from actors.jobs import JobStore
 
 GROUP = -100_4242
 

@@ -22,11 +22,11 @@ import pytest
 from fake_bot_api import FakeBotAPI  # tests/integration is on sys.path
 
 import bot
-from actors import telegram_format as fmt
+from actors.bot import telegram_format as fmt
+from actors.bot.jobs import JobState, JobStore
 from actors.config import Settings
-from actors.jobs import JobState, JobStore
 from actors.models import EventKind, ProgressEvent, RunReport
-from actors.system import System
+from actors.runtime.system import System
 from tests.unit.factories import report
 
 TOKEN = "123456:TEST-secret-token-do-not-log"

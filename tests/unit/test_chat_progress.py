@@ -14,10 +14,10 @@ from fake_bot_api import FakeBotAPI  # tests/integration is on sys.path
 from telegram import Bot
 from telegramify_markdown import utf16_len
 
-from actors.chat_progress import DRAFT_REFRESH_S, ChatProgress, TaskProgress
-from actors.jobs import JobKind, JobStore
+from actors.bot.jobs import JobKind, JobStore
+from actors.bot.progress import DRAFT_REFRESH_S, ChatProgress, TaskProgress
+from actors.bot.telegram_format import MESSAGE_LIMIT, EditThrottle, message_parts, progress_text
 from actors.models import EventKind, ProgressEvent, Role
-from actors.telegram_format import MESSAGE_LIMIT, EditThrottle, message_parts, progress_text
 
 TOKEN = "123456:TEST-secret-token-do-not-log"
 USER = 4242

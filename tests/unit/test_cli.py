@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors import cli
+from actors.cli import main as cli
 
 
 def test_continue_and_conversation_together_are_refused_before_anything_runs(capsys):

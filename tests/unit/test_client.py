@@ -13,8 +13,8 @@ from actors.errors import ModelBehaviorError, ProviderError, ProviderTimeoutErro
 from actors.llm import LLMClient, Outcome, RateLimiter
 from actors.llm.limiter import Release
 from actors.llm.pricing import cost_usd
-from actors.llm.simulator import SimulatorServer
 from actors.models import AgentOutput
+from actors.sim.simulator import SimulatorServer
 
 
 class Verdict(BaseModel):

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from actors.config import Purpose, Settings, SimulatorSettings
 from actors.errors import ConfigurationError, ProviderTimeoutError
 from actors.llm import LLMClient, Outcome, RateLimiter, ledger
-from actors.llm.simulator import SimulatorServer
 from actors.llm.streaming import ItemFeed
 from actors.models import MicrotaskDraft, PlanDraft
+from actors.sim.simulator import SimulatorServer
 from tests.unit.test_client import RecordingLimiter, limiter_settings
 
 PLAN = "<request>\nAudit every service\n</request>\n\nPlan at most 30 microtasks."

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from actors import cli
+from actors.cli import main as cli
 from actors.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ def test_head_starts_ray_then_the_system_with_a_real_entry_point(name):
     assert start
     assert commands.index(start[0]) > commands.index(next(c for c in commands if "ray start" in c))
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["parallel-agents"] == "actors.cli:main"
+    assert scripts["parallel-agents"] == "actors.cli.main:main"
     with pytest.raises(SystemExit) as exit_:  # `start` is a real subcommand of that script
         cli.main(["start", "--help"])
     assert exit_.value.code == 0

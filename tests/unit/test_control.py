@@ -12,10 +12,10 @@ import sys
 import psutil
 import pytest
 
-from actors import control
-from actors import services as records
 from actors.config import Settings
-from actors.services import ServiceProcess, Services, end_session, terminate
+from actors.runtime import control
+from actors.runtime import services as records
+from actors.runtime.services import ServiceProcess, Services, end_session, terminate
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from actors import complexity
 from actors.conversation import (
     History,
     Turn,
@@ -17,9 +16,10 @@ from actors.conversation import (
     request_block,
     tokens,
 )
+from actors.engine import complexity
+from actors.engine.store import _MIGRATIONS, Store
 from actors.errors import UnknownConversationError
 from actors.models import TaskState
-from actors.store import _MIGRATIONS, Store
 from tests.unit.factories import report
 
 

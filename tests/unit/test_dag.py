@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.dag import (
+from actors.engine.dag import (
     assign_branches,
     critical_path,
     ideal_makespan,

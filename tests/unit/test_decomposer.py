@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from actors import dag
 from actors.config import Purpose, Settings, SimulatorSettings
-from actors.decomposer import Decomposer
+from actors.engine import dag
+from actors.engine.decomposer import Decomposer
+from actors.engine.plan_stream import PlanStream
 from actors.llm import LLMClient
-from actors.llm.simulator import SimulatorServer
 from actors.models import Complexity, Microtask, MicrotaskDraft, Role
-from actors.plan_stream import PlanStream
+from actors.sim.simulator import SimulatorServer
 
 SECURITY = (
     "Create a comprehensive security analysis of a web application with a public REST API, "

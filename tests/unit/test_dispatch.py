@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from actors.admission import call_estimate_usd
 from actors.config import Settings
-from actors.dispatch import Dispatcher
+from actors.engine.admission import call_estimate_usd
+from actors.engine.dispatch import Dispatcher
+from actors.engine.report import TaskRecord
 from actors.models import (
     Complexity,
     EventKind,
@@ -20,7 +21,6 @@ from actors.models import (
     Role,
     Usage,
 )
-from actors.report import TaskRecord
 
 
 def _mt(id_: str, *deps: str) -> Microtask:
@@ -373,7 +373,7 @@ async def test_cancelling_a_dispatch_whose_plan_is_arriving_ends_cleanly():
 
 
 async def test_a_call_queued_past_its_backstop_runs_on_while_its_pool_answers(monkeypatch):
-    monkeypatch.setattr("actors.dispatch._BACKSTOP_GRACE_S", 0.05)
+    monkeypatch.setattr("actors.engine.dispatch._BACKSTOP_GRACE_S", 0.05)
     pool = FakePool(delays={"queued": 0.6})  # waits in the pool's queue behind other work
     asked: list[Role] = []
 
@@ -389,8 +389,8 @@ async def test_a_call_queued_past_its_backstop_runs_on_while_its_pool_answers(mo
 
 
 async def test_a_call_whose_pool_gives_no_answer_is_cancelled_and_retried(monkeypatch):
-    monkeypatch.setattr("actors.dispatch._BACKSTOP_GRACE_S", 0.05)
-    monkeypatch.setattr("actors.dispatch._POOL_ANSWER_S", 0.05)
+    monkeypatch.setattr("actors.engine.dispatch._BACKSTOP_GRACE_S", 0.05)
+    monkeypatch.setattr("actors.engine.dispatch._POOL_ANSWER_S", 0.05)
     pool = FakePool(first_delays={"stuck": 60.0})
 
     async def stuck(role: Role) -> int:

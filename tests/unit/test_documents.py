@@ -8,17 +8,17 @@ import sqlite3
 import pytest
 from pydantic import ValidationError
 
-from actors import cli
+from actors.bot.jobs import JobKind, JobStore
+from actors.cli import main as cli
 from actors.config import Settings
-from actors.documents import (
+from actors.engine.documents import (
     Document,
     attach,
     read_document,
     text_document,
 )
 from actors.errors import DocumentLimitError, UserInputError
-from actors.http_guard import Refusal, TaskIn, body_limit, task_documents
-from actors.jobs import JobKind, JobStore
+from actors.gateway.http_guard import Refusal, TaskIn, body_limit, task_documents
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
 

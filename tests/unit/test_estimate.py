@@ -1,14 +1,14 @@
-"""Cost estimates before a run (``actors.estimate``)."""
+"""Cost estimates before a run (``actors.engine.estimate``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from actors.admission import budget_of
 from actors.config import Settings
-from actors.estimate import for_level, for_plan, token_multiple
+from actors.engine.admission import budget_of
+from actors.engine.estimate import for_level, for_plan, token_multiple
+from actors.engine.report import TaskRecord
 from actors.models import Complexity, Microtask, Role
-from actors.report import TaskRecord
 
 SPEC = "The payments API accepts card tokens and returns receipts. " * 600  # ~9,000 tokens
 

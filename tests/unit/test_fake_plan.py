@@ -5,7 +5,7 @@ The simulator's plans are seeded and other tests depend on their sizes, so the t
 
 from __future__ import annotations
 
-from actors.llm.fake_plan import plan_sizes
+from actors.sim.fake_plan import plan_sizes
 
 # n: research, analysis, validation, generation
 PINNED = {

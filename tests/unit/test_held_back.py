@@ -10,7 +10,7 @@ import pytest
 from actors.config import LimiterSettings, Purpose, SimulatorSettings
 from actors.llm import Outcome, RateLimiter, Release
 from actors.llm.held_back import held_back, within
-from actors.llm.simulator import SimulatorServer
+from actors.sim.simulator import SimulatorServer
 from tests.unit.test_client_stream import client_for
 
 

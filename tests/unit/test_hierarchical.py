@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors import dag
 from actors.config import Settings, SimulatorSettings
-from actors.decomposer import Decomposer
-from actors.hierarchical import _repaired, _sizes
+from actors.engine import dag
+from actors.engine.decomposer import Decomposer
+from actors.engine.hierarchical import _repaired, _sizes
 from actors.llm import LLMClient
-from actors.llm.simulator import SimulatorServer
 from actors.models import BranchDraft, Complexity, ComplexityAssessment, Microtask
+from actors.sim.simulator import SimulatorServer
 
 SECURITY = (
     "Create a comprehensive security analysis of a web application with a public REST API, "

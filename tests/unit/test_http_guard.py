@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from actors.config import Settings
-from actors.http_guard import (
+from actors.gateway.http_guard import (
     ANONYMOUS,
     AccessGuard,
     AccessPolicy,
@@ -219,7 +219,7 @@ async def test_a_good_body_keeps_its_text(loopback):
 def test_a_cost_limit_must_be_above_zero():
     from pydantic import ValidationError
 
-    from actors.http_guard import TaskIn
+    from actors.gateway.http_guard import TaskIn
 
     assert TaskIn.model_validate({"text": "x", "cost_limit_usd": 0.5}).cost_limit_usd == 0.5
     with pytest.raises(ValidationError, match="greater than 0"):
@@ -227,7 +227,7 @@ def test_a_cost_limit_must_be_above_zero():
 
 
 def test_a_follow_up_names_its_conversation_and_a_new_request_names_none():
-    from actors.http_guard import TaskIn
+    from actors.gateway.http_guard import TaskIn
 
     follow_up = TaskIn.model_validate({"text": "make it shorter", "conversation_id": "t-1"})
     assert follow_up.conversation_id == "t-1"

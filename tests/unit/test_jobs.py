@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
+from actors.bot.jobs import SCHEMA_VERSION, JobKind, JobState, JobStore
 from actors.errors import ConfigurationError
-from actors.jobs import SCHEMA_VERSION, JobKind, JobState, JobStore
 
 
 @pytest.fixture

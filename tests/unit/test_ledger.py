@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from actors.config import LimiterSettings, Purpose, Settings, SimulatorSettings
+from actors.engine.report import settled
 from actors.errors import ProviderTimeoutError
 from actors.llm import LLMClient, ledger
-from actors.llm.simulator import SimulatorServer
 from actors.models import Usage
-from actors.report import settled
+from actors.sim.simulator import SimulatorServer
 from tests.unit.factories import report
 
 
@@ -83,7 +83,6 @@ import asyncio, sys
 from pathlib import Path
 from actors.config import Purpose, Settings
 from actors.llm import LLMClient, ledger
-
 async def main():
     client = LLMClient(Settings(home=Path(sys.argv[2])), base_url=sys.argv[1])
     with ledger.attributed("task-k", "m9"):

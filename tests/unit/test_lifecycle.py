@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from actors import lifecycle
+from actors.engine import lifecycle
+from actors.engine.report import TaskRecord
 from actors.models import EventKind, Microtask, Role, TaskState
-from actors.report import TaskRecord
 
 GUARD_S = 10.0  # only so a regression fails instead of hanging the suite
 

@@ -7,8 +7,8 @@ import io
 import pytest
 from rich.console import Console
 
-from actors import cli
-from actors.live_view import REWRITTEN, RunView
+from actors.cli import main as cli
+from actors.cli.live_view import REWRITTEN, RunView
 from actors.models import EventKind, PoolSnapshot, ProgressEvent, Role
 from tests.unit.factories import report
 

@@ -7,8 +7,8 @@ import re
 import pytest
 from factories import result  # tests/unit/factories.py
 
-from actors.claims import ClaimView, Conflict, MergeMethod, MergeSummary
-from actors.merger import (
+from actors.engine.claims import ClaimView, Conflict, MergeMethod, MergeSummary
+from actors.engine.merger import (
     fallback_answer,
     normalise_topic,
     render_footer,

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from actors.config import Settings, _default_models
-from serve_app import ModelCheck
+from actors.gateway.model_check import ModelCheck
 
 KEY = "sk-test-secret"
 MODELS = sorted(set(_default_models().values()))

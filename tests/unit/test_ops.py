@@ -13,10 +13,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import LimiterSettings
+from actors.gateway.metrics import prometheus_text
 from actors.llm.limiter import Outcome, RateLimiter, Release
-from actors.metrics import prometheus_text
 from actors.models import AgentInfo, AgentState, EventKind, PoolSnapshot, ProgressEvent, Role
-from actors.stats import Stats
+from actors.observe.stats import Stats
 from tests.unit.factories import report
 
 OPS = Path(__file__).resolve().parents[2] / "ops"

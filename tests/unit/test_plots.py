@@ -19,7 +19,7 @@ from actors.models import (
     TaskState,
     TimelineEntry,
 )
-from actors.plots import (
+from actors.observe.plots import (
     ROLE_COLORS,
     experiment_row,
     parallelism_figure,

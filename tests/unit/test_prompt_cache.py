@@ -8,10 +8,10 @@ import pytest
 
 from actors.config import Purpose, Settings, SimulatorSettings
 from actors.llm import LLMClient
-from actors.llm.fake_cache import PromptCache
 from actors.llm.pricing import cache_saving_usd, cost_usd
 from actors.llm.prompt_parts import Part, content_blocks
-from actors.llm.simulator import SimulatorServer
+from actors.sim.fake_cache import PromptCache
+from actors.sim.simulator import SimulatorServer
 
 LONG = "The payments API accepts card tokens and returns receipts. " * 300  # ~4,500 tokens
 

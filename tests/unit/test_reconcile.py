@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 from factories import result  # tests/unit/factories.py
 
-from actors.claims import summarise
+from actors.engine.claims import summarise
+from actors.engine.reconcile import reconcile
 from actors.errors import ProviderError
 from actors.models import (
     ClaimGroup,
@@ -18,7 +19,6 @@ from actors.models import (
     Reconciliation,
     Role,
 )
-from actors.reconcile import reconcile
 
 CLAIM_LINE = re.compile(
     r'<claim id="(c\d+)" topic="([^"]*)" confidence="([0-9.]+)" role="(\w+)">(.*)</claim>$',

@@ -12,14 +12,16 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from factories import result  # tests/unit/factories.py
 
-from actors.claims import summarise
+from actors.agents.agent import RECONCILE_SYSTEM
 from actors.config import LimiterSettings, Purpose, Settings, SimulatorSettings
+from actors.engine.claims import summarise
+from actors.engine.reconcile import reconcile
 from actors.errors import ProviderError
-from actors.llm import LLMClient, fake_claims
-from actors.llm.fake_claims import Finding, findings, identify, true_side
-from actors.llm.simulator import SimulatorServer
+from actors.llm import LLMClient
 from actors.models import Reconciliation, Role
-from actors.reconcile import RECONCILE_SYSTEM, reconcile
+from actors.sim import fake_claims
+from actors.sim.fake_claims import Finding, findings, identify, true_side
+from actors.sim.simulator import SimulatorServer
 
 WORDS = ["kubernetes", "migration"]
 SEED = 3

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from actors.engine.report import SEQ_SPAN, TaskRecord, end_event, start_index
 from actors.models import Complexity, EventKind, ProgressEvent, RunReport, TaskState
-from actors.report import SEQ_SPAN, TaskRecord, end_event, start_index
 
 GUARD_S = 10.0  # only so a regression fails instead of hanging the suite
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.scaling import Autoscaler, desired_agents, pressure_cap
+from actors.agents.scaling import Autoscaler, desired_agents, pressure_cap
 
 
 def scaler(**overrides) -> Autoscaler:

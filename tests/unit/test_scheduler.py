@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from actors.engine.scheduler import DagScheduler
 from actors.models import Role
-from actors.scheduler import DagScheduler
 from tests.unit.test_dag import diamond, task
 
 

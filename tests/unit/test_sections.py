@@ -7,14 +7,14 @@ import random
 
 from factories import result
 
-from actors.claims import MergeSummary
 from actors.config import Settings
-from actors.llm import fake_plan, fake_text
-from actors.llm.fake_request import Markers, Prompt
-from actors.merge_step import MergeStep
+from actors.engine.claims import MergeSummary
+from actors.engine.merge_step import MergeStep
+from actors.engine.report import TaskRecord
+from actors.engine.sections import SectionedAnswer, section_ids, sections_rule
 from actors.models import CallKind, EventKind, Microtask, MicrotaskRequest, MicrotaskResult, Role
-from actors.report import TaskRecord
-from actors.sections import SectionedAnswer, section_ids, sections_rule
+from actors.sim import fake_plan, fake_text
+from actors.sim.fake_request import Markers, Prompt
 
 
 def _mt(id_: str, role: Role, *deps: str) -> Microtask:

@@ -16,10 +16,10 @@ from actors.config import (
     load_settings,
     private_folder,
 )
+from actors.engine.store import Store
 from actors.errors import ConfigurationError
 from actors.models import Complexity, Role
-from actors.store import Store
-from actors.tracing import JsonLinesExporter
+from actors.observe.tracing import JsonLinesExporter
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,12 +18,12 @@ import pydantic
 import pytest
 from anthropic.lib._parse._transform import transform_schema
 
-from actors.complexity import assess
 from actors.config import SimulatorSettings
-from actors.llm import fake_claims
+from actors.engine.complexity import assess
 from actors.llm.json_instance import break_instance, build_instance
-from actors.llm.simulator import SimulatorServer
 from actors.models import AgentOutput, ComplexityAssessment, PlanDraft
+from actors.sim import fake_claims
+from actors.sim.simulator import SimulatorServer
 
 MODEL = "claude-haiku-5-5"
 REQUEST = "Compare Postgres and MySQL replication for a fintech startup, including costs and risks"

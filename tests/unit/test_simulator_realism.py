@@ -11,10 +11,10 @@ import pydantic_core
 import pytest
 
 from actors.config import SimulatorSettings
-from actors.llm.fake_content import estimate_tokens
-from actors.llm.simulator import SimulatorServer
-from actors.llm.simulator_state import LOG_FIELDS
 from actors.models import AgentOutput, MicrotaskDraft, PlanDraft, Reconciliation
+from actors.sim.fake_content import estimate_tokens
+from actors.sim.simulator import SimulatorServer
+from actors.sim.simulator_state import LOG_FIELDS
 
 OPUS = "claude-opus-5-5"  # thinks always, no forced tools, medium effort by default
 SONNET = "claude-sonnet-5-5"  # thinks unless disabled, high effort by default

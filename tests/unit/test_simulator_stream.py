@@ -10,8 +10,8 @@ import anthropic
 import pydantic_core
 import pytest
 
-from actors.llm.simulator import SimulatorServer
 from actors.models import PlanDraft
+from actors.sim.simulator import SimulatorServer
 
 MODEL = "claude-sonnet-5-5"  # thinks by default and takes forced tools
 PLAN = "<request>\nAudit every service\n</request>\n\nPlan at most 40 microtasks."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from factories import report
 
-from actors.stats import Stats
+from actors.observe.stats import Stats
 
 
 def test_cache_savings_and_the_token_multiple_add_up_over_finished_tasks():

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from actors.engine.store import _MIGRATIONS, SCHEMA_VERSION, Store
 from actors.errors import ConfigurationError
 from actors.models import (
     Complexity,
@@ -17,7 +18,6 @@ from actors.models import (
     TaskState,
     Usage,
 )
-from actors.store import _MIGRATIONS, SCHEMA_VERSION, Store
 from tests.unit.factories import report
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from telegram import MessageEntity
 from telegramify_markdown import utf16_len
 
-from actors.models import Complexity, PoolSnapshot, Role, RunReport, TaskState
-from actors.telegram_format import (
+from actors.bot.telegram_format import (
     MESSAGE_LIMIT,
     EditThrottle,
     MessagePart,
@@ -17,6 +16,7 @@ from actors.telegram_format import (
     render,
     status_text,
 )
+from actors.models import Complexity, PoolSnapshot, Role, RunReport, TaskState
 
 
 def _pool(role: Role, busy: int = 1, size: int = 2) -> PoolSnapshot:

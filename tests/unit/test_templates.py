@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from actors.dag import critical_path, validate
-from actors.models import PIPELINE, Role
-from actors.scheduler import DagScheduler
-from actors.templates import (
+from actors.engine.dag import critical_path, validate
+from actors.engine.scheduler import DagScheduler
+from actors.engine.templates import (
     TEMPLATE_NAMES,
     build_template,
     choose_template,
     layer_sizes,
 )
+from actors.models import PIPELINE, Role
 
 SECURITY_REQUEST = (
     "Create a comprehensive security analysis of a web application with a public REST API, "

@@ -21,12 +21,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from actors import tracing
 from actors.config import Purpose, Settings, SimulatorSettings
 from actors.errors import ConfigurationError, ProviderError
 from actors.llm import LLMClient
-from actors.llm.simulator import SimulatorServer
 from actors.models import Microtask, MicrotaskRequest, Role
+from actors.observe import tracing
+from actors.sim.simulator import SimulatorServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,7 +166,7 @@ def _otlp_installed() -> bool:
 
 
 _NO_TRACING = """
-from actors import tracing
+from actors.observe import tracing
 from actors.config import Settings
 assert not tracing.configure(Settings(trace_exporter="none"), "x")
 with tracing.span("task", task_id="t") as span:
@@ -179,7 +179,7 @@ import sys
 from pathlib import Path
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from actors.tracing import JsonLinesExporter
+from actors.observe.tracing import JsonLinesExporter
 
 provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(Path(sys.argv[1]))))

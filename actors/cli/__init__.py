@@ -1,0 +1,2 @@
+"""The command line, ``parallel-agents`` (``main``), and its live terminal view
+(``live_view``)."""
