@@ -11,8 +11,9 @@ import re
 
 from actors.models import Complexity, ComplexityAssessment
 
+# The one greeting rule: the heuristic and the simulator (``actors.sim.fake_text``) both use it.
 _GREETING = re.compile(
-    r"^\s*(hi|hello|hey|hallo|hola|yo|thanks|thank you|good (morning|evening|night)|"
+    r"^\s*(hi|hello|hey|hallo|hola|yo|thanks|thank you|good (morning|afternoon|evening|night)|"
     r"how are you|what's up|ping)\b[\s!.?,]*\w*[\s!.?]*$",
     re.IGNORECASE,
 )
@@ -38,12 +39,17 @@ _RESHAPE = re.compile(
 _RESHAPE_WORDS = 15  # longer follow-ups are judged on their own
 
 
+def is_greeting(text: str) -> bool:
+    """True for "hi", "hello there!", "thanks" and the like."""
+    return bool(_GREETING.match(text.strip()))
+
+
 def assess(text: str, follow_up: bool = False) -> ComplexityAssessment:
     """Classify ``text`` without a model call (same input, same answer). ``follow_up``: the
     text follows up on a conversation, and a short one that reworks its answer is direct."""
     stripped = text.strip()
     words = len(stripped.split())
-    if _GREETING.match(stripped) or words <= 3:
+    if is_greeting(stripped) or words <= 3:
         return ComplexityAssessment(
             level=Complexity.SIMPLE, parallelizable=False, reason="greeting or very short"
         )

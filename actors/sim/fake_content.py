@@ -48,7 +48,7 @@ from typing import Any
 
 import pydantic_core
 
-from actors.engine.complexity import assess
+from actors.engine.complexity import assess, is_greeting
 from actors.llm.json_instance import break_instance, build_instance
 from actors.sim import fake_claims, fake_plan, fake_text
 from actors.sim.fake_request import (
@@ -129,7 +129,7 @@ def message(
     key = (seed, body["model"], body.get("system"), body["messages"], schema, kind.value)
     rng = seeded_rng(*key)
     # Its own stream, without the effort in it: the same call thinks more at a higher effort.
-    greeting = fake_text.is_greeting(prompt.request)
+    greeting = is_greeting(prompt.request)
     thinking = thinking_tokens(
         options, body["model"], purpose, seeded_rng(*key, "thinking"), greeting=greeting
     )
@@ -239,7 +239,7 @@ def schema_answer(
 
 def _agent_output(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
     content = fake_text.microtask_content(prompt, rng)
-    if fake_text.is_greeting(prompt.request):
+    if is_greeting(prompt.request):
         return {"content": content, "claims": [], "confidence": 0.95}
     words = fake_text.keywords(prompt.request)
     claims = fake_claims.agent_claims(words, prompt.seed, rng, prompt.microtask_id)

@@ -20,15 +20,11 @@ from __future__ import annotations
 import random
 import re
 
+from actors.engine.complexity import is_greeting
 from actors.sim.fake_request import Prompt
 
 SIMULATED_PREFIX = "[simulated] "
 
-_GREETING = re.compile(
-    r"^\s*(hi|hello|hey|hallo|hola|good (morning|afternoon|evening))\b[\s!.,?]*"
-    r"(there|everyone|all|bot)?[\s!.,?]*$",
-    re.IGNORECASE,
-)
 GREETING_REPLY = (
     "Hello! Ask me anything: simple questions get a direct answer, bigger tasks are split "
     "across a team of parallel agents."
@@ -84,11 +80,6 @@ _ROLE_HEADINGS = (
     ("validation", "Checks"),
     ("generation", "Recommendations"),
 )
-
-
-def is_greeting(text: str) -> bool:
-    """True for "hi", "hello there!" and the like."""
-    return bool(_GREETING.match(text))
 
 
 def keywords(text: str, limit: int = 6) -> list[str]:

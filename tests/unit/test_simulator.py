@@ -470,3 +470,24 @@ async def test_stats_request_log_and_reset(
     status, _ = await post(f"{sim.url}/stats/reset", {})
     assert status == 200
     assert sim.stats()["requests"] == 0 and sim.recent_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "greeting"),
+    [
+        ("hi", True),
+        ("Good afternoon, bot", True),  # the simulator's rule alone once said yes
+        ("thanks!", True),  # the heuristic's rule alone once said yes
+        ("Hello, compare PostgreSQL and MySQL for a write-heavy workload", False),
+    ],
+)
+def test_the_simulator_greets_exactly_what_the_heuristic_calls_a_greeting(text, greeting):
+    from actors.sim import fake_text
+    from actors.sim.fake_request import Markers, Prompt
+
+    reply = fake_text.plain_answer(Prompt(0, "", text, "", 1024, Markers()), random.Random(0))
+    assert (reply == fake_text.SIMULATED_PREFIX + fake_text.GREETING_REPLY) is greeting
+    if greeting:
+        assert assess(text).reason == "greeting or very short"
+    else:
+        assert assess(text).reason != "greeting or very short"
