@@ -29,6 +29,14 @@ class Role(StrEnum):
 # The order work flows in: each role builds on the ones before it (plan layers, the sections
 # of a stitched answer, the rows of a timeline).
 PIPELINE: tuple[Role, ...] = (Role.RESEARCH, Role.ANALYSIS, Role.VALIDATION, Role.GENERATION)
+# How a typical plan shares its microtasks among the roles, in percent (templates, the
+# simulator's plans and the cost estimate), and the prefix of each role's microtask ids.
+PLAN_SHARES: dict[Role, int] = {
+    Role.RESEARCH: 40, Role.ANALYSIS: 35, Role.VALIDATION: 20, Role.GENERATION: 5
+}  # fmt: skip
+ID_PREFIX: dict[Role, str] = {
+    Role.RESEARCH: "r", Role.ANALYSIS: "a", Role.VALIDATION: "v", Role.GENERATION: "g"
+}  # fmt: skip
 
 _Key = TypeVar("_Key", bound=Hashable)
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from actors.config import Purpose, Settings
 from actors.llm.catalog import info
 from actors.llm.pricing import cost_usd
-from actors.models import Complexity, Microtask, Role
+from actors.models import PLAN_SHARES, Complexity, Microtask, Role, apportion
 
 # Output tokens (thinking included) a call of each purpose typically writes; the visible
 # part of a microtask's answer is what its dependents get as context.
@@ -49,9 +49,6 @@ VISIBLE_SHARE = 0.7  # of a microtask's output, the part its dependents read
 DEPENDENCIES = 3  # a typical microtask's dependencies past the first level
 SYSTEM_TOKENS = 300  # an agent's system prompt and output rules
 USED_SHARE = 0.9  # planners use most of the microtasks a level allows
-# How a plan splits into roles: research first, then analysis, validation, generation.
-ROLE_SHARES = {Role.RESEARCH: 0.40, Role.ANALYSIS: 0.35, Role.VALIDATION: 0.20,
-               Role.GENERATION: 0.05}  # fmt: skip
 LOW, HIGH = 0.67, 1.5
 
 
@@ -79,7 +76,7 @@ def for_level(
         usd += _call(settings, Purpose.GENERATION, SYSTEM_TOKENS + tokens(text))
         return _range(level, True, 1, usd)
     count = max(1, round(settings.levels[level].max_microtasks * USED_SHARE))
-    roles = [role for role, share in ROLE_SHARES.items() for _ in range(round(share * count))]
+    roles = [role for role, n in apportion(count, PLAN_SHARES).items() for _ in range(n)]
     microtasks = [
         Microtask(id=f"m{n}", role=role, title="", instructions="x" * 200,
                   depends_on=[] if role is Role.RESEARCH else ["r"] * DEPENDENCIES)

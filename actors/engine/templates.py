@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from actors.engine.dag import assign_branches, mark_critical
-from actors.models import PIPELINE, Microtask, Role, apportion
+from actors.models import ID_PREFIX, PIPELINE, PLAN_SHARES, Microtask, Role, apportion
 
 TEMPLATE_NAMES: tuple[str, ...] = (
     "security_analysis",
@@ -32,8 +32,7 @@ TEMPLATE_NAMES: tuple[str, ...] = (
 )
 
 MAX_QUOTE_CHARS = 500
-_SHARES = {Role.RESEARCH: 40, Role.ANALYSIS: 35, Role.VALIDATION: 20}
-_ID_PREFIX = {Role.RESEARCH: "r", Role.ANALYSIS: "a", Role.VALIDATION: "v", Role.GENERATION: "g"}
+_SHARES = {role: share for role, share in PLAN_SHARES.items() if role is not Role.GENERATION}
 _ASK = {
     Role.RESEARCH: "Gather the facts for: {title}. List what you find with its source or "
     "assumption; do not draw conclusions yet.",
@@ -318,7 +317,7 @@ def layered_plan(
         names = _layer_titles(titles.get(role) or (role.value.capitalize(),), sizes[role], role)
         current: list[str] = []
         for index, title in enumerate(names):
-            tid = f"{_ID_PREFIX[role]}{index + 1}"
+            tid = f"{ID_PREFIX[role]}{index + 1}"
             # The request is data: concatenated, never used as a format string.
             instructions = (
                 _ASK[role].replace("{title}", title)

@@ -15,13 +15,12 @@ import random
 import re
 from typing import Any
 
-from actors.models import PIPELINE, Role, apportion
+from actors.models import ID_PREFIX, PIPELINE, PLAN_SHARES, Role, apportion
 from actors.sim.fake_request import Prompt
 from actors.sim.fake_text import keywords
 
-# Plan shape, one level per role in pipeline order: its share of the microtasks, its id prefix.
-_SHARES = (0.40, 0.35, 0.20, 0.05)
-_PREFIX = {Role.RESEARCH: "r", Role.ANALYSIS: "a", Role.VALIDATION: "v", Role.GENERATION: "g"}
+# Plan shape, one level per role in pipeline order: its share of the microtasks.
+_SHARES = tuple(PLAN_SHARES[role] / 100 for role in PIPELINE)
 _BRANCHES = re.compile(r"at most\s+(\d+)\s+branches", re.IGNORECASE)
 # The rule of answer_mode "sections" (decomposer.sections_rule).
 _SECTIONS = re.compile(r"one section of the final answer.*?about (\d+) words in all", re.S)
@@ -112,7 +111,7 @@ def plan(prompt: Prompt, rng: random.Random) -> dict[str, Any]:
                 fields = _section(kw, subject, i, count, answer_words // count)
             else:
                 fields = _wording(role, kw, other, subject, i, count, rng)
-            items.append({"id": f"{_PREFIX[role]}{i + 1}", "role": role.value, **fields})
+            items.append({"id": f"{ID_PREFIX[role]}{i + 1}", "role": role.value, **fields})
         if items:
             levels.append(items)
     for previous, level in itertools.pairwise(levels):
