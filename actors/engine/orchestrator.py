@@ -1,8 +1,7 @@
 """The orchestrator actor: request → plan → dispatch → merge → report, for many tasks at once.
 
-It owns each task's lifecycle: intake check, complexity verdict and plan
-(``decomposer``), the DAG run (``dispatch``), reconciling and the synthesis
-(``merge_step``) and the report. Callers follow a task through ``events``
+It owns each task's record and lifecycle: intake check, the plan (``planning``), the DAG
+run (``dispatch``), reconciling and the synthesis (``merge_step``) and the report. Callers follow a task through ``events``
 (long polling), ``status`` and ``wait``; ``cancel`` keeps what finished.
 """
 
@@ -22,16 +21,16 @@ from actors import home_lock
 from actors.agents.agent import build_prompt, microtask_system
 from actors.agents.leases import PoolLeases
 from actors.config import NAMESPACE, Purpose, Settings, pool_actor_name
-from actors.engine import admission, complexity, dag, lifecycle
+from actors.engine import dag, lifecycle
 from actors.engine.admission import DAY_S, Admission
 from actors.engine.decomposer import Decomposer
 from actors.engine.dispatch import Dispatcher
 from actors.engine.documents import Document, attach
-from actors.engine.estimate import for_level, for_plan
+from actors.engine.estimate import for_level
 from actors.engine.intake import clean_request
 from actors.engine.merge_step import MergeStep
-from actors.engine.plan_stream import STREAMING_PLAN, OnMicrotask
-from actors.engine.quick_take import quick_take
+from actors.engine.plan_stream import STREAMING_PLAN
+from actors.engine.planning import Planning
 from actors.engine.recall import recall
 from actors.engine.report import SEQ_SPAN, TaskRecord, end_event, settled
 from actors.engine.sections import SectionedAnswer
@@ -43,8 +42,6 @@ from actors.errors import (
 from actors.llm import LLMClient, RemoteLimiter, ledger
 from actors.models import (
     AgentOutput,
-    Complexity,
-    ComplexityAssessment,
     EventKind,
     Microtask,
     MicrotaskRequest,
@@ -95,6 +92,9 @@ class Orchestrator:
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._rng = random.Random()
         self._store = Store(settings.home / "store.sqlite3")
+        self._planning = Planning(
+            settings, self._decomposer, self._client, self._store, self._dispatcher, self._foresee
+        )
         # Each start gets a new number from the store; event seqs carry it (``events``).
         self._seq_base = self._store.next_incarnation(time.time()) * SEQ_SPAN
         self._stats = Stats(totals=self._store.totals())
@@ -462,34 +462,17 @@ class Orchestrator:
 
     async def _work(self, record: TaskRecord) -> None:
         """Plan, dispatch, merge: each phase within its own deadline. A streamed plan is
-        dispatched while it arrives (``stream_plan``); its dispatch is sealed with the
-        final plan and then bounded by the level's time limit like any other."""
+        dispatched while it arrives; its dispatch is sealed with the final plan and then
+        bounded by the level's time limit like any other."""
         # The task span ends before the report is published, so a caller whose
         # ``run`` returned finds the whole trace exported.
         with tracing.span("task", task_id=record.task_id) as span:
-            resumed = bool(record.microtasks)  # with the plan it had before a restart
             dispatching: asyncio.Task[None] | None = None
-            streamed: Dispatcher | None = None
             sections: SectionedAnswer | None = None  # answer_mode "sections"
             following: asyncio.Task[None] | None = None  # its follower, during the dispatch
             try:
                 await recall(record, self._store, self._client, self._settings)
-                if resumed:
-                    pass
-                elif record.given_plan is not None:
-                    record.plan_source = "given"
-                    record.complexity = self._level_for(len(record.given_plan))
-                    record.set_plan(dag.assign_branches(record.given_plan))
-                else:
-                    streamed, dispatching = await self._plan_streamed(record)
-                if not resumed:
-                    await asyncio.to_thread(
-                        self._store.plan_made,
-                        record.task_id,
-                        record.complexity,
-                        record.plan_source,
-                        record.microtasks,
-                    )
+                streamed, dispatching = await self._planning.make(record)
                 span.set_attributes(
                     {
                         "complexity": record.complexity.value,
@@ -497,7 +480,6 @@ class Orchestrator:
                         "plan_source": record.plan_source,
                     }
                 )
-                self._estimate_from_plan(record)
                 self._foresee(record)
                 await record.emit(EventKind.PLANNED, detail=record.plan_source)
                 if streamed is not None:  # sealed after PLANNED: what starts now is after it
@@ -506,12 +488,7 @@ class Orchestrator:
                     sections = self._merger.sectioned(record)
                     if sections.active:
                         following = asyncio.create_task(sections.follow())
-                record.state = TaskState.RUNNING
-                limit = self._settings.levels[record.complexity].time_limit_s
-                try:
-                    await asyncio.wait_for(dispatching or self._execute(record), limit)
-                except TimeoutError:
-                    record.note(f"time limit of {limit:.0f} s reached; merging what finished")
+                await self._dispatch(record, dispatching)
             finally:
                 if sections is not None:
                     sections.close()
@@ -519,17 +496,30 @@ class Orchestrator:
                     if task is not None and not task.done():
                         task.cancel()  # the dispatch: cancelled while planning
                         await asyncio.gather(task, return_exceptions=True)
-            try:
-                record.state = TaskState.MERGING
-                await record.emit(EventKind.MERGING)
-                with tracing.span("merge", task_id=record.task_id):
-                    await self._merger.run(record, sections)
-            finally:
-                if sections is not None:
-                    sections.stop()
-                if record.quick_task is not None:  # the full answer is ready (or the task ended)
-                    record.quick_task.cancel()
-                    await asyncio.gather(record.quick_task, return_exceptions=True)
+            await self._merge(record, sections)
+
+    async def _dispatch(self, record: TaskRecord, dispatching: asyncio.Task[None] | None) -> None:
+        """Run the plan (or await the streamed plan's dispatch) within the level's limit."""
+        record.state = TaskState.RUNNING
+        limit = self._settings.levels[record.complexity].time_limit_s
+        try:
+            await asyncio.wait_for(dispatching or self._dispatcher(record).run(), limit)
+        except TimeoutError:
+            record.note(f"time limit of {limit:.0f} s reached; merging what finished")
+
+    async def _merge(self, record: TaskRecord, sections: SectionedAnswer | None) -> None:
+        """Reconcile and write the answer; the quick take ends with it."""
+        try:
+            record.state = TaskState.MERGING
+            await record.emit(EventKind.MERGING)
+            with tracing.span("merge", task_id=record.task_id):
+                await self._merger.run(record, sections)
+        finally:
+            if sections is not None:
+                sections.stop()
+            if record.quick_task is not None:  # the full answer is ready (or the task ended)
+                record.quick_task.cancel()
+                await asyncio.gather(record.quick_task, return_exceptions=True)
 
     def _foresee(self, record: TaskRecord, done: bool = False) -> None:
         """Predictive allocation: tell each pool how many of the task's microtasks its plan
@@ -546,41 +536,6 @@ class Orchestrator:
         if done:
             del self._foreseen[record.task_id]
 
-    async def _plan_streamed(
-        self, record: TaskRecord
-    ) -> tuple[Dispatcher | None, asyncio.Task[None] | None]:
-        """Plan the task; with ``stream_plan``, dispatch each microtask as it arrives and
-        return that dispatcher (to seal with the final plan) and its run, to await."""
-        plan_span = tracing.span("plan", task_id=record.task_id)
-        if not self._settings.stream_plan:
-            with plan_span, ledger.attributed(record.task_id, "plan"):
-                await self._plan(record)
-            return None, None
-        dispatcher = self._dispatcher(record, open_plan=True)
-        dispatching = asyncio.create_task(dispatcher.run())
-
-        async def arrived(mt: Microtask) -> None:
-            record.microtasks.append(mt)
-            dispatcher.add(mt)
-            self._foresee(record)
-            # What has arrived is stored, so a restart resumes with it.
-            await asyncio.to_thread(
-                self._store.plan_made,
-                record.task_id,
-                record.complexity,
-                STREAMING_PLAN,
-                list(record.microtasks),
-            )
-
-        try:
-            with plan_span, ledger.attributed(record.task_id, "plan"):
-                await self._plan(record, arrived)
-        except BaseException:
-            dispatching.cancel()
-            await asyncio.gather(dispatching, return_exceptions=True)
-            raise
-        return dispatcher, dispatching
-
     async def _record_report(self, record: TaskRecord, finished_at: float) -> None:
         """Count a finished task and store its report before anyone is told it ended."""
         assert record.report is not None
@@ -593,77 +548,6 @@ class Orchestrator:
         await asyncio.to_thread(
             self._store.task_finished, record.report, record.text, record.started_at, finished_at
         )
-
-    async def _plan(self, record: TaskRecord, on_microtask: OnMicrotask | None = None) -> None:
-        """The verdict and the plan within ``planning_timeout_s``; a template past it."""
-        limit = self._settings.planning_timeout_s
-        assessment: ComplexityAssessment | None = None
-        try:
-            async with asyncio.timeout(limit):
-                assessment, usage = await self._decomposer.assess(record.text, record.conversation)
-                record.usage += usage
-                record.complexity = assessment.level
-                if not assessment.parallelizable:
-                    record.plan_source = "direct"
-                    answer = Microtask(
-                        id="answer",
-                        role=Role.GENERATION,
-                        title="Answer",
-                        # The request (and its documents) opens the prompt already.
-                        instructions="Answer the request above directly.",
-                    )
-                    record.set_plan([answer])
-                    return
-                if record.quick:  # beside the planning call, not after it
-                    record.quick_task = asyncio.create_task(
-                        quick_take(record, self._settings, self._client)
-                    )
-                plan, usage = await self._decomposer.plan(
-                    record.text, assessment, on_microtask, record.conversation
-                )
-        except TimeoutError:
-            # As when the planning call fails: the heuristic verdict if the model gave
-            # none, then the domain template; no further model call.
-            fallback = complexity.assess(record.text, follow_up=bool(record.conversation))
-            level = (assessment or fallback).level
-            why = f"planning timed out after {limit:g} s"
-            plan = self._decomposer.template_plan(record.text, level, why)
-            record.complexity = level
-            usage = Usage()
-        record.usage += usage
-        record.plan_source = plan.source
-        record.notes.extend(f"plan: {note}" for note in plan.notes)
-        record.cut.extend(plan.cut)
-        record.set_plan(plan.microtasks)
-
-    def _estimate_from_plan(self, record: TaskRecord) -> None:
-        """The task's cost estimate now that its plan is known; a note when it is over the
-        request's cost limit (the task stops at the limit and merges what finished)."""
-        if record.plan_source == "direct":
-            return
-        estimate = for_plan(
-            self._settings,
-            record.complexity,
-            record.conversation + record.text,
-            record.microtasks,
-        )
-        record.estimated_usd = estimate.cost_usd
-        budget, named = admission.budget_of(record, self._settings)
-        if estimate.low_usd > budget:
-            record.note(
-                f"the plan's estimated cost (${estimate.low_usd:.2f} to "
-                f"${estimate.high_usd:.2f}) is over {named}: the answer will merge what it pays for"
-            )
-
-    def _level_for(self, size: int) -> Complexity:
-        """The smallest complexity level whose bounds hold ``size`` microtasks."""
-        for level, bounds in self._settings.levels.items():
-            if size <= bounds.max_microtasks:
-                return level
-        return Complexity.MASSIVE
-
-    async def _execute(self, record: TaskRecord) -> None:
-        await self._dispatcher(record).run()
 
     def _dispatcher(self, record: TaskRecord, open_plan: bool = False) -> Dispatcher:
         return Dispatcher(

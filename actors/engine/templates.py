@@ -32,7 +32,7 @@ TEMPLATE_NAMES: tuple[str, ...] = (
 )
 
 MAX_QUOTE_CHARS = 500
-_SHARES = {role: share for role, share in PLAN_SHARES.items() if role is not Role.GENERATION}
+_SHARES: dict[Role, float] = {r: s for r, s in PLAN_SHARES.items() if r is not Role.GENERATION}
 _ASK = {
     Role.RESEARCH: "Gather the facts for: {title}. List what you find with its source or "
     "assumption; do not draw conclusions yet.",
