@@ -1,8 +1,9 @@
 """The orchestrator actor: request → plan → dispatch → merge → report, for many tasks at once.
 
 It owns each task's record and lifecycle: intake check, the plan (``planning``), the DAG
-run (``dispatch``), reconciling and the synthesis (``merge_step``) and the report. Callers follow a task through ``events``
-(long polling), ``status`` and ``wait``; ``cancel`` keeps what finished.
+run (``dispatch``), reconciling and the synthesis (``merge_step``) and the report. Callers
+follow a task through ``events`` (long polling), ``status`` and ``wait``; ``cancel`` keeps
+what finished.
 """
 
 from __future__ import annotations
