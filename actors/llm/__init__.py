@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from actors.llm import ledger
-    from actors.llm.client import MAX_PROMPT_CHARS, Completion, LLMClient, Structured
+    from actors.llm.answers import Completion, Structured
+    from actors.llm.client import MAX_PROMPT_CHARS, LLMClient
     from actors.llm.limiter import (
         Lease,
         Limiter,
@@ -20,14 +21,15 @@ if TYPE_CHECKING:
         Release,
         retry_after_s,
     )
-    from actors.llm.limiter_actor import RateLimiterActor, RemoteLimiter
+    from actors.llm.limiter_actor import RemoteLimiter
     from actors.llm.pricing import PRICES_PER_MTOK, cost_usd
+    from actors.llm.shared_limiter import RateLimiterActor
 
 _HOME = {
     "MAX_PROMPT_CHARS": "client",
-    "Completion": "client",
+    "Completion": "answers",
     "LLMClient": "client",
-    "Structured": "client",
+    "Structured": "answers",
     "Lease": "limiter",
     "Limiter": "limiter",
     "LimiterSnapshot": "limiter",
@@ -35,7 +37,7 @@ _HOME = {
     "RateLimiter": "limiter",
     "Release": "limiter",
     "retry_after_s": "limiter",
-    "RateLimiterActor": "limiter_actor",
+    "RateLimiterActor": "shared_limiter",
     "RemoteLimiter": "limiter_actor",
     "PRICES_PER_MTOK": "pricing",
     "cost_usd": "pricing",

@@ -1,8 +1,8 @@
-"""The cluster's one rate limiter as a Ray actor, and the client side every caller uses.
+"""The client side of the cluster's one rate limiter, which every caller uses.
 
-``RateLimiterActor`` wraps the pure-asyncio ``RateLimiter``; ``RemoteLimiter`` gives a
-client the same ``Limiter`` interface and finds the actor by its name
-(``config.LIMITER_NAME``)::
+``RateLimiterActor`` (``actors.llm.shared_limiter``, importable from here too) wraps the
+pure-asyncio ``RateLimiter``; ``RemoteLimiter`` gives a client the same ``Limiter``
+interface and finds the actor by its name (``config.LIMITER_NAME``)::
 
     RateLimiterActor.options(name=LIMITER_NAME, namespace=NAMESPACE).remote(settings.limiter)
     client = LLMClient(settings, limiter=RemoteLimiter(settings=settings.limiter))
@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -38,8 +36,9 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.config import LIMITER_NAME, NAMESPACE, LimiterSettings
+from actors.llm.allowance_spending import AllowanceCall, Spending
+from actors.llm.limit_headers import limiter_headers
 from actors.llm.limiter import (
-    DEFAULT_LEASE_TTL_S,
     Allowance,
     AllowanceReport,
     Lease,
@@ -49,6 +48,9 @@ from actors.llm.limiter import (
     Release,
     headers_teach,
 )
+from actors.llm.shared_limiter import RateLimiterActor
+
+__all__ = ["FIND_WAIT_S", "LOCAL_FOR_S", "RateLimiterActor", "RemoteLimiter"]
 
 log = logging.getLogger(__name__)
 
@@ -58,163 +60,14 @@ FIND_WAIT_S = 10.0
 # How long a caller that went local keeps its own limiter before asking for the shared one.
 LOCAL_FOR_S = 30.0
 _FIND_POLL_S = 0.2
-_EPOCH_SHIFT = 32  # lease ids are <incarnation> << 32 | <id within the incarnation>
 # An acquire that finds others' borrows spent before its turn stops borrowing after this many.
 _BORROWS_PER_CALL = 3
 # Answered calls: the limiter's one reaction is AIMD's increase on OK, which can wait.
 _SETTLED_LATER = frozenset({Outcome.OK, Outcome.MALFORMED, Outcome.REJECTED})
 
 
-# Restartable: every caller finds it again by name; a restart re-runs __init__ (fresh state).
-@ray.remote(num_cpus=0, max_restarts=-1)
-class RateLimiterActor:
-    """The one ``RateLimiter`` of the cluster, as an async Ray actor.
-
-    Every waiting ``acquire`` holds one actor call open: async actors allow 1000
-    at once by default (raise it with ``.options(max_concurrency=...)``).
-    ``num_cpus=0`` so it never competes with agents for a CPU.
-    """
-
-    def __init__(
-        self,
-        settings: LimiterSettings,
-        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._limiter = RateLimiter(settings, clock, lease_ttl_s=lease_ttl_s)
-        # Lease ids restart at 1 in every process: tagged with this incarnation, a lease
-        # granted before a restart can never release one granted after it.
-        self._epoch = secrets.randbits(30) + 1
-
-    async def acquire(self, input_tokens: int, output_tokens: int) -> Lease:
-        lease = await self._limiter.acquire(input_tokens, output_tokens)
-        return lease.model_copy(update={"id": self._tag(lease.id)})
-
-    async def borrow(
-        self,
-        input_tokens: int,
-        output_tokens: int,
-        slots: int,
-        carry: list[int],
-        report: AllowanceReport | None = None,
-    ) -> Allowance | Lease | None:
-        """Settle ``report``, then lend an allowance for ``slots`` more calls (taking over
-        the caller's running leases ``carry``) or, near a limit, grant one lease. None, at
-        once, instead of waiting for that lease when ``carry`` is not empty: the caller
-        holds their releases until it hears whether they were carried."""
-        if report is not None:
-            self._limiter.settle(self._own_report(report))
-        lent = self._limiter.lend(
-            input_tokens, output_tokens, slots=slots, carry=[self._own(key) for key in carry]
-        )
-        if lent is None and carry:
-            return None
-        if lent is None:
-            return await self.acquire(input_tokens, output_tokens)
-        return lent.model_copy(
-            update={
-                "id": self._tag(lent.id),
-                "first_call_id": self._tag(lent.first_call_id),
-                "carried": [self._tag(key) for key in lent.carried],
-            }
-        )
-
-    async def settle(self, report: AllowanceReport) -> None:
-        """Take an allowance back (its holder's calls still running become leases)."""
-        self._limiter.settle(self._own_report(report))
-
-    async def release(self, done: Release) -> float:
-        # A lease of an earlier life holds nothing here, but its outcome still teaches.
-        lease = done.lease.model_copy(update={"id": self._own(done.lease.id)})
-        return await self._limiter.release(replace(done, lease=lease))
-
-    async def snapshot(self) -> LimiterSnapshot:
-        return await self._limiter.snapshot()
-
-    async def pid(self) -> int:
-        """This process's id (chaos tests kill it)."""
-        return os.getpid()
-
-    def _tag(self, key: int) -> int:
-        return self._epoch << _EPOCH_SHIFT | key
-
-    def _own(self, key: int) -> int:
-        """The id within this incarnation; -1 (held by nobody) for one of an earlier life."""
-        return key & ((1 << _EPOCH_SHIFT) - 1) if key >> _EPOCH_SHIFT == self._epoch else -1
-
-    def _own_report(self, report: AllowanceReport) -> AllowanceReport:
-        return report.model_copy(
-            update={
-                "id": self._own(report.id),
-                "running": [(self._own(key), i, o) for key, i, o in report.running],
-                "finished": [(self._own(key), i, o) for key, i, o in report.finished],
-            }
-        )
-
-
 def _find_by_name(name: str) -> Callable[[], ray.actor.ActorHandle]:
     return lambda: ray.get_actor(name, namespace=NAMESPACE)
-
-
-class _Call:
-    """A call started on an allowance, while it runs."""
-
-    __slots__ = ("done", "input_tokens", "known", "output_tokens", "spending")
-
-    def __init__(self, input_tokens: int, output_tokens: int, spending: _Spending | None) -> None:
-        self.input_tokens, self.output_tokens = input_tokens, output_tokens  # estimated
-        self.spending = spending  # the allowance it runs on; None: a lease of the limiter's
-        self.known = False  # the limiter holds it as a lease of its own (carried or not)
-        self.done: Release | None = None  # released while a borrow carries it
-
-
-class _Spending:
-    """This process's side of an allowance: what is left of it, and what it did."""
-
-    __slots__ = ("deadline", "free", "grant", "next_id", "report", "requests", "tokens")
-
-    def __init__(self, grant: Allowance, deadline: float, carried: int) -> None:
-        self.grant = grant
-        self.deadline = deadline  # clock time from which no call starts on it
-        self.free = grant.slots - carried  # slots no running call holds
-        self.next_id = grant.first_call_id
-        self.requests = grant.requests  # calls it may still start
-        self.tokens = [grant.input_tokens, grant.output_tokens]  # estimates it may still take
-        self.report = AllowanceReport(id=grant.id)
-
-    def covers(self, now: float, input_tokens: int, output_tokens: int) -> bool:
-        left_in, left_out = self.tokens
-        return (
-            now < self.deadline
-            and self.free > 0
-            and self.requests > 0
-            and input_tokens <= left_in
-            and output_tokens <= left_out
-        )
-
-    def start(self, input_tokens: int, output_tokens: int) -> int:
-        key, self.next_id = self.next_id, self.next_id + 1
-        self.free -= 1
-        self.requests -= 1
-        self.tokens[0] -= input_tokens
-        self.tokens[1] -= output_tokens
-        self.report.started += 1
-        return key
-
-    def finish(self, call: _Call, done: Release) -> None:
-        """An answered call ends: counted for the report (no tokens reported: the estimate)."""
-        self.free += 1
-        report = self.report
-        report.outcomes[done.outcome.value] = report.outcomes.get(done.outcome.value, 0) + 1
-        used = (done.input_tokens, done.output_tokens)
-        input_tokens, output_tokens = used if any(used) else (call.input_tokens, call.output_tokens)
-        if call.known:
-            report.finished.append((done.lease.id, input_tokens, output_tokens))
-        else:
-            report.input_tokens += input_tokens
-            report.output_tokens += output_tokens
-        if done.headers:
-            report.headers = dict(done.headers)
 
 
 class RemoteLimiter:
@@ -249,9 +102,9 @@ class RemoteLimiter:
         self._local_leases: set[int] = set()  # ids of leases the local limiter granted
         self._local_until = float("-inf")  # clock time before which we do not look again
         self._finding: asyncio.Task[ray.actor.ActorHandle | None] | None = None
-        self._spending: _Spending | None = None  # the allowance being spent
+        self._spending: Spending | None = None  # the allowance being spent
         self._lapse: asyncio.TimerHandle | None = None  # hands it back at its deadline
-        self._calls: dict[int, _Call] = {}  # calls started on allowances, still running
+        self._calls: dict[int, AllowanceCall] = {}  # calls started on allowances, still running
         self._borrowing: asyncio.Task[Lease | None] | None = None  # the one borrow under way
         self._carrying: frozenset[int] = frozenset()  # the running calls it would carry
         self._asking = 0  # acquire calls not answered yet: how many slots to borrow
@@ -318,7 +171,7 @@ class RemoteLimiter:
 
     async def release(self, done: Release) -> float:
         # Only the headers the limiter reads travel on, to it or into a report.
-        done = replace(done, headers=_limiter_headers(done.headers))
+        done = replace(done, headers=limiter_headers(done.headers))
         lease, outcome = done.lease, done.outcome
         call = self._calls.get(lease.id)
         if call is not None:
@@ -379,7 +232,7 @@ class RemoteLimiter:
         if spending is None or not spending.covers(now, input_tokens, output_tokens):
             return None
         key = spending.start(input_tokens, output_tokens)
-        self._calls[key] = _Call(input_tokens, output_tokens, spending)
+        self._calls[key] = AllowanceCall(input_tokens, output_tokens, spending)
         return Lease(id=key, granted_at=now, waited_s=0.0)
 
     async def _borrow(
@@ -430,7 +283,7 @@ class RemoteLimiter:
         if granted is None or isinstance(granted, Lease):
             return granted
         # A carried call released meanwhile freed its slot there, so it counts as taken.
-        spending = _Spending(granted, sent_at + granted.ttl_s, carried=len(granted.carried))
+        spending = Spending(granted, sent_at + granted.ttl_s, carried=len(granted.carried))
         for key in granted.carried:  # the others stay leases there, released per call
             if (call := self._calls.get(key)) is not None:
                 call.spending = spending
@@ -461,7 +314,7 @@ class RemoteLimiter:
             self.actor_calls += 1
             handle.release.remote(Release(task.result(), Outcome.CONNECTION))
 
-    def _lapsed(self, spending: _Spending) -> None:
+    def _lapsed(self, spending: Spending) -> None:
         """The deadline: hand the allowance back, its running calls become leases there."""
         if self._spending is spending:
             self._settle(self._end_spending())
@@ -554,15 +407,3 @@ def _withdraw(ref: Any) -> None:
 
 def _first(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
-def _limiter_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
-    """Only the headers the limiter reads, as a plain dict (cheap to pickle)."""
-    if not headers:
-        return None
-    wanted: dict[str, Any] = {
-        key.lower(): value
-        for key, value in headers.items()
-        if key.lower().startswith(("anthropic-ratelimit-", "retry-after"))
-    }
-    return wanted or None
