@@ -47,15 +47,17 @@ import asyncio
 import logging
 import math
 import random
-import statistics
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from actors.config import Settings
 from actors.engine import admission
+from actors.engine.attempts import Attempt, running_past, straggler_threshold
+from actors.engine.pool_probe import IdleAgents, PoolProbe
 from actors.engine.report import TaskRecord
 from actors.engine.scheduler import DagScheduler
+from actors.engine.warm_ups import Warm, WarmUps, sharing
 from actors.errors import ModelRefusalError, TaskBudgetError, TruncatedAnswerError
 from actors.models import EventKind, Microtask, MicrotaskRequest, MicrotaskResult, Role, Usage
 from actors.observe import tracing
@@ -64,39 +66,11 @@ log = logging.getLogger(__name__)
 
 OnResult = Callable[[MicrotaskResult], Coroutine[Any, Any, None]]
 CallPool = Callable[[Role, MicrotaskRequest, float], Coroutine[Any, Any, MicrotaskResult]]
-IdleAgents = Callable[[Role], Coroutine[Any, Any, int]]
-# Writes the prompt prefix a request shares with its role's other calls to the cache.
-Warm = Callable[[MicrotaskRequest], Coroutine[Any, Any, Usage]]
 _BACKUP_CHECK_S = 0.1  # how often stragglers are looked for once backups are possible
 _BACKSTOP_GRACE_S = 30.0  # past twice the run deadline, the pool is asked if it still answers
-_POOL_ANSWER_S = 10.0  # a pool that answers nothing within this is taken as stuck
-_WARM_WAIT_S = 15.0  # a cache warm-up that takes longer is given up: its group goes anyway
 # Paid answers one attempt may use: an answer and one retry (of a cut or malformed answer).
 # Reserved at launch, so attempts running side by side (backups) never pass the cap together.
 _PAID_PER_ATTEMPT = 2
-
-
-class _Attempt:
-    """One call of one microtask to its pool."""
-
-    __slots__ = (
-        "backup",
-        "deadline",
-        "microtask",
-        "number",
-        "paid_cap",
-        "reserved_usd",
-        "submitted",
-    )
-
-    def __init__(self, microtask: Microtask, number: int, backup: bool, submitted: float) -> None:
-        self.microtask = microtask
-        self.number = number  # 1-based, counting retries and backups
-        self.backup = backup
-        self.submitted = submitted  # time.monotonic() when the call goes out
-        self.deadline = float("inf")  # set by the dispatcher; inf once cancelled
-        self.paid_cap = 0  # paid answers reserved for this attempt out of the microtask's cap
-        self.reserved_usd = 0.0  # estimated cost held against the task budget until it settles
 
 
 class Dispatcher:
@@ -116,22 +90,20 @@ class Dispatcher:
         self._record = record
         self._settings = settings
         self._call_pool = call_pool
-        self._idle_agents = idle_agents  # agents of a role free right now (None: don't ask)
-        self._idle_known: dict[Role, int] = {}  # the pools' latest answers
-        self._idle_asking: dict[Role, asyncio.Task[int]] = {}
+        self._pools = PoolProbe(idle_agents)
         self._rng = rng
         self._on_result = on_result  # makes a result durable before it counts as done
         # An open plan is still being streamed by the planner: ``add``, then ``seal``.
         self._scheduler = DagScheduler.open() if open_plan else DagScheduler(record.microtasks)
         self._arrived = asyncio.Event()  # a streamed microtask or the seal came in
-        self._inflight: dict[asyncio.Task[MicrotaskResult], _Attempt] = {}
+        self._inflight: dict[asyncio.Task[MicrotaskResult], Attempt] = {}
         self._waiting: list[Microtask] = []  # ready, but over the task's agent cap
         self._durations: list[float] = []  # of finished attempts, for the backup p90
         self._reserved: dict[str, int] = {}  # microtask id -> paid answers held by attempts
         self._refused = ""  # why the task budget last refused an attempt ("" never)
-        self._warm = warm if settings.warm_cache and settings.prompt_caching else None
-        self._warming: dict[Role, asyncio.Task[Usage]] = {}  # cache warm-ups under way
-        self._warmed: set[Role] = set()  # roles whose shared prefix was warmed (or tried)
+        self._warm_ups = WarmUps(
+            record, warm if settings.warm_cache and settings.prompt_caching else None
+        )
 
     @property
     def _cap(self) -> int:
@@ -167,20 +139,20 @@ class Dispatcher:
                 for mt in list(self._waiting):
                     if len(self._inflight) >= self._cap:
                         break
-                    if self._held_for_warming(mt):
+                    if self._warm_ups.holds(mt, self._waiting):
                         continue
                     if not self._launch(mt):
                         break  # the budget is held by calls in flight: wait for them to settle
                     self._waiting.remove(mt)
                     await self._record.emit(EventKind.STARTED, microtask=mt, attempt=1)
-                if not self._inflight and not self._warming:
+                if not self._inflight and not self._warm_ups.pending:
                     if self._waiting:  # nothing in flight will free any budget now
                         self._note_budget()
                         break
                     if self._scheduler.sealed:
                         break
                 done = await self._wait()
-                self._warm_ups_ended()
+                self._warm_ups.count_ended()
                 for call in done:
                     attempt = self._inflight.pop(call, None)
                     if attempt is not None:  # None: the losing copy of a backup pair
@@ -192,12 +164,12 @@ class Dispatcher:
             for call, attempt in self._inflight.items():
                 call.cancel()
                 self._release(attempt)  # holds must not outlive the dispatch (merge checks)
-            for asking in [*self._idle_asking.values(), *self._warming.values()]:
-                asking.cancel()
+            self._pools.stop()
+            self._warm_ups.stop()
 
     async def _wait(self) -> set[asyncio.Task[MicrotaskResult]]:
         """Wait for a call to end, the next deadline or check, or (open plan) an arrival."""
-        waits: set[asyncio.Future[Any]] = {*self._inflight, *self._warming.values()}
+        waits: set[asyncio.Future[Any]] = {*self._inflight, *self._warm_ups.pending}
         arrival = None
         if not self._scheduler.sealed:
             arrival = asyncio.ensure_future(self._arrived.wait())
@@ -233,7 +205,7 @@ class Dispatcher:
         cannot hold the attempt's estimated cost on top of what is spent and held."""
         record = self._record
         number = record.attempts.get(mt.id, 0) + 1
-        shares_request, shares_context = self._sharing(mt)
+        shares_request, shares_context = sharing(self._record, mt)
         request = MicrotaskRequest(
             task_id=record.task_id,
             microtask=mt,
@@ -255,7 +227,7 @@ class Dispatcher:
             return False
         record.attempts[mt.id] = number
         call = asyncio.create_task(self._call_pool(mt.role, request, delay))
-        attempt = _Attempt(mt, number, backup, time.monotonic() + delay)
+        attempt = Attempt(mt, number, backup, time.monotonic() + delay)
         attempt.reserved_usd = held
         attempt.paid_cap = request.max_paid_calls or 0
         self._reserved[mt.id] = self._reserved.get(mt.id, 0) + attempt.paid_cap
@@ -263,63 +235,7 @@ class Dispatcher:
         self._inflight[call] = attempt
         return True
 
-    def _held_for_warming(self, mt: Microtask) -> bool:
-        """Whether ``mt`` waits for its role's shared prefix to be written to the cache.
-
-        When two or more microtasks of a role are ready at once and share the prompt up to
-        the request, sent together they would all pay the cache write and none could read
-        it (an entry is usable once its writer's answer began). So the prefix is written
-        first (``warm``) and they follow. Once per role and task; the warm-up decides
-        itself whether the prefix is long enough to cache (if not, it sends nothing)."""
-        if self._warm is None or mt.role in self._warmed:
-            return False
-        if mt.role in self._warming:
-            return True
-        if sum(1 for o in self._waiting if o.role is mt.role) < 2:
-            return False  # alone for now: it writes, later ones read
-        shares_request, _ = self._sharing(mt)
-        if not shares_request:
-            return False
-        request = MicrotaskRequest(
-            task_id=self._record.task_id,
-            microtask=mt,
-            request_text=self._record.text,
-            conversation=self._record.conversation,
-            shares_request=True,
-        )
-        warming = asyncio.wait_for(self._warm(request), _WARM_WAIT_S)
-        self._warming[mt.role] = asyncio.ensure_future(warming)
-        return True
-
-    def _warm_ups_ended(self) -> None:
-        """Count finished warm-ups; their roles' microtasks may go now."""
-        for role, warming in list(self._warming.items()):
-            if not warming.done():
-                continue
-            del self._warming[role]
-            self._warmed.add(role)
-            if warming.cancelled():
-                continue
-            error = warming.exception()
-            if error is None:
-                self._record.usage += warming.result()
-            else:  # the group goes uncached; what the failed call paid still counts
-                paid = getattr(error, "usage", None)
-                if isinstance(paid, Usage):
-                    self._record.usage += paid
-                log.info("task %s: warming the %s prefix failed: %s", self._record.task_id,
-                         role.value, error)  # fmt: skip
-
-    def _sharing(self, mt: Microtask) -> tuple[bool, bool]:
-        """Whether other microtasks of the plan (so far) send ``mt``'s prompt prefix: up to
-        the request (the same role: the same system prompt), and up to the context (the
-        same role and dependencies). Only a shared prefix is worth a cache write."""
-        same_role = [o for o in self._record.microtasks if o.role is mt.role and o.id != mt.id]
-        needs = set(mt.depends_on)
-        siblings = bool(needs) and any(set(o.depends_on) == needs for o in same_role)
-        return bool(same_role), siblings
-
-    async def _settle(self, call: asyncio.Task[MicrotaskResult], attempt: _Attempt) -> None:
+    async def _settle(self, call: asyncio.Task[MicrotaskResult], attempt: Attempt) -> None:
         """Record one finished attempt: a result, a retry, or a final failure."""
         record, mt = self._record, attempt.microtask
         self._release(attempt)
@@ -396,7 +312,7 @@ class Dispatcher:
         cap = self._settings.max_paid_calls_per_microtask
         return cap - self._record.paid_calls.get(mt.id, 0) - self._reserved.get(mt.id, 0)
 
-    def _release(self, attempt: _Attempt) -> None:
+    def _release(self, attempt: Attempt) -> None:
         """Give back what the attempt held: paid answers of its microtask's cap, budget."""
         mt_id = attempt.microtask.id
         self._reserved[mt_id] = self._reserved.get(mt_id, 0) - attempt.paid_cap
@@ -418,7 +334,7 @@ class Dispatcher:
                 continue
             role = attempt.microtask.role
             if role not in answers:
-                answers[role] = await self._pool_answers(role)
+                answers[role] = await self._pools.answers(role)
             if answers[role]:
                 attempt.deadline = time.monotonic() + self._backstop_s()
                 continue
@@ -431,16 +347,6 @@ class Dispatcher:
                 role.value,
             )
 
-    async def _pool_answers(self, role: Role) -> bool:
-        """Whether ``role``'s pool answers a question at all (no way to ask: it does not)."""
-        if self._idle_agents is None:
-            return False
-        try:
-            await asyncio.wait_for(self._idle_agents(role), _POOL_ANSWER_S)
-        except Exception:  # timed out, or the pool is gone
-            return False
-        return True
-
     async def _start_backups(self) -> None:
         settings, record = self._settings, self._record
         if len(self._durations) < settings.backup_min_samples:
@@ -448,37 +354,26 @@ class Dispatcher:
         allowed = math.ceil(settings.backup_max_share * len(record.microtasks)) - record.backups
         if allowed <= 0:
             return
-        deciles = statistics.quantiles(self._durations, n=10)
-        threshold = max(deciles[-1], 2 * deciles[4])  # past p90 and twice the median
-        now = time.monotonic()
-        covered = {a.microtask.id for a in self._inflight.values() if a.backup}
-        stragglers: dict[Role, list[_Attempt]] = {}
-        # Planned critical path first, then the longest running.
-        for attempt in sorted(
-            self._inflight.values(), key=lambda a: (not a.microtask.critical, a.submitted)
-        ):
-            mt = attempt.microtask
-            if (
-                not attempt.backup
-                and mt.id not in covered
-                and now - attempt.submitted > threshold
-                and record.attempts[mt.id] < settings.max_attempts
-                and self._paid_calls_left(mt) > 0
-            ):
-                covered.add(mt.id)
-                stragglers.setdefault(mt.role, []).append(attempt)
+        threshold = straggler_threshold(self._durations)
+        stragglers = running_past(
+            self._inflight.values(),
+            threshold,
+            time.monotonic(),
+            lambda mt: (
+                record.attempts[mt.id] < settings.max_attempts and self._paid_calls_left(mt) > 0
+            ),
+        )
         for role, attempts in stragglers.items():
             room = min(allowed, self._cap - len(self._inflight))
-            if self._idle_agents is not None:
-                room = min(room, self._idle_now(role))
+            if self._pools.can_ask:
+                room = min(room, self._pools.idle_now(role))
             for attempt in attempts[: max(0, room)]:
                 mt = attempt.microtask
                 if not self._launch(mt, backup=True):
                     return  # a copy is optional: the budget goes to work not yet done
                 record.backups += 1
                 allowed -= 1
-                if role in self._idle_known:
-                    self._idle_known[role] -= 1
+                self._pools.took(role)
                 await record.emit(
                     EventKind.BACKUP,
                     microtask=mt,
@@ -486,19 +381,6 @@ class Dispatcher:
                     detail=f"running past {threshold:.2f} s (p90, at least twice the median); "
                     "an idle agent takes a copy",
                 )
-
-    def _idle_now(self, role: Role) -> int:
-        """The latest known idle agents of ``role`` (0 before the first answer); asks anew."""
-        assert self._idle_agents is not None
-        asking = self._idle_asking.get(role)
-        if asking is not None and asking.done():
-            del self._idle_asking[role]
-            if not asking.cancelled() and asking.exception() is None:
-                self._idle_known[role] = asking.result()
-            asking = None
-        if asking is None:
-            self._idle_asking[role] = asyncio.create_task(self._idle_agents(role))
-        return self._idle_known.get(role, 0)
 
     def _next_wakeup(self) -> float | None:
         """Seconds until the next deadline or backup check (None: only results matter)."""

@@ -390,7 +390,7 @@ async def test_a_call_queued_past_its_backstop_runs_on_while_its_pool_answers(mo
 
 async def test_a_call_whose_pool_gives_no_answer_is_cancelled_and_retried(monkeypatch):
     monkeypatch.setattr("actors.engine.dispatch._BACKSTOP_GRACE_S", 0.05)
-    monkeypatch.setattr("actors.engine.dispatch._POOL_ANSWER_S", 0.05)
+    monkeypatch.setattr("actors.engine.pool_probe._POOL_ANSWER_S", 0.05)
     pool = FakePool(first_delays={"stuck": 60.0})
 
     async def stuck(role: Role) -> int:
