@@ -4,6 +4,11 @@ The flow of one request reads through these types:
 ``Microtask`` (a node of a ``Plan``) → ``MicrotaskResult`` (what an agent
 returns) → ``ProgressEvent`` (what callers follow live) → ``RunReport``
 (the answer and the figures the CLI's ``--json`` prints).
+
+Why one file of ~480 lines: these are declarations, not logic, and every layer shares
+them; kept together, a contract change is one diff and a newcomer reads every shape in one
+place. (Splitting off the structured-output schemas would be circular: they use the enums
+here, and ``MicrotaskResult`` uses their ``Claim``.)
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ It owns each task's record and lifecycle: intake check, the plan (``planning``),
 run (``dispatch``), reconciling and the synthesis (``merge_step``) and the report. Callers
 follow a task through ``events`` (long polling), ``status`` and ``wait``; ``cancel`` keeps
 what finished.
+
+Why ~560 lines: a Ray actor's remote API lives on its class, and this one has some twenty
+methods (submit, events, cancel, status, the queries); what each phase does is in the
+modules beside it (``planning``, ``dispatch``, ``merge_step``, ``lifecycle``, ``recall``,
+``resume``, ``admission``).
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from actors.engine.documents import Document, attach
 from actors.engine.estimate import for_level
 from actors.engine.intake import clean_request
 from actors.engine.merge_step import MergeStep
-from actors.engine.plan_stream import STREAMING_PLAN
 from actors.engine.planning import Planning
 from actors.engine.recall import recall
 from actors.engine.report import SEQ_SPAN, TaskRecord, end_event, settled
+from actors.engine.resume import resumed_record
 from actors.engine.sections import SectionedAnswer
 from actors.engine.store import Store
 from actors.errors import (
@@ -395,32 +400,7 @@ class Orchestrator:
                 continue
             if self._resume_since is not None and task.created_at < self._resume_since:
                 continue  # another run's task: its own orchestrator (or the next start) resumes it
-            record = TaskRecord(
-                task_id=task.task_id,
-                text=task.request,
-                user=task.user,
-                conversation_id=task.conversation_id or task.task_id,
-                conversation=task.context or "",  # the same turns as before the restart
-                started_at=task.created_at,
-                observer=self._observe,
-                budget_usd=task.cost_limit_usd,  # the caller's limit holds after a restart too
-            )
-            if task.complexity is not None:  # planned before the restart: keep that plan
-                record.complexity = task.complexity
-                record.plan_source = task.plan_source
-                microtasks = task.microtasks
-                if task.plan_source == STREAMING_PLAN:  # the restart cut the plan's stream
-                    microtasks = dag.closed(microtasks)
-                    record.cut.append(
-                        f"plan stream cut by a restart; kept the {len(microtasks)} "
-                        "microtasks that had arrived"
-                    )
-                record.set_plan(microtasks)
-                for microtask_id, result in task.results.items():
-                    record.results[microtask_id] = result
-                    record.attempts[microtask_id] = result.attempt
-                    record.usage += result.usage
-            record.note(f"resumed after a restart with {len(task.results)} microtasks done")
+            record = resumed_record(task, self._observe)
             # Accepted before the restart, so never refused now; but it counts against the
             # limits on running tasks and, with what it spent, against the daily budget.
             self._admission.register(record)
