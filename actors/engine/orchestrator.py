@@ -144,14 +144,7 @@ class Orchestrator:
         ``UnknownConversationError`` for a conversation ``user`` does not have.
         """
         await self._ensure_resumed()
-        clean = clean_request(text, self._settings.max_request_chars)
-        clean = attach(clean, documents or [], self._settings)
-        if cost_limit_usd is not None and not cost_limit_usd > 0:
-            raise UserInputError(f"the cost limit must be above $0, not {cost_limit_usd!r}")
-        if plan is not None:
-            problems = dag.validate(plan)
-            if problems:
-                raise UserInputError("the given plan is invalid: " + "; ".join(problems[:5]))
+        clean = self._checked(text, documents, plan, cost_limit_usd)
         key = None if idempotency_key is None else (user, idempotency_key)
         if key is not None and (first := await self._task_with_key(*key)) is not None:
             return first
@@ -169,6 +162,45 @@ class Orchestrator:
         # Checked and counted in one step, with no await in between: concurrent submits
         # cannot all pass through one free slot.
         self._admission.admit(record)
+        task_id = await self._recorded(
+            record, key, idempotency_key, cost_limit_usd, conversation_id
+        )
+        if task_id != record.task_id:  # the key was recorded first by another orchestrator
+            self._admission.withdraw(record)
+            return task_id
+        self._start(record)
+        log.info("task %s accepted (%d chars)", task_id, len(clean))
+        await self._expire_conversations()
+        return task_id
+
+    def _checked(
+        self,
+        text: str | bytes,
+        documents: list[Document] | None,
+        plan: list[Microtask] | None,
+        cost_limit_usd: float | None,
+    ) -> str:
+        """The request with its documents attached, or ``UserInputError`` for what is unusable."""
+        clean = clean_request(text, self._settings.max_request_chars)
+        clean = attach(clean, documents or [], self._settings)
+        if cost_limit_usd is not None and not cost_limit_usd > 0:
+            raise UserInputError(f"the cost limit must be above $0, not {cost_limit_usd!r}")
+        if plan is not None:
+            problems = dag.validate(plan)
+            if problems:
+                raise UserInputError("the given plan is invalid: " + "; ".join(problems[:5]))
+        return clean
+
+    async def _recorded(
+        self,
+        record: TaskRecord,
+        key: tuple[str | None, str] | None,
+        idempotency_key: str | None,
+        cost_limit_usd: float | None,
+        conversation_id: str | None,
+    ) -> str:
+        """Store an admitted task (withdrawn if that fails); returns the id stored under its
+        idempotency key, which is another task's when that submit recorded it first."""
         keyed: asyncio.Future[str] | None = None
         if key is not None:
             keyed = self._keying[key] = asyncio.get_running_loop().create_future()
@@ -177,8 +209,8 @@ class Orchestrator:
                 self._store.task_started,
                 record.task_id,
                 record.started_at,
-                clean,
-                user,
+                record.text,
+                record.user,
                 idempotency_key,
                 cost_limit_usd,
                 conversation_id,
@@ -193,12 +225,6 @@ class Orchestrator:
                 self._keying.pop(key, None)
         if keyed is not None:
             keyed.set_result(task_id)
-        if task_id != record.task_id:  # the key was recorded first by another orchestrator
-            self._admission.withdraw(record)
-            return task_id
-        self._start(record)
-        log.info("task %s accepted (%d chars)", task_id, len(clean))
-        await self._expire_conversations()
         return task_id
 
     @_retried
