@@ -5,7 +5,7 @@ run (``dispatch``), reconciling and the synthesis (``merge_step``) and the repor
 follow a task through ``events`` (long polling), ``status`` and ``wait``; ``cancel`` keeps
 what finished.
 
-Why ~560 lines: a Ray actor's remote API lives on its class, and this one has some twenty
+Why ~600 lines: a Ray actor's remote API lives on its class, and this one has some twenty
 methods (submit, events, cancel, status, the queries); what each phase does is in the
 modules beside it (``planning``, ``dispatch``, ``merge_step``, ``lifecycle``, ``recall``,
 ``resume``, ``admission``).
