@@ -10,17 +10,18 @@ call ``load_settings()``: an invalid setting is one line naming the variable,
 the value and what is allowed (``ConfigurationError``), never a traceback.
 
 Names of actors, the Ray namespace and default ports live here too, so there
-is exactly one place to look them up.
+is exactly one place to look them up. The groups ``Settings`` is made of (purposes,
+pool and level bounds, the limiter's and the simulator's settings) are in
+``actors.settings_groups`` and imported from here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,28 @@ from pydantic_settings import (
 
 from actors.errors import ConfigurationError
 from actors.models import Complexity, Role
+from actors.settings_groups import (
+    Effort,
+    Level,
+    LimiterSettings,
+    PoolSize,
+    Purpose,
+    SimulatorSettings,
+    Strategy,
+    default_effort,
+    default_levels,
+    default_models,
+    default_output_tokens,
+    default_pools,
+)
+
+# The parts of Settings are imported from here, with it (``actors.settings_groups``).
+__all__ = [
+    "DEFAULT_HTTP_PORT", "ENV_PREFIX", "LIMITER_NAME", "MODEL_CLIENT_PREFIX", "NAMESPACE",
+    "ORCHESTRATOR_NAME", "RAY_HEAD_PORT", "SIMULATOR_NAME", "Effort", "Level",
+    "LimiterSettings", "PoolSize", "Purpose", "Settings", "SimulatorSettings", "Strategy",
+    "agent_actor_name", "load_settings", "model_client_name", "pool_actor_name",
+]  # fmt: skip
 
 NAMESPACE = "parallel_agents"
 ORCHESTRATOR_NAME = "orchestrator"
@@ -69,199 +92,6 @@ def model_client_name(node_id: str) -> str:
 def agent_actor_name(role: Role, index: int) -> str:
     """Name of one agent actor (e.g. ``research-03``), as shown in the Ray dashboard."""
     return f"{role.value}-{index:02d}"
-
-
-class Purpose(StrEnum):
-    """What a model call is for; each purpose has its own model, output budget and effort."""
-
-    RESEARCH = "research"
-    ANALYSIS = "analysis"
-    GENERATION = "generation"
-    VALIDATION = "validation"
-    ASSESSMENT = "assessment"  # the complexity verdict before planning
-    PLANNING = "planning"
-    RECONCILE = "reconcile"  # grouping claims by meaning, before the synthesis
-    SYNTHESIS = "synthesis"
-    QUICK = "quick"  # a short direct answer shown while the plan runs (quick_answer)
-    OVERVIEW = "overview"  # the short close of an answer written in sections
-    SUMMARY = "summary"  # older turns of a conversation, folded when it outgrows its bound
-
-
-class Effort(StrEnum):
-    """``output_config.effort``: how hard an adaptive-thinking model thinks before answering."""
-
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    XHIGH = "xhigh"
-    MAX = "max"
-
-
-class Strategy(StrEnum):
-    """Load-balancing strategies for picking an agent inside a pool."""
-
-    ROUND_ROBIN = "round_robin"
-    WEIGHTED = "weighted"
-    PRIORITY = "priority"
-    AFFINITY = "affinity"
-    LEAST_LOADED = "least_loaded"
-
-
-class PoolSize(BaseModel):
-    min: int = Field(ge=0)
-    max: int = Field(ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PoolSize:
-        if self.min > self.max:
-            raise ValueError(f"pool min ({self.min}) is above max ({self.max})")
-        return self
-
-
-class Level(BaseModel):
-    """Bounds for one complexity level."""
-
-    max_microtasks: int = Field(ge=1)
-    max_agents: int = Field(ge=1)
-    time_limit_s: float = Field(gt=0)
-
-
-def _default_pools() -> dict[Role, PoolSize]:
-    return {
-        Role.RESEARCH: PoolSize(min=8, max=12),
-        Role.ANALYSIS: PoolSize(min=10, max=15),
-        Role.GENERATION: PoolSize(min=8, max=10),
-        Role.VALIDATION: PoolSize(min=4, max=6),
-    }
-
-
-def _default_levels() -> dict[Complexity, Level]:
-    return {
-        Complexity.SIMPLE: Level(max_microtasks=5, max_agents=2, time_limit_s=30),
-        Complexity.MEDIUM: Level(max_microtasks=20, max_agents=10, time_limit_s=120),
-        Complexity.COMPLEX: Level(max_microtasks=50, max_agents=25, time_limit_s=300),
-        Complexity.MASSIVE: Level(max_microtasks=100, max_agents=50, time_limit_s=600),
-    }
-
-
-def _default_models() -> dict[Purpose, str]:
-    # Ids from the installed SDK's anthropic/types/model.py. Planning and
-    # synthesis get the strongest model; bulk research/validation the cheapest.
-    return {
-        Purpose.PLANNING: "claude-opus-5-5",
-        Purpose.SYNTHESIS: "claude-opus-5-5",
-        Purpose.ANALYSIS: "claude-sonnet-5-5",
-        Purpose.GENERATION: "claude-sonnet-5-5",
-        Purpose.RECONCILE: "claude-sonnet-5-5",
-        Purpose.RESEARCH: "claude-haiku-5-5",
-        Purpose.VALIDATION: "claude-haiku-5-5",
-        # A four-way label: the fastest model answers it in well under a second.
-        Purpose.ASSESSMENT: "claude-haiku-5-5",
-        # A short direct answer while the plan runs: a good model thinking little.
-        Purpose.QUICK: "claude-sonnet-5-5",
-        # A sectioned answer's closing overview: short, on the critical path, so fast.
-        Purpose.OVERVIEW: "claude-sonnet-5-5",
-        # Older turns of a conversation, summarised off the answer's path: the cheapest.
-        Purpose.SUMMARY: "claude-haiku-5-5",
-    }
-
-
-def _default_output_tokens() -> dict[Purpose, int]:
-    # ``max_tokens`` per call: the cap on thinking and answer together (the 5.x models think
-    # before they answer, and those tokens count). Planning adds plan_tokens_per_microtask
-    # for each microtask the level allows on top of this headroom (see max_tokens_for).
-    return {
-        Purpose.RESEARCH: 4096,
-        Purpose.ANALYSIS: 6144,
-        Purpose.GENERATION: 8192,
-        Purpose.VALIDATION: 4096,
-        Purpose.ASSESSMENT: 2048,
-        Purpose.PLANNING: 8192,
-        Purpose.RECONCILE: 8192,
-        Purpose.SYNTHESIS: 32_000,
-        Purpose.QUICK: 2048,
-        Purpose.OVERVIEW: 2048,
-        Purpose.SUMMARY: 2048,
-    }
-
-
-def _default_effort() -> dict[Purpose, Effort]:
-    # Bulk fact-gathering and checking think little; the two long serial calls think most.
-    return {
-        Purpose.RESEARCH: Effort.LOW,
-        Purpose.VALIDATION: Effort.LOW,
-        Purpose.ASSESSMENT: Effort.LOW,
-        Purpose.ANALYSIS: Effort.MEDIUM,
-        Purpose.GENERATION: Effort.MEDIUM,
-        Purpose.RECONCILE: Effort.MEDIUM,
-        Purpose.PLANNING: Effort.HIGH,
-        Purpose.SYNTHESIS: Effort.HIGH,
-        Purpose.QUICK: Effort.LOW,
-        Purpose.OVERVIEW: Effort.LOW,
-        Purpose.SUMMARY: Effort.LOW,
-    }
-
-
-class LimiterSettings(BaseModel):
-    """The cluster-wide rate limiter (requests, tokens, concurrency, backoff)."""
-
-    requests_per_minute: int = Field(default=4000, ge=1)
-    input_tokens_per_minute: int = Field(default=2_000_000, ge=1)
-    output_tokens_per_minute: int = Field(default=400_000, ge=1)
-    max_concurrency: int = Field(default=64, ge=1)
-    min_concurrency: int = Field(default=1, ge=1)
-    decrease_factor: float = Field(default=0.5, gt=0, lt=1)
-    max_retry_wait_s: float = Field(default=10.0, gt=0)
-    jitter_s: float = Field(default=0.5, ge=0)
-    max_attempts: int = Field(default=6, ge=1)
-    base_backoff_s: float = Field(default=0.5, gt=0)
-    allowance_s: float = Field(
-        default=2.0,
-        ge=0,
-        description="How long a caller may spend an allowance (a batch of slots, requests and "
-        "tokens lent far from every limit) without asking the limiter per call; 0: always ask",
-    )
-    allowance_slots: int = Field(
-        default=8, ge=1, description="The most concurrency slots one allowance lends"
-    )
-
-
-class SimulatorSettings(BaseModel):
-    """The embedded Anthropic-compatible simulator used when no API key is set.
-
-    ``latency="realistic"`` (the default) waits as a real model would: the model's time to
-    first token plus every output token (thinking included) at its tokens per second
-    (``actors.llm.catalog``), spread lognormally (sigma 0.25). ``zero``/``fixed``
-    (``median_s``)/``lognormal`` (``median_s``, ``sigma``) are for benchmarks and tests
-    that need known durations. ``per_output_token_s`` adds per output token in every mode;
-    ``time_scale`` multiplies every such delay (not ``hang_s``, and not a
-    ``[sim-latency S]`` marker, which are literal seconds). Content is realistic in every
-    mode: thinking, answer sizes, cuts at ``max_tokens``, refusals of forced tools where
-    the model refuses them; ``rate_refusal`` makes that share of answers refusals.
-    """
-
-    # Who answers model calls: "auto" — this simulator without ANTHROPIC_API_KEY, the API
-    # with one; "embedded" — this simulator, started in the cluster, key or not; "external"
-    # — an Anthropic-compatible simulator already serving at ANTHROPIC_BASE_URL (the
-    # benchmark's own); "off" — the API, which needs the key. See ``Settings.simulation``.
-    mode: str = Field(default="auto", pattern="^(auto|embedded|external|off)$")
-    seed: int = 0
-    latency: str = Field(default="realistic", pattern="^(zero|fixed|lognormal|realistic)$")
-    time_scale: float = Field(default=0.1, ge=0)
-    median_s: float = Field(default=1.0, ge=0)
-    sigma: float = Field(default=0.5, ge=0)
-    per_output_token_s: float = Field(default=0.0, ge=0)
-    rate_429: float = Field(default=0.0, ge=0, le=1)
-    retry_after_s: float = Field(default=1.0, ge=0)
-    rate_529: float = Field(default=0.0, ge=0, le=1)
-    rate_500: float = Field(default=0.0, ge=0, le=1)
-    rate_hang: float = Field(default=0.0, ge=0, le=1)
-    hang_s: float = Field(default=600.0, ge=0)
-    rate_malformed: float = Field(default=0.0, ge=0, le=1)
-    rate_refusal: float = Field(default=0.0, ge=0, le=1)
-    rate_stream_error: float = Field(default=0.0, ge=0, le=1)  # overloaded_error mid-stream
-    rpm_limit: int | None = Field(default=None, ge=1)
-    concurrency_limit: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -307,9 +137,9 @@ class Settings(BaseSettings):
     call_ledger: bool = True
     call_ledger_days: float = Field(default=7.0, gt=0)
 
-    models: dict[Purpose, str] = Field(default_factory=_default_models)
-    pools: dict[Role, PoolSize] = Field(default_factory=_default_pools)
-    levels: dict[Complexity, Level] = Field(default_factory=_default_levels)
+    models: dict[Purpose, str] = Field(default_factory=default_models)
+    pools: dict[Role, PoolSize] = Field(default_factory=default_pools)
+    levels: dict[Complexity, Level] = Field(default_factory=default_levels)
     limiter: LimiterSettings = Field(default_factory=LimiterSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
 
@@ -324,8 +154,8 @@ class Settings(BaseSettings):
     # address the worker nodes can reach (cluster.yaml sets 0.0.0.0).
     simulator_host: str = "127.0.0.1"
     # Output budget (max_tokens: thinking + answer) and thinking effort per purpose.
-    output_tokens: dict[Purpose, int] = Field(default_factory=_default_output_tokens)
-    effort: dict[Purpose, Effort] = Field(default_factory=_default_effort)
+    output_tokens: dict[Purpose, int] = Field(default_factory=default_output_tokens)
+    effort: dict[Purpose, Effort] = Field(default_factory=default_effort)
     plan_tokens_per_microtask: int = Field(default=150, ge=1)
     # Cache breakpoints on prompt prefixes other calls send too, where long enough for the
     # model (actors.llm.prompt_parts); False: none, every call pays full input.
@@ -414,7 +244,7 @@ class Settings(BaseSettings):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
-        for field, defaults in (("pools", _default_pools), ("levels", _default_levels)):
+        for field, defaults in (("pools", default_pools), ("levels", default_levels)):
             given = data.get(field)
             if isinstance(given, Mapping):
                 data[field] = _completed(given, defaults())
@@ -431,11 +261,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _complete(self) -> Settings:
         # Partial overrides (one pool, one model) keep the defaults for the rest.
-        self.pools = {**_default_pools(), **self.pools}
-        self.levels = {**_default_levels(), **self.levels}
-        self.models = {**_default_models(), **self.models}
-        self.output_tokens = {**_default_output_tokens(), **self.output_tokens}
-        self.effort = {**_default_effort(), **self.effort}
+        self.pools = {**default_pools(), **self.pools}
+        self.levels = {**default_levels(), **self.levels}
+        self.models = {**default_models(), **self.models}
+        self.output_tokens = {**default_output_tokens(), **self.output_tokens}
+        self.effort = {**default_effort(), **self.effort}
         if self.simulator.mode == "off" and self.anthropic_api_key is None:
             raise ValueError("simulator.mode 'off' calls the Claude API: set ANTHROPIC_API_KEY")
         if self.simulator.mode == "external" and not self.anthropic_base_url:
@@ -584,26 +414,3 @@ def _variable(path: list[str]) -> str:
     if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
         return "__".join([alias.choices[0], *path[1:]]).upper()
     return ENV_PREFIX + "__".join(path).upper()
-
-
-def private_folder(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it this user's only (0700): the home folder."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(PermissionError):  # a folder of someone else's stays as it is
-        path.chmod(0o700)
-    return path
-
-
-def private_file(path: Path) -> Path:
-    """Create ``path`` if need be, readable and writable by this user only (0600).
-
-    The store keeps every request's text and the trace file every span's attributes: on a
-    shared machine neither is for other users. An existing file is narrowed too (an older
-    version created them 0644).
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    return path

@@ -46,9 +46,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter
 
-from actors.config import private_file
 from actors.engine.documents import Document
 from actors.errors import ConfigurationError
+from actors.private_files import private_file
 
 SCHEMA_VERSION = 5  # 2 idempotency_key, 3 documents, 4 cost_limit_usd and footer, 5 threads
 DEFAULT_FILENAME = "bot-jobs.sqlite3"

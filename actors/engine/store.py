@@ -23,10 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from actors.config import private_file
 from actors.conversation import History, Turn
 from actors.errors import ConfigurationError, UnknownConversationError
 from actors.models import Complexity, Microtask, MicrotaskResult, RunReport, TaskState
+from actors.private_files import private_file
 
 SCHEMA_VERSION = 5
 

@@ -38,10 +38,10 @@ from actors.config import (
     SIMULATOR_NAME,
     Settings,
     pool_actor_name,
-    private_folder,
 )
 from actors.errors import ConfigurationError
 from actors.models import PoolSnapshot, Role
+from actors.private_files import private_folder
 from actors.runtime import services as records
 from actors.runtime.services import ServiceProcess, Services, terminate
 

@@ -22,15 +22,16 @@ from browser import browser_dom  # tests/integration is on pytest's pythonpath
 from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
-from actors.config import Settings, _default_models
+from actors.config import Settings
 from actors.errors import ConfigurationError
 from actors.gateway import app as gateway_app
 from actors.gateway.http_guard import ANONYMOUS
 from actors.models import Microtask, Role
 from actors.runtime.system import start_system, stop_system
+from actors.settings_groups import default_models
 
 ROLES = {"research", "analysis", "generation", "validation"}
-MODELS = sorted(set(_default_models().values()))
+MODELS = sorted(set(default_models().values()))
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from actors.config import Settings, _default_models
+from actors.config import Settings
 from actors.gateway.model_check import ModelCheck
+from actors.settings_groups import default_models
 
 KEY = "sk-test-secret"
-MODELS = sorted(set(_default_models().values()))
+MODELS = sorted(set(default_models().values()))
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from actors.config import _default_models
 from actors.llm.catalog import MODELS, most_expensive
 from actors.llm.pricing import PRICES_PER_MTOK, cost_usd
+from actors.settings_groups import default_models
 
 M = 1_000_000
 
@@ -29,7 +29,7 @@ OFFICIAL = {
 
 
 def test_every_default_model_has_a_price() -> None:
-    assert set(_default_models().values()) <= set(PRICES_PER_MTOK)
+    assert set(default_models().values()) <= set(PRICES_PER_MTOK)
 
 
 def test_the_table_covers_exactly_the_checked_models() -> None:

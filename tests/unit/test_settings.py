@@ -14,12 +14,12 @@ import pytest
 from actors.config import (
     Settings,
     load_settings,
-    private_folder,
 )
 from actors.engine.store import Store
 from actors.errors import ConfigurationError
 from actors.models import Complexity, Role
 from actors.observe.tracing import JsonLinesExporter
+from actors.private_files import private_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 
