@@ -162,9 +162,7 @@ class Orchestrator:
         # Checked and counted in one step, with no await in between: concurrent submits
         # cannot all pass through one free slot.
         self._admission.admit(record)
-        task_id = await self._recorded(
-            record, key, idempotency_key, cost_limit_usd, conversation_id
-        )
+        task_id = await self._recorded(record, idempotency_key, conversation_id)
         if task_id != record.task_id:  # the key was recorded first by another orchestrator
             self._admission.withdraw(record)
             return task_id
@@ -192,15 +190,11 @@ class Orchestrator:
         return clean
 
     async def _recorded(
-        self,
-        record: TaskRecord,
-        key: tuple[str | None, str] | None,
-        idempotency_key: str | None,
-        cost_limit_usd: float | None,
-        conversation_id: str | None,
+        self, record: TaskRecord, idempotency_key: str | None, conversation_id: str | None
     ) -> str:
         """Store an admitted task (withdrawn if that fails); returns the id stored under its
         idempotency key, which is another task's when that submit recorded it first."""
+        key = None if idempotency_key is None else (record.user, idempotency_key)
         keyed: asyncio.Future[str] | None = None
         if key is not None:
             keyed = self._keying[key] = asyncio.get_running_loop().create_future()
@@ -212,7 +206,7 @@ class Orchestrator:
                 record.text,
                 record.user,
                 idempotency_key,
-                cost_limit_usd,
+                record.budget_usd,
                 conversation_id,
             )
         except BaseException:
